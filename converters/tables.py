@@ -1,0 +1,300 @@
+"""Declarative key tables: checkpoint tensor names ↔ JAX parameter paths, with invertible layout transforms.
+
+A table is a list of :class:`Rule` s such as::
+
+    Rule("transformer_blocks.{i}.attn1.to_q.weight", "blocks.attn1.to_q.kernel", LINEAR)
+
+``{i}`` marks a stacked (scanned) layer: checkpoint tensor ``i`` fills row ``i`` of the JAX parameter's leading
+``layers`` axis. Tables run both ways: :func:`load_params` fills a model's parameters from a checkpoint and
+:func:`export_tensors` produces checkpoint tensors from parameters; :func:`expected_tensors` lists the checkpoint
+names and shapes a model needs (for the full-size ``eval_shape`` checks against ``shared/specs/keys``).
+
+Loading first plans every key from names and shapes alone (safetensors headers, pickle metadata): an unexpected
+key, a missing parameter or a shape mismatch raises :class:`CheckpointError` naming all offenders before a single
+tensor is read. Then parameters are completed one at a time and handed to ``place`` (e.g. ``jax.device_put``), so
+host memory holds one stacked parameter at most besides the memory-mapped files.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from sana_jax.errors import CheckpointError
+
+
+@dataclasses.dataclass(frozen=True)
+class Transform:
+    """An invertible change of layout from a torch tensor to a JAX parameter (permute, then reshape)."""
+
+    name: str
+    permute: tuple[int, ...] | None = None
+    squeeze: tuple[int, ...] = ()  # torch axes of size 1 dropped before permuting (1×1 convs)
+    unsqueeze_jax: tuple[int, ...] = ()  # size-1 axes inserted after permuting (depthwise HWIO's I axis)
+
+    def to_jax(self, a: np.ndarray) -> np.ndarray:
+        if self.squeeze:
+            a = a.reshape([s for i, s in enumerate(a.shape) if i not in self.squeeze])
+        if self.permute:
+            a = a.transpose(self.permute)
+        for ax in self.unsqueeze_jax:
+            a = np.expand_dims(a, ax)
+        return a
+
+    def to_torch(self, a: np.ndarray) -> np.ndarray:
+        for ax in sorted(self.unsqueeze_jax, reverse=True):
+            a = np.squeeze(a, ax)
+        if self.permute:
+            a = a.transpose(np.argsort(self.permute))
+        for ax in sorted(self.squeeze):
+            a = np.expand_dims(a, ax)
+        return a
+
+    def jax_shape(self, torch_shape: Sequence[int]) -> tuple[int, ...]:
+        return tuple(self.to_jax(np.empty(torch_shape, np.int8)).shape) if 0 not in torch_shape else ()
+
+    def torch_shape(self, jax_shape: Sequence[int]) -> tuple[int, ...]:
+        return tuple(self.to_torch(np.broadcast_to(np.int8(0), jax_shape)).shape)
+
+
+IDENTITY = Transform("identity")
+LINEAR = Transform("linear", permute=(1, 0))  # (out, in) → (in, out)
+CONV1X1 = Transform("conv1x1", permute=(1, 0), squeeze=(2, 3))  # (out, in, 1, 1) → (in, out)
+CONV3D = Transform("conv3d", permute=(2, 3, 4, 1, 0))  # (O, I, t, h, w) → (t, h, w, I, O)
+CONV2D = Transform("conv2d", permute=(2, 3, 1, 0))  # (O, I, h, w) → (h, w, I, O)
+DEPTHWISE2D = Transform("depthwise2d", permute=(1, 2, 0), squeeze=(1,), unsqueeze_jax=(2,))  # (C,1,h,w)→(h,w,1,C)
+TEMPORAL = Transform("temporal", permute=(2, 1, 0), squeeze=(3,))  # (O, I, k, 1) → (k, I, O)
+
+
+@dataclasses.dataclass(frozen=True)
+class Rule:
+    torch: str
+    jax: str
+    transform: Transform = IDENTITY
+
+    @property
+    def stacked(self) -> bool:
+        return "{i}" in self.torch
+
+    def pattern(self) -> re.Pattern:
+        return re.compile(re.escape(self.torch).replace(re.escape("{i}"), r"(\d+)") + r"\Z")
+
+
+def _shape_of(source: Mapping, name: str) -> tuple[int, ...]:
+    if hasattr(source, "shape"):
+        return tuple(source.shape(name))
+    return tuple(np.shape(source[name]))
+
+
+@dataclasses.dataclass
+class _Target:
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    sources: dict[int | None, tuple[str, Rule]] = dataclasses.field(default_factory=dict)
+
+
+def _match(rules: Sequence[Rule], name: str) -> tuple[Rule, int | None] | None:
+    hits = []
+    for rule in rules:
+        m = rule.pattern().match(name)
+        if m:
+            hits.append((rule, int(m.group(1)) if rule.stacked else None))
+    if len(hits) > 1:
+        raise CheckpointError(f"key table is ambiguous: {name!r} matches {[h[0].torch for h in hits]}")
+    return hits[0] if hits else None
+
+
+def _fmt(names: Iterable[str], limit: int = 12) -> str:
+    names = sorted(names)
+    more = f" … and {len(names) - limit} more" if len(names) > limit else ""
+    return ", ".join(names[:limit]) + more
+
+
+def plan(rules: Sequence[Rule], targets: Mapping[str, tuple[tuple[int, ...], np.dtype]], source: Mapping,
+         where: str, ignore: Callable[[str], bool] = lambda _: False) -> dict[str, _Target]:
+    """Map every checkpoint key to a target slice, checking names and shapes only. Raises on any mismatch."""
+    plans = {path: _Target(tuple(shape), np.dtype(dtype)) for path, (shape, dtype) in targets.items()}
+    unexpected, bad_shapes = [], []
+    for name in source:
+        if ignore(name):
+            continue
+        hit = _match(rules, name)
+        if hit is None:
+            unexpected.append(name)
+            continue
+        rule, index = hit
+        if rule.jax not in plans:
+            unexpected.append(f"{name} (this model configuration has no {rule.jax})")
+            continue
+        target = plans[rule.jax]
+        want = target.shape[1:] if rule.stacked else target.shape
+        got = rule.transform.jax_shape(_shape_of(source, name))
+        if rule.stacked and not 0 <= index < target.shape[0]:
+            unexpected.append(f"{name} (layer {index} ≥ {target.shape[0]} layers)")
+        elif got != want:
+            bad_shapes.append(f"{name}: {_shape_of(source, name)} → {got}, model expects {want} at {rule.jax}")
+        else:
+            target.sources[index] = (name, rule)
+    missing = []
+    for path, target in plans.items():
+        if not target.sources:
+            missing.append(path)
+        elif None not in target.sources:
+            absent = sorted(set(range(target.shape[0])) - set(target.sources))
+            if absent:
+                missing.append(f"{path} layers {absent}")
+    problems = []
+    if bad_shapes:
+        problems.append(f"{len(bad_shapes)} shape mismatches: " + "; ".join(bad_shapes[:8]))
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected keys: {_fmt(unexpected)}")
+    if missing:
+        problems.append(f"{len(missing)} model parameters not in the checkpoint: {_fmt(missing)}")
+    if problems:
+        raise CheckpointError(f"{where}: checkpoint does not fit the model — " + " | ".join(problems))
+    return plans
+
+
+def load_params(rules: Sequence[Rule], targets: Mapping[str, tuple[tuple[int, ...], np.dtype]], source: Mapping,
+                where: str, place: Callable[[str, np.ndarray], object] = lambda _p, a: a,
+                ignore: Callable[[str], bool] = lambda _: False, progress=None) -> dict[str, object]:
+    """Fill every target parameter from ``source``; returns ``path -> place(path, array)``.
+
+    ``targets`` maps JAX paths to (shape, dtype); ``progress`` (a tqdm-like object) is advanced per tensor.
+    """
+    plans = plan(rules, targets, source, where, ignore)
+    out = {}
+    for path, target in plans.items():
+        if None in target.sources:
+            name, rule = target.sources[None]
+            array = np.asarray(rule.transform.to_jax(_read(source, name)), dtype=target.dtype)
+            if progress is not None:
+                progress.update(1)
+        else:
+            array = np.empty(target.shape, target.dtype)
+            for index, (name, rule) in target.sources.items():
+                array[index] = rule.transform.to_jax(_read(source, name))
+                if progress is not None:
+                    progress.update(1)
+        out[path] = place(path, array)
+        del array
+    return out
+
+
+def _read(source: Mapping, name: str) -> np.ndarray:
+    try:
+        return np.asarray(source[name])
+    except CheckpointError:
+        raise
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"cannot read tensor {name!r}: {e}") from e
+
+
+def count_tensors(rules: Sequence[Rule], source: Mapping, ignore: Callable[[str], bool] = lambda _: False) -> int:
+    return sum(1 for n in source if not ignore(n) and _match(rules, n) is not None)
+
+
+def expected_tensors(rules: Sequence[Rule], targets: Mapping[str, tuple[tuple[int, ...], object]]
+                     ) -> dict[str, tuple[int, ...]]:
+    """The checkpoint names and torch shapes that a model with these ``targets`` expects (inverse of the table)."""
+    by_path: dict[str, list[Rule]] = {}
+    for rule in rules:
+        by_path.setdefault(rule.jax, []).append(rule)
+    out = {}
+    for path, (shape, _) in targets.items():
+        for rule in by_path.get(path, []):
+            if rule.stacked:
+                for i in range(shape[0]):
+                    out[rule.torch.replace("{i}", str(i))] = rule.transform.torch_shape(shape[1:])
+            else:
+                out[rule.torch] = rule.transform.torch_shape(shape)
+    return out
+
+
+def export_tensors(rules: Sequence[Rule], params: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Checkpoint tensors (torch layout) from flat JAX parameters; every parameter must be covered by a rule."""
+    by_path: dict[str, Rule] = {}
+    for rule in rules:
+        by_path.setdefault(rule.jax, rule)
+    uncovered = [p for p in params if p not in by_path]
+    if uncovered:
+        raise CheckpointError(f"no key-table rule exports {_fmt(uncovered)}")
+    out = {}
+    for path, value in params.items():
+        rule, value = by_path[path], np.asarray(value)
+        if rule.stacked:
+            for i in range(value.shape[0]):
+                out[rule.torch.replace("{i}", str(i))] = np.ascontiguousarray(rule.transform.to_torch(value[i]))
+        else:
+            out[rule.torch] = np.ascontiguousarray(rule.transform.to_torch(value))
+    return out
+
+
+@dataclasses.dataclass(frozen=True)
+class Rename:
+    """A source-layout rename for :class:`RenamedSource`: ``src`` → ``dst``, optionally chunk ``index`` of
+    ``parts`` equal chunks along axis 0 (fused projections). ``{i}`` in both names carries a layer index."""
+
+    src: str
+    dst: str | None  # None: the key is known and deliberately dropped
+    parts: int = 1
+    index: int = 0
+
+
+class RenamedSource(Mapping):
+    """Presents a checkpoint under another layout's names (e.g. original Sana ``.pth`` → diffusers names).
+
+    Fused tensors (Sana's ``qkv``) are split along axis 0 lazily; dropped keys are reported in ``dropped``.
+    Keys that match no rename are passed through unchanged, so the target table reports them as unexpected.
+    """
+
+    def __init__(self, source: Mapping, renames: Sequence[Rename], where: str):
+        self.source, self.where = source, where
+        self._map: dict[str, tuple[str, int, int]] = {}
+        self.dropped: list[str] = []
+        compiled = [(re.compile(re.escape(r.src).replace(re.escape("{i}"), r"(\d+)") + r"\Z"), r) for r in renames]
+        for name in source:
+            hits = [(m, r) for pattern, r in compiled if (m := pattern.match(name))]
+            if not hits:
+                self._map[name] = (name, 1, 0)
+            for m, r in hits:  # a fused tensor matches once per chunk
+                if r.dst is None:
+                    self.dropped.append(name)
+                else:
+                    dst = r.dst.replace("{i}", m.group(1)) if "{i}" in r.src else r.dst
+                    self._map[dst] = (name, r.parts, r.index)
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        src, parts, _ = self._map[name]
+        shape = list(_shape_of(self.source, src))
+        if parts > 1:
+            if shape[0] % parts:
+                raise CheckpointError(f"{self.where}: {src} of shape {tuple(shape)} cannot split in {parts}")
+            shape[0] //= parts
+        return tuple(shape)
+
+    def dtype(self, name: str) -> np.dtype:
+        src = self._map[name][0]
+        return self.source.dtype(src) if hasattr(self.source, "dtype") else np.asarray(self.source[src]).dtype
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        src, parts, index = self._map[name]
+        array = self.source[src]
+        if parts == 1:
+            return array
+        n = array.shape[0] // parts
+        return array[index * n:(index + 1) * n]
+
+    def __iter__(self):
+        return iter(self._map)
+
+    def __len__(self) -> int:
+        return len(self._map)
+
+
+def expand(template: str, *alternatives: str) -> list[str]:
+    """``expand("a.{p}", "weight", "bias")`` → ``["a.weight", "a.bias"]``."""
+    return [template.replace("{p}", alt) for alt in alternatives]

@@ -1,0 +1,3 @@
+from sana_jax.models.sana_video import SanaVideoConfig, SanaVideoTransformer
+
+__all__ = ["SanaVideoConfig", "SanaVideoTransformer"]

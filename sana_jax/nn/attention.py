@@ -1,0 +1,30 @@
+"""Softmax attention pieces shared by the DiTs."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+# diffusers / Sana turn a {1 keep, 0 drop} text mask into an additive bias of −10000 (not −inf): spec §2.3.
+MASK_BIAS = -10000.0
+
+
+def mask_to_bias(mask: jax.Array | None, dtype=jnp.float32) -> jax.Array | None:
+    """(B, L) keep-mask → (B, 1, 1, L) additive bias with −10000 on dropped keys."""
+    if mask is None:
+        return None
+    return ((1.0 - mask.astype(dtype)) * MASK_BIAS)[:, None, None, :]
+
+
+def softmax_attention(q: jax.Array, k: jax.Array, v: jax.Array, bias: jax.Array | None = None) -> jax.Array:
+    """Scaled dot-product attention; q (B, N, H, d), k/v (B, L, H, d), bias broadcastable to (B, H, N, L).
+
+    Logits and softmax run in float32; the result has ``q``'s dtype.
+    """
+    scale = q.shape[-1] ** -0.5
+    logits = jnp.einsum("bnhd,blhd->bhnl", q, k, preferred_element_type=jnp.float32) * scale
+    if bias is not None:
+        logits = logits + bias.astype(jnp.float32)
+    weights = jax.nn.softmax(logits, axis=-1)
+    out = jnp.einsum("bhnl,blhd->bnhd", weights.astype(v.dtype), v, preferred_element_type=jnp.float32)
+    return out.astype(q.dtype)

@@ -1,0 +1,83 @@
+"""Basic parameterised layers carrying logical axis names.
+
+Every parameter is an ``nnx.Param`` with a ``logical_axes`` metadata tuple (one name per dimension, e.g.
+``("embed", "mlp")``); ``sana_jax.parallel`` maps those names to mesh axes by rules alone. ``logical_axes`` is
+used rather than flax's ``out_sharding`` because the latter shards eagerly and then cannot be built without a mesh.
+Blocks stacked for ``scan`` get a leading ``"layers"`` axis through :func:`prepend_logical_axis`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+Initializer = Callable[..., jax.Array]
+DType = jnp.dtype | type
+
+
+def param(rngs: nnx.Rngs | None, init: Initializer, shape: Sequence[int], axes: Sequence[str | None],
+          dtype: DType) -> nnx.Param:
+    """A parameter of ``shape`` initialised by ``init`` and tagged with its logical ``axes``."""
+    if len(axes) != len(shape):
+        raise ValueError(f"logical axes {axes} do not match shape {shape}")
+    key = rngs.params() if rngs is not None else jax.random.key(0)
+    return nnx.Param(init(key, tuple(shape), dtype), logical_axes=tuple(axes))
+
+
+def prepend_logical_axis(module: nnx.Module, name: str) -> None:
+    """Prefix the logical axes of every parameter of ``module`` (made by ``nnx.vmap``) with ``name``."""
+    for _, var in nnx.iter_graph(module):
+        if isinstance(var, nnx.Variable) and "logical_axes" in var.get_metadata():
+            var.set_metadata(logical_axes=(name, *var.get_metadata()["logical_axes"]))
+
+
+class Linear(nnx.Module):
+    """``y = x @ kernel + bias`` with ``kernel`` of shape (in, out) (the transpose of torch's ``weight``)."""
+
+    def __init__(self, in_features: int, out_features: int, *, axes: tuple[str | None, str | None],
+                 use_bias: bool = True, dtype: DType = jnp.float32, param_dtype: DType = jnp.float32,
+                 kernel_init: Initializer | None = None, rngs: nnx.Rngs):
+        self.dtype = dtype
+        init = kernel_init or nnx.initializers.lecun_normal()
+        self.kernel = param(rngs, init, (in_features, out_features), axes, param_dtype)
+        self.bias = (param(rngs, nnx.initializers.zeros, (out_features,), axes[1:], param_dtype)
+                     if use_bias else nnx.data(None))
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        y = jnp.dot(x.astype(self.dtype), self.kernel[...].astype(self.dtype))
+        if self.bias is not None:
+            y = y + self.bias[...].astype(self.dtype)
+        return y
+
+
+class RMSNorm(nnx.Module):
+    """RMSNorm over the last axis with a learned ``weight`` (diffusers ``RMSNorm``, elementwise_affine=True).
+
+    The statistic is taken in float32; the result is cast back to the input dtype.
+    """
+
+    def __init__(self, dim: int, *, eps: float, axis_name: str | None = "embed",
+                 param_dtype: DType = jnp.float32, rngs: nnx.Rngs | None = None):
+        self.eps = eps
+        self.weight = param(rngs, nnx.initializers.ones, (dim,), (axis_name,), param_dtype)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        x32 = x.astype(jnp.float32)
+        y = x32 * jax.lax.rsqrt(jnp.mean(jnp.square(x32), axis=-1, keepdims=True) + self.eps)
+        return (y * self.weight[...].astype(jnp.float32)).astype(x.dtype)
+
+
+def layer_norm(x: jax.Array, eps: float) -> jax.Array:
+    """LayerNorm over the last axis without affine parameters, statistics in float32."""
+    x32 = x.astype(jnp.float32)
+    mean = jnp.mean(x32, axis=-1, keepdims=True)
+    var = jnp.mean(jnp.square(x32 - mean), axis=-1, keepdims=True)
+    return ((x32 - mean) * jax.lax.rsqrt(var + eps)).astype(x.dtype)
+
+
+def modulate(x: jax.Array, shift: jax.Array, scale: jax.Array) -> jax.Array:
+    """adaLN modulation ``x * (1 + scale) + shift`` (Sana's ``t2i_modulate``)."""
+    return x * (1 + scale) + shift
