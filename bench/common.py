@@ -1,0 +1,50 @@
+"""Timing and reporting helpers shared by the benchmarks in bench/."""
+
+from __future__ import annotations
+
+import json
+import platform
+import statistics
+import time
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def device_description() -> dict:
+    """What the numbers were measured on: JAX backend and device kind, CPU model, versions."""
+    import jax
+
+    dev = jax.devices()[0]
+    cpu = platform.processor() or ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import os
+
+    return {"jax_backend": dev.platform, "jax_device": dev.device_kind, "device_count": jax.device_count(),
+            "cpu": cpu, "cpu_cores_visible": len(os.sched_getaffinity(0)), "jax": jax.__version__,
+            "python": platform.python_version()}
+
+
+def time_calls(fn, repeats: int, warmup: int = 1) -> dict:
+    """Median / min wall time of ``fn()`` (which must block until its result is ready)."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return {"median_s": statistics.median(times), "min_s": min(times), "repeats": repeats}
+
+
+def write_result(name: str, result: dict) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    return path
