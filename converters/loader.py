@@ -3,12 +3,15 @@
 Accepted paths:
 
 * a diffusers component folder (``config.json`` + ``diffusion_pytorch_model.safetensors`` or a sharded
-  ``*.safetensors.index.json``), or a diffusers pipeline folder (``model_index.json``; its ``transformer/`` is loaded);
-* a single ``.safetensors`` file or a ``.safetensors.index.json``;
+  ``*.safetensors.index.json``), or a diffusers pipeline folder (``model_index.json``; ``component`` picks the
+  subfolder, ``transformer`` by default);
+* a single ``.safetensors`` file or a ``.safetensors.index.json`` (a native LTX-2 file carries its configuration
+  in its metadata);
 * an original PyTorch ``.pth``/``.pt``/``.bin`` checkpoint (read without torch and without running its pickle);
 * a folder written by :func:`save_orbax` / ``sana-jax convert``.
 
-Without a ``config.json`` the configuration is taken from ``config=`` or inferred from tensor shapes.
+Without a ``config.json`` the configuration is taken from ``config=``, a ``config.json`` beside the file, the
+file's metadata, or (SANA-Video) the tensor shapes.
 """
 
 from __future__ import annotations
@@ -22,17 +25,28 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from converters import sana_video
+from converters import ltx2_vae, sana_video, wan_vae
 from converters.nnx_state import flatten, merge
 from converters.safetensors_io import open_safetensors, save_safetensors
 from converters.torch_pickle import open_torch_state_dict
 from sana_jax.errors import CheckpointError, ConfigError
 from sana_jax.io import checkpoints
-from sana_jax.models.sana_video import DIFFUSERS_CLASS, SanaVideoConfig, SanaVideoTransformer
+
+#: Model families. Each module provides FAMILY, MODEL_CLASS_NAME (diffusers ``_class_name``), CONFIG (with
+#: ``from_diffusers``/``to_diffusers``), MODEL, ``detect(keys)``, ``config_from_checkpoint(source, where)``,
+#: ``abstract(config, dtype)`` and ``load(source, config, where=, dtype=, progress=)``.
+FAMILIES = {m.FAMILY: m for m in (sana_video, ltx2_vae, wan_vae)}
+BY_CLASS = {m.MODEL_CLASS_NAME: m for m in FAMILIES.values()}
 
 WEIGHT_NAMES = ("diffusion_pytorch_model.safetensors.index.json", "diffusion_pytorch_model.safetensors",
                 "model.safetensors.index.json", "model.safetensors")
 TORCH_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
+
+
+def register(module) -> None:
+    """Add a converter family (see :data:`FAMILIES` for what the module must provide)."""
+    FAMILIES[module.FAMILY] = module
+    BY_CLASS[module.MODEL_CLASS_NAME] = module
 
 
 def _progress(enabled: bool, desc: str):
@@ -45,6 +59,7 @@ def _progress(enabled: bool, desc: str):
 
 def open_checkpoint(path: Path) -> Mapping:
     """A lazy ``name -> array`` mapping over a checkpoint file (safetensors, sharded index or torch zip)."""
+    path = Path(path)
     if path.name.endswith(".safetensors") or path.name.endswith(".safetensors.index.json"):
         return open_safetensors(path)
     if path.suffix in TORCH_SUFFIXES:
@@ -62,26 +77,54 @@ def _component_weights(folder: Path) -> Path:
 
 def _read_config(path: Path) -> dict:
     try:
-        return json.loads(path.read_text())
+        return json.loads(Path(path).read_text())
     except (OSError, json.JSONDecodeError) as e:
         raise ConfigError(f"{path}: cannot read config ({e})") from e
 
 
-def _as_config(config, where: str) -> SanaVideoConfig | None:
-    if config is None or isinstance(config, SanaVideoConfig):
+def _as_config(family, config, where: str):
+    if config is None or isinstance(config, family.CONFIG):
         return config
     if isinstance(config, Mapping):
-        return SanaVideoConfig.from_diffusers(config, source=where)
-    return SanaVideoConfig.from_json(config)
+        return family.CONFIG.from_diffusers(config, source=where)
+    return family.CONFIG.from_diffusers(_read_config(Path(config)), source=str(config))
 
 
-def load(path: str | os.PathLike, *, dtype=None, config=None, progress: bool = False) -> nnx.Module:
+def _family_for_class(name, where: Path):
+    family = BY_CLASS.get(name)
+    if family is None:
+        raise ConfigError(f"{where}: model class {name!r} is not supported by converters.load "
+                          f"(supported: {', '.join(sorted(BY_CLASS))})")
+    return family
+
+
+def _detect(source: Mapping, path: Path, component: str | None):
+    if component is not None:
+        if component not in FAMILIES:
+            raise ConfigError(f"unknown component {component!r}; expected one of {sorted(FAMILIES)}")
+        if not FAMILIES[component].detect(source):
+            raise CheckpointError(f"{path}: holds no {component} weights")
+        return FAMILIES[component]
+    found = [f for f in FAMILIES.values() if f.detect(source)]
+    if not found:
+        raise CheckpointError(f"{path}: tensor names match no supported model family "
+                              f"(first keys: {sorted(source)[:5]})")
+    if len(found) > 1:
+        raise CheckpointError(f"{path}: holds several models ({', '.join(f.FAMILY for f in found)}); "
+                              "choose one with component=")
+    return found[0]
+
+
+def load(path: str | os.PathLike, *, dtype=None, config=None, component: str | None = None,
+         progress: bool = False) -> nnx.Module:
     """Load a model from ``path`` (see the module docstring) and return the NNX module.
 
     Args:
       dtype: parameter and compute dtype (default: the checkpoint's floating dtype).
-      config: a ``SanaVideoConfig``, a diffusers config dict or a ``config.json`` path, for checkpoints that
+      config: the model's config object, a diffusers config dict or a ``config.json`` path, for checkpoints that
         carry none (original ``.pth``, bare ``.safetensors``).
+      component: for a pipeline folder, the subfolder to load (default ``transformer``); for a file holding several
+        models (a native LTX-2 all-in-one file), the family to take from it (e.g. ``"ltx2_vae"``).
       progress: show a progress bar while tensors are converted.
 
     Raises:
@@ -95,72 +138,75 @@ def load(path: str | os.PathLike, *, dtype=None, config=None, progress: bool = F
         if checkpoints.is_checkpoint(path):
             return load_orbax(path, dtype=dtype)
         if (path / "model_index.json").exists():
-            if not (path / "transformer").is_dir():
-                raise CheckpointError(f"{path}: pipeline folder without a transformer/ subfolder")
-            return load(path / "transformer", dtype=dtype, config=config, progress=progress)
+            sub = component or "transformer"
+            if not (path / sub).is_dir():
+                raise CheckpointError(f"{path}: pipeline folder without a {sub}/ subfolder")
+            return load(path / sub, dtype=dtype, config=config, progress=progress)
         if not (path / "config.json").exists():
             raise CheckpointError(f"{path}: folder has no config.json, model_index.json or {checkpoints.MANIFEST}")
         raw = _read_config(path / "config.json")
-        cls = raw.get("_class_name")
-        if cls != DIFFUSERS_CLASS:
-            raise ConfigError(f"{path / 'config.json'}: model class {cls!r} is not supported by converters.load "
-                              f"(supported: {DIFFUSERS_CLASS})")
-        cfg = _as_config(config, str(path)) or SanaVideoConfig.from_diffusers(raw, str(path / "config.json"))
+        family = _family_for_class(raw.get("_class_name"), path / "config.json")
+        cfg = _as_config(family, config, str(path)) or family.CONFIG.from_diffusers(raw, str(path / "config.json"))
         weights = _component_weights(path)
         source = open_checkpoint(weights)
     else:
-        source = open_checkpoint(path)
         weights = path
-        cfg = _as_config(config, str(path))
+        source = open_checkpoint(path)
+        family = _detect(source, path, component)
+        cfg = _as_config(family, config, str(path))
         sidecar = path.parent / "config.json"
         if cfg is None and sidecar.exists():
-            cfg = SanaVideoConfig.from_diffusers(_read_config(sidecar), str(sidecar))
-    if not (sana_video.is_diffusers_layout(source) or sana_video.is_original_layout(source)):
-        raise CheckpointError(f"{weights}: tensor names match no supported model family "
-                              f"(first keys: {sorted(source)[:5]})")
-    renamed = sana_video.as_diffusers(source, str(weights))
-    cfg = cfg or sana_video.config_from_shapes(renamed, str(weights))
+            raw = _read_config(sidecar)
+            if BY_CLASS.get(raw.get("_class_name")) is family:
+                cfg = family.CONFIG.from_diffusers(raw, str(sidecar))
+        cfg = cfg or family.config_from_checkpoint(source, str(path))
     bar = _progress(progress, f"loading {weights.name}")
     try:
-        return sana_video.load(source, cfg, where=str(weights), dtype=dtype, progress=bar)
+        return family.load(source, cfg, where=str(weights), dtype=dtype, progress=bar)
     finally:
         if bar is not None:
             bar.close()
 
 
+def _family_of(model: nnx.Module):
+    for family in FAMILIES.values():
+        if isinstance(model, family.MODEL):
+            return family
+    raise CheckpointError(f"no converter family knows model type {type(model).__name__}")
+
+
 def save_orbax(model: nnx.Module, path: str | os.PathLike, overwrite: bool = False) -> Path:
     """Save ``model`` as an orbax checkpoint that :func:`load` reads back (atomic: temp folder, then rename)."""
-    if not isinstance(model, SanaVideoTransformer):
-        raise CheckpointError(f"save_orbax does not know model type {type(model).__name__}")
-    params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
-    dtype = str(np.dtype(model.patch_embedding_kernel.dtype))
-    manifest = {"family": sana_video.FAMILY, "config": model.config.to_diffusers(), "dtype": dtype,
-                "format": 1}
-    return checkpoints.save(params, manifest, path, overwrite=overwrite)
+    family = _family_of(model)
+    state = nnx.to_pure_dict(nnx.state(model))
+    names = {np.dtype(v.dtype).name for v in flatten(state).values()}
+    dtype = next((d for d in ("bfloat16", "float16") if d in names), "float32")
+    manifest = {"family": family.FAMILY, "config": model.config.to_diffusers(), "dtype": dtype, "format": 1}
+    return checkpoints.save(state, manifest, path, overwrite=overwrite)
 
 
 def load_orbax(path: str | os.PathLike, *, dtype=None) -> nnx.Module:
+    """Load a folder written by :func:`save_orbax`, optionally casting to ``dtype``."""
     manifest = checkpoints.read_manifest(path)
-    if manifest.get("family") != sana_video.FAMILY:
+    family = FAMILIES.get(manifest.get("family"))
+    if family is None:
         raise CheckpointError(f"{path}: unknown model family {manifest.get('family')!r}")
-    cfg = SanaVideoConfig.from_diffusers(manifest["config"], f"{path}/{checkpoints.MANIFEST}")
-    stored = jnp.dtype(manifest.get("dtype", "float32"))
-    graphdef, state, targets = sana_video.abstract(cfg, stored)
-    restored = checkpoints.restore(path, checkpoints.abstract_leaves(nnx.to_pure_dict(state)))
-    flat = flatten(restored)
-    if dtype is not None and jnp.dtype(dtype) != stored:
-        graphdef, state, _ = sana_video.abstract(cfg, jnp.dtype(dtype))
-        flat = {k: v.astype(dtype) for k, v in flat.items()}
-    return merge(graphdef, state, flat)
+    cfg = family.CONFIG.from_diffusers(manifest["config"], f"{path}/{checkpoints.MANIFEST}")
+    graphdef, state, _ = family.abstract(cfg, jnp.dtype(manifest.get("dtype", "float32")))
+    restored = flatten(checkpoints.restore(path, checkpoints.abstract_leaves(nnx.to_pure_dict(state))))
+    if dtype is not None:
+        graphdef, state, targets = family.abstract(cfg, jnp.dtype(dtype))
+        restored = {k: v.astype(targets[k][1]) for k, v in restored.items()}
+    return merge(graphdef, state, restored)
 
 
 def export_safetensors(model: nnx.Module, folder: str | os.PathLike) -> Path:
     """Write ``model`` as a diffusers component folder (``config.json`` + safetensors) that diffusers loads."""
-    if not isinstance(model, SanaVideoTransformer):
-        raise CheckpointError(f"export_safetensors does not know model type {type(model).__name__}")
+    family = _family_of(model)
+    if not hasattr(family, "export"):
+        raise CheckpointError(f"export_safetensors does not support {type(model).__name__} yet")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    save_safetensors(sana_video.export(model), folder / "diffusion_pytorch_model.safetensors",
-                     metadata={"format": "pt"})
+    save_safetensors(family.export(model), folder / "diffusion_pytorch_model.safetensors", metadata={"format": "pt"})
     (folder / "config.json").write_text(json.dumps(model.config.to_diffusers(), indent=2))
     return folder

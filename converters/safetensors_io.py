@@ -153,7 +153,9 @@ def save_safetensors(tensors: Mapping[str, np.ndarray], path: str | os.PathLike,
     offset = 0
     arrays = {}
     for name, value in tensors.items():
-        arr = np.ascontiguousarray(np.asarray(value))
+        arr = np.asarray(value)
+        if not arr.flags.c_contiguous:  # (np.ascontiguousarray would also turn a 0-d array into 1-d)
+            arr = np.ascontiguousarray(arr)
         if arr.dtype not in _NAMES:
             raise CheckpointError(f"cannot store {name!r}: dtype {arr.dtype} has no safetensors name")
         arrays[name] = arr

@@ -18,9 +18,13 @@ from converters import tables
 from converters.nnx_state import abstract_model, flat_params, merge
 from converters.tables import CONV1X1, CONV3D, DEPTHWISE2D, IDENTITY, LINEAR, TEMPORAL, Rename, Rule
 from sana_jax.errors import CheckpointError, ConfigError
+from sana_jax.models.sana_video import DIFFUSERS_CLASS
 from sana_jax.models.sana_video import SanaVideoConfig, SanaVideoTransformer
 
 FAMILY = "sana_video"
+CONFIG = SanaVideoConfig
+MODEL_CLASS_NAME = DIFFUSERS_CLASS
+MODEL = SanaVideoTransformer
 
 
 def _linear(torch: str, jax_path: str, bias: bool = True) -> list[Rule]:
@@ -130,6 +134,15 @@ def as_diffusers(source: Mapping, where: str) -> Mapping:
                           "'patch_embedding.weight' (diffusers) nor 'x_embedder.proj.weight' (original Sana))")
 
 
+def detect(keys) -> bool:
+    return is_diffusers_layout(keys) or is_original_layout(keys)
+
+
+def config_from_checkpoint(source: Mapping, where: str) -> SanaVideoConfig:
+    """No config.json: infer it from the tensor shapes (either layout)."""
+    return config_from_shapes(as_diffusers(source, where), where)
+
+
 def config_from_shapes(source: Mapping, where: str, head_dim: int = 112) -> SanaVideoConfig:
     """Infer the configuration from tensor shapes (diffusers names). Head count is not visible in the shapes:
     the released models use 112-channel heads, which is assumed unless ``head_dim`` says otherwise."""
@@ -158,7 +171,7 @@ def abstract(config: SanaVideoConfig, dtype=jnp.float32):
 def load(source: Mapping, config: SanaVideoConfig, *, where: str, dtype=None, progress=None) -> SanaVideoTransformer:
     """Build a :class:`SanaVideoTransformer` from a checkpoint in either layout; every key must be consumed."""
     source = as_diffusers(source, where)
-    dtype = jnp.dtype(dtype) if dtype is not None else _checkpoint_dtype(source)
+    dtype = jnp.dtype(dtype) if dtype is not None else tables.checkpoint_dtype(source, "patch_embedding.weight")
     graphdef, state, targets = abstract(config, dtype)
     if progress is not None:
         progress.reset(total=tables.count_tensors(DIFFUSERS_RULES, source))
@@ -175,9 +188,3 @@ def expected_tensors(config: SanaVideoConfig) -> dict[str, tuple[int, ...]]:
 def export(model: SanaVideoTransformer) -> dict[str, np.ndarray]:
     """The model's parameters as a diffusers ``SanaVideoTransformer3DModel`` state dict (numpy)."""
     return tables.export_tensors(DIFFUSERS_RULES, {k: np.asarray(v) for k, v in flat_params(model).items()})
-
-
-def _checkpoint_dtype(source: Mapping) -> jnp.dtype:
-    name = "patch_embedding.weight"
-    dt = source.dtype(name) if hasattr(source, "dtype") and callable(source.dtype) else np.asarray(source[name]).dtype
-    return jnp.dtype(dt) if jnp.issubdtype(dt, jnp.floating) else jnp.dtype(jnp.float32)

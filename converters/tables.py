@@ -193,6 +193,12 @@ def _read(source: Mapping, name: str) -> np.ndarray:
         raise CheckpointError(f"cannot read tensor {name!r}: {e}") from e
 
 
+def checkpoint_dtype(source: Mapping, name: str) -> np.dtype:
+    """The floating dtype of tensor ``name`` (read from the header where possible), float32 otherwise."""
+    dt = source.dtype(name) if hasattr(source, "dtype") and callable(source.dtype) else np.asarray(source[name]).dtype
+    return np.dtype(dt) if np.issubdtype(dt, np.floating) or dt.name == "bfloat16" else np.dtype(np.float32)
+
+
 def count_tensors(rules: Sequence[Rule], source: Mapping, ignore: Callable[[str], bool] = lambda _: False) -> int:
     return sum(1 for n in source if not ignore(n) and _match(rules, n) is not None)
 
@@ -242,6 +248,7 @@ class Rename:
     dst: str | None  # None: the key is known and deliberately dropped
     parts: int = 1
     index: int = 0
+    prefix: bool = False  # rename every key starting with ``src`` (the rest of the name is kept)
 
 
 class RenamedSource(Mapping):
@@ -255,17 +262,29 @@ class RenamedSource(Mapping):
         self.source, self.where = source, where
         self._map: dict[str, tuple[str, int, int]] = {}
         self.dropped: list[str] = []
-        compiled = [(re.compile(re.escape(r.src).replace(re.escape("{i}"), r"(\d+)") + r"\Z"), r) for r in renames]
+        exact = [(re.compile(re.escape(r.src).replace(re.escape("{i}"), r"(\d+)") + r"\Z"), r)
+                 for r in renames if not r.prefix]
+        prefixes = sorted((r for r in renames if r.prefix), key=lambda r: -len(r.src))
         for name in source:
-            hits = [(m, r) for pattern, r in compiled if (m := pattern.match(name))]
-            if not hits:
-                self._map[name] = (name, 1, 0)
+            hits = [(m, r) for pattern, r in exact if (m := pattern.match(name))]
             for m, r in hits:  # a fused tensor matches once per chunk
                 if r.dst is None:
                     self.dropped.append(name)
                 else:
                     dst = r.dst.replace("{i}", m.group(1)) if "{i}" in r.src else r.dst
-                    self._map[dst] = (name, r.parts, r.index)
+                    self._add(dst, (name, r.parts, r.index))
+            if hits:
+                continue
+            r = next((r for r in prefixes if name.startswith(r.src)), None)
+            if r is not None and r.dst is None:
+                self.dropped.append(name)
+            else:
+                self._add(name if r is None else r.dst + name[len(r.src):], (name, 1, 0))
+
+    def _add(self, dst: str, entry: tuple[str, int, int]) -> None:
+        if dst in self._map:
+            raise CheckpointError(f"{self.where}: {entry[0]!r} and {self._map[dst][0]!r} both map to {dst!r}")
+        self._map[dst] = entry
 
     def shape(self, name: str) -> tuple[int, ...]:
         src, parts, _ = self._map[name]

@@ -17,11 +17,13 @@ from sana_jax.errors import CheckpointError
 def test_safetensors_round_trip_keeps_bf16(tmp_path):
     rng = np.random.default_rng(0)
     tensors = {"a": rng.standard_normal((3, 5)).astype(ml_dtypes.bfloat16),
-               "b": rng.standard_normal(7).astype(np.float32), "empty": np.zeros((0, 4), np.float16)}
+               "b": rng.standard_normal(7).astype(np.float32), "empty": np.zeros((0, 4), np.float16),
+               "scalar": np.array(916.0, np.float32)}
     save_safetensors(tensors, tmp_path / "x.safetensors")
     f = SafetensorsFile(tmp_path / "x.safetensors")
     assert f["a"].dtype == ml_dtypes.bfloat16 and isinstance(f["a"], np.memmap)  # no float32 copy
     for k, v in tensors.items():
+        assert f.shape(k) == v.shape
         np.testing.assert_array_equal(f[k], v)
 
 

@@ -171,11 +171,11 @@ class CrossAttention(nnx.Module):
 
     def key_value(self, text: jax.Array) -> tuple[jax.Array, jax.Array]:
         """Keys and values (B, L, heads, d) of the caption; computed once per prompt when streaming."""
-        b, l, _ = text.shape
+        b, length, _ = text.shape
         k, v = self.to_k(text), self.to_v(text)
         if self.norm_k is not None:
             k = self.norm_k(k)
-        return k.reshape(b, l, self.heads, -1), v.reshape(b, l, self.heads, -1)
+        return k.reshape(b, length, self.heads, -1), v.reshape(b, length, self.heads, -1)
 
     def __call__(self, x: jax.Array, text: jax.Array, bias: jax.Array | None) -> jax.Array:
         b, n, d = x.shape
