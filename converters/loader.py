@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from converters import ltx2_vae, sana_video, wan_vae
+from converters import ltx2_connectors, ltx2_vae, sana_video, wan_vae
 from converters.nnx_state import flatten, merge
 from converters.safetensors_io import open_safetensors, save_safetensors
 from converters.torch_pickle import open_torch_state_dict
@@ -35,7 +35,7 @@ from sana_jax.io import checkpoints
 #: Model families. Each module provides FAMILY, MODEL_CLASS_NAME (diffusers ``_class_name``), CONFIG (with
 #: ``from_diffusers``/``to_diffusers``), MODEL, ``detect(keys)``, ``config_from_checkpoint(source, where)``,
 #: ``abstract(config, dtype)`` and ``load(source, config, where=, dtype=, progress=)``.
-FAMILIES = {m.FAMILY: m for m in (sana_video, ltx2_vae, wan_vae)}
+FAMILIES = {m.FAMILY: m for m in (sana_video, ltx2_vae, wan_vae, ltx2_connectors)}
 BY_CLASS = {m.MODEL_CLASS_NAME: m for m in FAMILIES.values()}
 
 WEIGHT_NAMES = ("diffusion_pytorch_model.safetensors.index.json", "diffusion_pytorch_model.safetensors",

@@ -142,36 +142,12 @@ def as_diffusers(source: Mapping, cfg: LTX2VAEConfig, where: str) -> Mapping:
         renamed = tables.RenamedSource(source, native_renames(cfg), where)
         # a native single file also holds the transformer, audio VAE, vocoder …: keep only the video VAE's keys
         # (an unmapped ``vae.*`` key stays in, so it is reported as unexpected)
-        return _Subset(renamed, [k for k in renamed if k.startswith(("encoder.", "decoder.", NATIVE_PREFIX))
+        return tables.Subset(renamed, [k for k in renamed if k.startswith(("encoder.", "decoder.", NATIVE_PREFIX))
                                  or k in ("latents_mean", "latents_std")])
     if is_diffusers_layout(source):
         return source
     raise CheckpointError(f"{where}: not an LTX-2 video VAE checkpoint (no 'encoder.conv_in.conv.weight' or "
                           f"'{NATIVE_PREFIX}encoder.conv_in.conv.weight')")
-
-
-class _Subset(Mapping):
-    """Only ``keys`` of ``source`` (the other components of a native all-in-one file are not ours to consume)."""
-
-    def __init__(self, source: Mapping, keys):
-        self.source, self.keys_ = source, list(keys)
-
-    def __getitem__(self, name):
-        if name not in self.keys_:
-            raise KeyError(name)
-        return self.source[name]
-
-    def shape(self, name):
-        return self.source.shape(name)
-
-    def dtype(self, name):
-        return self.source.dtype(name)
-
-    def __iter__(self):
-        return iter(self.keys_)
-
-    def __len__(self):
-        return len(self.keys_)
 
 
 def load(source: Mapping, config: LTX2VAEConfig, *, where: str, dtype=None, progress=None) -> LTX2VAE:

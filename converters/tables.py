@@ -317,3 +317,29 @@ class RenamedSource(Mapping):
 def expand(template: str, *alternatives: str) -> list[str]:
     """``expand("a.{p}", "weight", "bias")`` → ``["a.weight", "a.bias"]``."""
     return [template.replace("{p}", alt) for alt in alternatives]
+
+
+class Subset(Mapping):
+    """Only ``keys`` of ``source``: a native all-in-one file also holds other models' tensors, which are not ours to
+    consume (or report)."""
+
+    def __init__(self, source: Mapping, keys):
+        self.source, self._keys = source, list(keys)
+        self._set = set(self._keys)
+
+    def __getitem__(self, name):
+        if name not in self._set:
+            raise KeyError(name)
+        return self.source[name]
+
+    def shape(self, name):
+        return _shape_of(self.source, name)
+
+    def dtype(self, name):
+        return self.source.dtype(name) if hasattr(self.source, "dtype") else np.asarray(self.source[name]).dtype
+
+    def __iter__(self):
+        return iter(self._keys)
+
+    def __len__(self):
+        return len(self._keys)
