@@ -179,7 +179,8 @@ def main(argv=None) -> int:
                     print(f"{family} {impl:5s} {op}: {r['median_s'] * 1e3:8.1f} ms, "
                           f"peak +{r['peak_rss_delta_bytes'] / 2**20:7.1f} MiB RSS{plan}", flush=True)
             for op in ("encode", "decode"):
-                result[f"{op}_speedup_vs_diffusers"] = result[f"torch_{op}"]["median_s"] / result[f"jax_{op}"]["median_s"]
+                ratio = result[f"torch_{op}"]["median_s"] / result[f"jax_{op}"]["median_s"]
+                result[f"{op}_speedup_vs_diffusers"] = ratio
             name = f"vae_{family}_{args.config}_{args.dtype}_{result['device']['jax_backend']}"
             print("→", write_result(name, result))
         args.frames = None

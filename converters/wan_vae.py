@@ -228,5 +228,6 @@ def export(model: WanVAE) -> dict[str, np.ndarray]:
                                  {k: np.asarray(v) for k, v in flat_params(model).items()})
 
 
-__all__ = ["FAMILY", "CONFIG", "MODEL", "MODEL_CLASS_NAME", "detect", "config_from_checkpoint", "abstract", "as_diffusers", "config_from_shapes", "diffusers_rules", "expected_tensors",
-           "export", "is_diffusers_layout", "is_original_layout", "load", "original_renames"]
+__all__ = ["FAMILY", "CONFIG", "MODEL", "MODEL_CLASS_NAME", "detect", "config_from_checkpoint", "abstract",
+           "as_diffusers", "config_from_shapes", "diffusers_rules", "expected_tensors", "export",
+           "is_diffusers_layout", "is_original_layout", "load", "original_renames"]
