@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from converters import ltx2_connectors, ltx2_vae, sana_video, wan_vae
+from converters import gemma, ltx2_connectors, ltx2_vae, sana_video, wan_vae
 from converters.nnx_state import flatten, merge
 from converters.safetensors_io import open_safetensors, save_safetensors
 from converters.torch_pickle import open_torch_state_dict
@@ -35,8 +35,8 @@ from sana_jax.io import checkpoints
 #: Model families. Each module provides FAMILY, MODEL_CLASS_NAME (diffusers ``_class_name``), CONFIG (with
 #: ``from_diffusers``/``to_diffusers``), MODEL, ``detect(keys)``, ``config_from_checkpoint(source, where)``,
 #: ``abstract(config, dtype)`` and ``load(source, config, where=, dtype=, progress=)``.
-FAMILIES = {m.FAMILY: m for m in (sana_video, ltx2_vae, wan_vae, ltx2_connectors)}
-BY_CLASS = {m.MODEL_CLASS_NAME: m for m in FAMILIES.values()}
+FAMILIES = {m.FAMILY: m for m in (sana_video, ltx2_vae, wan_vae, ltx2_connectors, gemma)}
+BY_CLASS = {name: m for m in FAMILIES.values() for name in getattr(m, "MODEL_CLASS_NAMES", (m.MODEL_CLASS_NAME,))}
 
 WEIGHT_NAMES = ("diffusion_pytorch_model.safetensors.index.json", "diffusion_pytorch_model.safetensors",
                 "model.safetensors.index.json", "model.safetensors")
@@ -46,7 +46,14 @@ TORCH_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
 def register(module) -> None:
     """Add a converter family (see :data:`FAMILIES` for what the module must provide)."""
     FAMILIES[module.FAMILY] = module
-    BY_CLASS[module.MODEL_CLASS_NAME] = module
+    for name in getattr(module, "MODEL_CLASS_NAMES", (module.MODEL_CLASS_NAME,)):
+        BY_CLASS[name] = module
+
+
+def class_name(config: Mapping) -> str | None:
+    """The model class a config names: diffusers' ``_class_name``, else transformers' ``architectures[0]``."""
+    archs = config.get("architectures") or [None]
+    return config.get("_class_name") or archs[0]
 
 
 def _progress(enabled: bool, desc: str):
@@ -145,7 +152,7 @@ def load(path: str | os.PathLike, *, dtype=None, config=None, component: str | N
         if not (path / "config.json").exists():
             raise CheckpointError(f"{path}: folder has no config.json, model_index.json or {checkpoints.MANIFEST}")
         raw = _read_config(path / "config.json")
-        family = _family_for_class(raw.get("_class_name"), path / "config.json")
+        family = _family_for_class(class_name(raw), path / "config.json")
         cfg = _as_config(family, config, str(path)) or family.CONFIG.from_diffusers(raw, str(path / "config.json"))
         weights = _component_weights(path)
         source = open_checkpoint(weights)
@@ -157,7 +164,7 @@ def load(path: str | os.PathLike, *, dtype=None, config=None, component: str | N
         sidecar = path.parent / "config.json"
         if cfg is None and sidecar.exists():
             raw = _read_config(sidecar)
-            if BY_CLASS.get(raw.get("_class_name")) is family:
+            if BY_CLASS.get(class_name(raw)) is family:
                 cfg = family.CONFIG.from_diffusers(raw, str(sidecar))
         cfg = cfg or family.config_from_checkpoint(source, str(path))
     bar = _progress(progress, f"loading {weights.name}")

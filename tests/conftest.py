@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import os
 
-import jax
-import numpy as np
-import pytest
+# torch's OpenMP workers spin while XLA computes in the same process and starve it (bench/README.md): be passive.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
 
 jax.config.update("jax_default_matmul_precision", "highest")
 os.environ.setdefault("TQDM_DISABLE", "1")

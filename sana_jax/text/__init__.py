@@ -1,0 +1,1 @@
+"""Text front ends: tokenizers for the text encoders."""
