@@ -66,7 +66,8 @@ def _single_device(*trees) -> bool:
 
 def sample(model_fn: ModelFn, params, latents, *, schedule: Schedule, cond, uncond=None,
            guidance_scale: float = 1.0, key: jax.Array | None = None,
-           progress: Callable[[int], None] | None = None, ordered: bool | None = None) -> jax.Array:
+           progress: Callable[[int], None] | None = None, ordered: bool | None = None,
+           keep: tuple[jax.Array, jax.Array] | None = None) -> jax.Array:
     """Denoise ``latents`` (any shape with a leading batch axis B) along ``schedule``; returns float32 latents.
 
     Args:
@@ -82,6 +83,9 @@ def sample(model_fn: ModelFn, params, latents, *, schedule: Schedule, cond, unco
       progress: called once per step with the step index 0..n−1, from inside the compiled loop
         (``jax.debug.callback``, after the step's update is computed); ``None`` inserts nothing.
       ordered: ordered callbacks (default: when the computation is on one device; jax refuses them on several).
+      keep: ``(mask, values)`` broadcastable to the latents: where ``mask`` is true the latents are reset to
+        ``values`` after every step (image-to-video keeps latent frame 0; the solver is elementwise, so this equals
+        stepping only the other frames as diffusers' ``SanaImageToVideoPipeline`` does).
     """
     if not isinstance(schedule, Schedule):
         raise InputError(f"schedule must be a sana_jax.sampling.Schedule, got {type(schedule).__name__}")
@@ -105,12 +109,12 @@ def sample(model_fn: ModelFn, params, latents, *, schedule: Schedule, cond, unco
             ordered = _single_device(params, latents, cond, uncond)
     return _sample_jit(model_fn, solver, use_cfg, progress is not None, bool(ordered), params, latents, cond,
                        uncond if use_cfg else None, np.float32(guidance_scale), schedule.timesteps, coeffs, key,
-                       hook_id)
+                       hook_id, keep)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1, 2, 3, 4))
 def _sample_jit(model_fn: ModelFn, solver: Solver, use_cfg: bool, with_progress: bool, ordered: bool, params,
-                latents, cond, uncond, guidance_scale, timesteps, coeffs, key, hook_id):
+                latents, cond, uncond, guidance_scale, timesteps, coeffs, key, hook_id, keep):
     x = jnp.asarray(latents).astype(jnp.float32)
     if use_cfg:  # diffusers order: torch.cat([negative_prompt_embeds, prompt_embeds])
         cond = jax.tree.map(lambda u, c: jnp.concatenate([u, c], axis=0), uncond, cond)
@@ -127,6 +131,8 @@ def _sample_jit(model_fn: ModelFn, solver: Solver, use_cfg: bool, with_progress:
         else:
             v = out
         x, state = solver.step(x, v, state, k)
+        if keep is not None:
+            x = jnp.where(keep[0], keep[1].astype(x.dtype), x)
         if with_progress:  # depends on the new x, so it fires once the step's work is done
             jax.debug.callback(_progress_dispatch, hook_id, i, jnp.sum(x), ordered=ordered)
         return (x, state), None

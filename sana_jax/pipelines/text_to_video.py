@@ -1,0 +1,227 @@
+"""``SanaVideoPipeline``: prompt → Gemma-2 → SANA-Video DiT (one compiled denoising loop) → VAE → uint8 frames.
+
+Glue only: the maths lives in ``models/``, ``vae/``, ``sampling/`` and ``text/``. Behaviour follows diffusers'
+``SanaVideoPipeline`` (and ``SanaImageToVideoPipeline`` when an image is given): same prompt encoding, scheduler,
+classifier-free guidance order, latent (de)normalisation and uint8 conversion, so the same initial noise gives the
+same video. Differences: no resolution binning (sizes must be multiples of the VAE stride × patch; the error gives
+the nearest valid ones), seeds are JAX PRNG keys, and the LTX-2 VAE is decoded at ``decode_timestep`` (0 by
+default) when its decoder is timestep-conditioned.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+import converters
+from sana_jax.errors import ConfigError, InputError
+from sana_jax.io.video import to_uint8, write_video
+from sana_jax.models.sana_video import SanaVideoTransformer
+from sana_jax.pipelines.components import PipelineFolder, check_video_size
+from sana_jax.sampling import Schedule, dpm_flow_schedule, euler_flow_schedule, sample
+from sana_jax.text.sana_prompt import encode_for_guidance
+from sana_jax.text.tokenizer import Tokenizer
+from sana_jax.vae.ltx2 import LTX2VAE
+
+
+@dataclasses.dataclass
+class SanaVideoOutput:
+    """``frames`` uint8 (B, T, H, W, 3) (None when not decoded), ``latents`` normalised (B, T', H', W', C),
+    ``timings`` seconds per stage, ``fps`` for saving."""
+
+    frames: np.ndarray | None
+    latents: np.ndarray
+    timings: dict[str, float]
+    fps: int = 16
+
+    def save(self, path: str | Path, index: int = 0) -> Path:
+        if self.frames is None:
+            raise InputError("this output was not decoded (decode=False); nothing to save as video")
+        return write_video(self.frames[index], path, fps=self.fps)
+
+
+def schedule_from_config(config: dict, num_steps: int) -> Schedule:
+    """The sampler schedule of a diffusers ``scheduler_config.json`` (the two SANA-Video uses)."""
+    cls = config.get("_class_name")
+    if cls == "DPMSolverMultistepScheduler":
+        if not config.get("use_flow_sigmas") or config.get("prediction_type") != "flow_prediction":
+            raise ConfigError("DPMSolverMultistepScheduler must use flow sigmas and flow_prediction for SANA-Video")
+        if config.get("solver_order", 2) != 2 or config.get("algorithm_type", "dpmsolver++") != "dpmsolver++":
+            raise ConfigError("only the order-2 dpmsolver++ flow solver is supported")
+        return dpm_flow_schedule(num_steps, shift=float(config.get("flow_shift", 8.0)),
+                                 num_train_timesteps=config.get("num_train_timesteps", 1000))
+    if cls == "FlowMatchEulerDiscreteScheduler":
+        if config.get("use_dynamic_shifting"):
+            raise ConfigError("FlowMatchEulerDiscreteScheduler with use_dynamic_shifting is not supported")
+        return euler_flow_schedule(num_steps, shift=float(config.get("shift", 1.0)),
+                                   num_train_timesteps=config.get("num_train_timesteps", 1000))
+    raise ConfigError(f"scheduler {cls!r} is not supported (DPMSolverMultistepScheduler, "
+                      "FlowMatchEulerDiscreteScheduler)")
+
+
+def _bar(enabled: bool, total: int, desc: str):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, disable=not enabled, leave=False)
+
+
+class SanaVideoPipeline:
+    """Text-to-video (and image-to-video) with SANA-Video. Build with :meth:`from_pretrained`."""
+
+    def __init__(self, transformer: SanaVideoTransformer, vae, text_encoder, tokenizer: Tokenizer,
+                 scheduler_config: dict, *, prompt_style: str = "diffusers", fps: int = 16):
+        self.transformer, self.vae, self.text_encoder, self.tokenizer = transformer, vae, text_encoder, tokenizer
+        self.scheduler_config, self.prompt_style, self.fps = scheduler_config, prompt_style, fps
+        self._dit_graph, self.dit_params = nnx.split(transformer)
+        self._text_graph, self.text_params = nnx.split(text_encoder)
+        self._vae_graph, self.vae_params = nnx.split(vae)
+        dit_graph = self._dit_graph
+
+        def model_fn(params, x, t, cond):  # one object for the pipeline's life: the loop compiles once per shape
+            model = nnx.merge(dit_graph, params)
+            timestep = t[:, None] * cond["t_scale"] if "t_scale" in cond else t
+            return model(x.astype(model.dtype), cond["text"], timestep, cond["mask"])
+
+        self._model_fn = model_fn
+        text_graph = self._text_graph
+        self._encode_text = jax.jit(lambda p, ids, mask: nnx.merge(text_graph, p)(ids, mask))
+        self._decode = jax.jit(self._decode_impl, static_argnames=("tile",))
+        self._encode_image = jax.jit(lambda p, x: nnx.merge(self._vae_graph, p).encode(x))
+
+    # -- construction ------------------------------------------------------------------------------------------------
+
+    @classmethod
+    def from_pretrained(cls, folder: str | Path, *, dtype: str = "float32", vae_dtype: str = "float32",
+                        mesh=None, prompt_style: str = "diffusers", progress: bool = False) -> "SanaVideoPipeline":
+        """Load a diffusers ``SanaVideoPipeline`` folder (``model_index.json`` with transformer, vae, text_encoder,
+        tokenizer, scheduler). ``dtype`` applies to the transformer and the text encoder; the VAE runs in
+        ``vae_dtype`` (float32 as diffusers does for Wan). ``mesh`` is reserved for sharded loading."""
+        if mesh is not None:
+            raise InputError("sharded loading (mesh=) is not available yet; run on one device")
+        pf = PipelineFolder.open(folder)
+        transformer = converters.load(pf.component("transformer"), dtype=dtype, progress=progress)
+        vae = converters.load(pf.component("vae"), dtype=vae_dtype, progress=progress)
+        text_encoder = converters.load(pf.component("text_encoder"), dtype=dtype, progress=progress)
+        tokenizer = Tokenizer.from_folder(pf.component("tokenizer"))
+        scheduler = pf.config("scheduler", "scheduler_config.json")
+        schedule_from_config(scheduler, 2)  # fail now on an unsupported scheduler, not after loading everything
+        return cls(transformer, vae, text_encoder, tokenizer, scheduler, prompt_style=prompt_style)
+
+    # -- stages ------------------------------------------------------------------------------------------------------
+
+    @property
+    def vae_factors(self) -> tuple[int, int]:
+        if isinstance(self.vae, LTX2VAE):
+            return self.vae.config.temporal_compression, self.vae.config.spatial_compression
+        return 4, 8
+
+    def default_size(self) -> tuple[int, int]:
+        return (704, 1280) if self.transformer.config.sample_size == 22 else (480, 832)
+
+    def encode_prompt(self, prompts: Sequence[str], negative_prompts: Sequence[str] | None, *,
+                      motion_score: int | None = None):
+        """(cond, uncond) dicts of text embeddings and masks; ``uncond`` is None without guidance."""
+        def text_fn(ids, mask):
+            return self._encode_text(self.text_params, jnp.asarray(ids), jnp.asarray(mask))
+
+        embeds, mask, neg, neg_mask = encode_for_guidance(prompts, negative_prompts, self.tokenizer, text_fn,
+                                                          style=self.prompt_style, motion_score=motion_score)
+        cond = {"text": jnp.asarray(embeds), "mask": jnp.asarray(mask)}
+        uncond = None if neg is None else {"text": jnp.asarray(neg), "mask": jnp.asarray(neg_mask)}
+        return cond, uncond
+
+    def latent_shape(self, batch: int, num_frames: int, height: int, width: int) -> tuple[int, ...]:
+        t, s = self.vae_factors
+        return (batch, (num_frames - 1) // t + 1, height // s, width // s, self.transformer.config.in_channels)
+
+    def _decode_impl(self, params, latents, tile=None):
+        vae = nnx.merge(self._vae_graph, params)
+        if isinstance(vae, LTX2VAE):
+            return vae.decode(latents, timestep=0.0, tile=tile)
+        return vae.decode(latents, chunked=True, tile=tile)
+
+    def decode(self, latents, *, tile: int | None = None) -> np.ndarray:
+        """Normalised latents → uint8 frames (B, T, H, W, 3)."""
+        return to_uint8(self._decode(self.vae_params, jnp.asarray(latents), tile=tile))
+
+    # -- the main call -----------------------------------------------------------------------------------------------
+
+    def __call__(self, prompt: str | Sequence[str], *, negative_prompt: str | Sequence[str] = "",
+                 height: int | None = None, width: int | None = None, num_frames: int = 81,
+                 num_inference_steps: int = 50, guidance_scale: float = 6.0, seed: int = 0,
+                 latents=None, image=None, motion_score: int | None = None, decode: bool = True,
+                 vae_tile: int | None = None, progress: bool = True) -> SanaVideoOutput:
+        """Generate a video. ``latents`` (B, T', H', W', C), if given, is the initial noise (else drawn from
+        ``seed``); ``image`` (H, W, 3) uint8 or float in [-1, 1] makes it image-to-video (frame 0 = the image)."""
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        default_h, default_w = self.default_size()
+        height, width = height or default_h, width or default_w
+        check_video_size(height, width, num_frames, *self.vae_factors, self.transformer.config.patch_size)
+        negatives = None
+        if guidance_scale != 1.0:
+            negatives = [negative_prompt] * len(prompts) if isinstance(negative_prompt, str) else list(negative_prompt)
+            if len(negatives) != len(prompts):
+                raise InputError(f"{len(negatives)} negative prompts for {len(prompts)} prompts")
+        timings = {}
+
+        start = time.perf_counter()
+        with _bar(progress, 1, "text encoding") as bar:
+            cond, uncond = self.encode_prompt(prompts, negatives, motion_score=motion_score)
+            jax.block_until_ready(cond)
+            bar.update()
+        timings["text_encoding"] = time.perf_counter() - start
+
+        shape = self.latent_shape(len(prompts), num_frames, height, width)
+        if latents is None:
+            latents = jax.random.normal(jax.random.key(seed), shape, jnp.float32)
+        elif tuple(np.shape(latents)) != shape:
+            raise InputError(f"latents must have shape {shape} for this size, got {tuple(np.shape(latents))}")
+        latents = jnp.asarray(latents, jnp.float32)
+        keep = None
+        if image is not None:
+            latents, keep = self._condition_on_image(image, latents, cond, uncond, height, width)
+
+        schedule = schedule_from_config(self.scheduler_config, num_inference_steps)
+        start = time.perf_counter()
+        with _bar(progress, num_inference_steps, "denoising") as bar:
+            out = sample(self._model_fn, self.dit_params, latents, schedule=schedule, cond=cond, uncond=uncond,
+                         guidance_scale=guidance_scale, progress=(lambda _i: bar.update()) if progress else None,
+                         keep=keep)
+            out = jax.block_until_ready(out)
+        timings["denoising"] = time.perf_counter() - start
+
+        frames = None
+        if decode:
+            start = time.perf_counter()
+            with _bar(progress, 1, "decoding") as bar:
+                frames = self.decode(out, tile=vae_tile)
+                bar.update()
+            timings["decoding"] = time.perf_counter() - start
+        return SanaVideoOutput(frames, np.asarray(out), timings, fps=self.fps)
+
+    def _condition_on_image(self, image, latents, cond, uncond, height, width):
+        """Image-to-video as ``SanaImageToVideoPipeline``: the image's latent (posterior mean, normalised) replaces
+        latent frame 0, which then sees timestep 0 and is kept fixed by the solver."""
+        img = np.asarray(image)
+        if img.ndim != 3 or img.shape[-1] != 3:
+            raise InputError(f"image must be (H, W, 3), got shape {img.shape}")
+        if img.dtype == np.uint8:
+            img = img.astype(np.float32) / 127.5 - 1.0
+        if img.shape[:2] != (height, width):
+            raise InputError(f"image is {img.shape[1]}×{img.shape[0]}, the video {width}×{height}: resize it first "
+                             "(the CLI does this for --image)")
+        z0 = self._encode_image(self.vae_params, jnp.asarray(img, jnp.float32)[None, None])[:, :1]
+        latents = latents.at[:, :1].set(jnp.broadcast_to(z0, latents[:, :1].shape))
+        t_scale = jnp.ones(latents.shape[:2], jnp.float32).at[:, 0].set(0.0)
+        cond["t_scale"] = t_scale
+        if uncond is not None:
+            uncond["t_scale"] = t_scale
+        frame0 = jnp.zeros(latents.shape[1], bool).at[0].set(True)
+        return latents, (frame0[None, :, None, None, None], latents)

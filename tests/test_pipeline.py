@@ -1,0 +1,106 @@
+"""End to end: our SanaVideoPipeline on a folder saved by diffusers gives diffusers' latents and frames."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tests.pipeline_refs import build, to_channels_first, torch
+
+from sana_jax.errors import InputError  # noqa: E402
+from sana_jax.io.video import read_video, to_uint8  # noqa: E402
+from sana_jax.pipelines import SanaVideoPipeline  # noqa: E402
+
+PROMPT = "A Big blue square moving up"
+CASES = {  # vae kind: (height, width, frames)
+    "wan": (32, 64, 5),
+    "ltx2": (64, 96, 9),
+}
+
+
+@pytest.fixture(scope="module", params=list(CASES))
+def pipelines(request, tmp_path_factory):
+    folder = tmp_path_factory.mktemp(request.param) / "pipe"
+    ref = build(folder, request.param)
+    ours = SanaVideoPipeline.from_pretrained(folder)
+    return request.param, ref, ours, folder
+
+
+def reference_run(ref, noise, h, w, frames, steps, guidance, output_type, image=None):
+    # diffusers takes a torch image (1, 3, H, W) in [0, 1] and normalises it to [-1, 1]
+    args = (PROMPT,) if image is None else (torch.from_numpy(image.transpose(2, 0, 1)[None].copy()), PROMPT)
+    kw = {}
+    with torch.no_grad():
+        out = ref(*args, negative_prompt="", height=h, width=w, frames=frames, num_inference_steps=steps,
+                  guidance_scale=guidance, latents=to_channels_first(noise), output_type=output_type,
+                  use_resolution_binning=False, **kw).frames
+    return out
+
+
+def assert_frames_close(ours: np.ndarray, ref_float01: np.ndarray):
+    """≤ 1 level on ≥ 99.9% of pixels, as the issue asks."""
+    want = np.clip(np.round(ref_float01 * 255.0), 0, 255).astype(np.int32)
+    diff = np.abs(ours.astype(np.int32) - want)
+    assert ours.shape == want.shape, (ours.shape, want.shape)
+    assert np.mean(diff <= 1) >= 0.999, (np.mean(diff <= 1), diff.max())
+
+
+@pytest.mark.parametrize("guidance", [4.5, 1.0], ids=["cfg", "no-cfg"])
+def test_same_latents_and_frames_as_diffusers(pipelines, guidance, rel_err):
+    kind, ref, ours, _ = pipelines
+    h, w, frames = CASES[kind]
+    shape = ours.latent_shape(1, frames, h, w)
+    noise = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    out = ours(PROMPT, height=h, width=w, num_frames=frames, num_inference_steps=4, guidance_scale=guidance,
+               latents=noise, progress=False)
+    want_latents = reference_run(ref, noise, h, w, frames, 4, guidance, "latent").numpy().transpose(0, 2, 3, 4, 1)
+    assert rel_err(out.latents, want_latents) <= 1e-3
+    want = reference_run(ref, noise, h, w, frames, 4, guidance, "np")
+    assert_frames_close(out.frames, want)
+
+
+def test_same_seed_same_video_and_invalid_sizes(pipelines):
+    kind, _, ours, _ = pipelines
+    h, w, frames = CASES[kind]
+    a = ours(PROMPT, height=h, width=w, num_frames=frames, num_inference_steps=2, seed=3, progress=False)
+    b = ours(PROMPT, height=h, width=w, num_frames=frames, num_inference_steps=2, seed=3, progress=False)
+    np.testing.assert_array_equal(a.frames, b.frames)
+    with pytest.raises(InputError, match="nearest valid"):
+        ours(PROMPT, height=h + 1, width=w, num_frames=frames, num_inference_steps=2, progress=False)
+    with pytest.raises(InputError, match="1 \\+"):
+        ours(PROMPT, height=h, width=w, num_frames=frames + 1, num_inference_steps=2, progress=False)
+
+
+def test_save_writes_a_playable_mp4(pipelines, tmp_path):
+    kind, _, ours, _ = pipelines
+    h, w, frames = CASES[kind]
+    out = ours(PROMPT, height=h, width=w, num_frames=frames, num_inference_steps=2, progress=False)
+    path = out.save(tmp_path / "x.mp4")
+    video = read_video(path)
+    assert video.shape == (frames, h, w, 3)
+
+
+@pytest.fixture(scope="module")
+def i2v(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("i2v") / "pipe"
+    ref = build(folder, "wan", scheduler_kind="euler", image_to_video=True)
+    return ref, SanaVideoPipeline.from_pretrained(folder)
+
+
+def test_image_to_video_matches_diffusers(i2v, rel_err):
+    ref, ours = i2v
+    h, w, frames = CASES["wan"]
+    image01 = np.random.default_rng(7).uniform(0, 1, (h, w, 3)).astype(np.float32)
+    noise = np.random.default_rng(1).standard_normal(ours.latent_shape(1, frames, h, w)).astype(np.float32)
+    out = ours(PROMPT, height=h, width=w, num_frames=frames, num_inference_steps=3, guidance_scale=4.5,
+               latents=noise, image=image01 * 2 - 1, progress=False)
+    want_latents = reference_run(ref, noise, h, w, frames, 3, 4.5, "latent", image=image01)
+    assert rel_err(out.latents, want_latents.numpy().transpose(0, 2, 3, 4, 1)) <= 1e-3
+    want = reference_run(ref, noise, h, w, frames, 3, 4.5, "np", image=image01)
+    assert_frames_close(out.frames, want)
+
+
+def test_to_uint8_matches_diffusers_postprocess():
+    v = np.linspace(-1.2, 1.2, 97, dtype=np.float32)
+    want = (np.clip(v / 2 + 0.5, 0, 1) * 255).round().astype(np.uint8)
+    np.testing.assert_array_equal(to_uint8(v), want)
