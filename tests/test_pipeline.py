@@ -84,11 +84,11 @@ def test_save_writes_a_playable_mp4(pipelines, tmp_path):
 def i2v(tmp_path_factory):
     folder = tmp_path_factory.mktemp("i2v") / "pipe"
     ref = build(folder, "wan", scheduler_kind="euler", image_to_video=True)
-    return ref, SanaVideoPipeline.from_pretrained(folder)
+    return ref, SanaVideoPipeline.from_pretrained(folder), folder
 
 
 def test_image_to_video_matches_diffusers(i2v, rel_err):
-    ref, ours = i2v
+    ref, ours, _ = i2v
     h, w, frames = CASES["wan"]
     image01 = np.random.default_rng(7).uniform(0, 1, (h, w, 3)).astype(np.float32)
     noise = np.random.default_rng(1).standard_normal(ours.latent_shape(1, frames, h, w)).astype(np.float32)
@@ -104,3 +104,52 @@ def test_to_uint8_matches_diffusers_postprocess():
     v = np.linspace(-1.2, 1.2, 97, dtype=np.float32)
     want = (np.clip(v / 2 + 0.5, 0, 1) * 255).round().astype(np.uint8)
     np.testing.assert_array_equal(to_uint8(v), want)
+
+
+def test_cli_generate_writes_playable_mp4(pipelines, tmp_path, capsys):
+    from sana_jax import cli
+
+    kind, _, _, folder = pipelines
+    h, w, frames = CASES[kind]
+    out = tmp_path / "cli.mp4"
+    assert cli.main(["generate", PROMPT, "--model", str(folder), "--height", str(h), "--width", str(w),
+                     "--frames", str(frames), "--steps", "2", "--out", str(out), "-q"]) == 0
+    assert read_video(out).shape == (frames, h, w, 3)
+    printed = capsys.readouterr().out
+    assert "wrote" in printed and "denoising" in printed and "decoding" in printed
+
+
+def test_cli_image_to_video(i2v, tmp_path):
+    from PIL import Image
+
+    from sana_jax import cli
+
+    _, _, folder = i2v
+    h, w, frames = CASES["wan"]
+    Image.fromarray(np.full((50, 70, 3), 200, np.uint8)).save(tmp_path / "first.png")
+    out = tmp_path / "i2v.mp4"
+    assert cli.main(["generate", PROMPT, "--model", str(folder), "--image", str(tmp_path / "first.png"),
+                     "--height", str(h), "--width", str(w), "--frames", str(frames), "--steps", "2",
+                     "--out", str(out), "-q"]) == 0
+    assert read_video(out).shape == (frames, h, w, 3)
+
+
+def test_cli_rejects_bad_sizes_before_loading(pipelines, tmp_path, capsys):
+    """The weights are gone: had anything been loaded, the error would be about them, not about the size."""
+    import shutil
+
+    from sana_jax import cli
+
+    kind, _, _, folder = pipelines
+    h, w, frames = CASES[kind]
+    broken = tmp_path / "pipe"
+    shutil.copytree(folder, broken)
+    for f in (broken / "transformer").glob("*.safetensors"):
+        f.unlink()
+    assert cli.main(["generate", PROMPT, "--model", str(broken), "--height", str(h + 8), "--width", str(w),
+                     "--frames", str(frames), "--out", str(tmp_path / "x.mp4"), "-q"]) == 2
+    err = capsys.readouterr().err
+    assert "--height" in err and "nearest valid" in err
+    assert cli.main(["generate", PROMPT, "--model", str(broken), "--height", str(h), "--width", str(w),
+                     "--frames", str(frames), "--out", str(tmp_path / "x.mp4"), "-q"]) == 2
+    assert "no weights found" in capsys.readouterr().err and not (tmp_path / "x.mp4").exists()
