@@ -71,7 +71,11 @@ class LTXAttention(nnx.Module):
     def rotate(self, x: jax.Array, rope: RopeTables) -> jax.Array:
         if self.rope_type == "interleaved":
             return apply_interleaved(x, *rope)
-        return apply_split(x, *rope, self.heads)
+        cos, sin = rope
+        if cos.ndim == x.ndim + 1:  # (…, N, rope_heads, r): a table with its own head split (LTX-2 a↔v RoPE)
+            heads = cos.shape[-2]
+            return apply_split(x, cos.reshape(*cos.shape[:-2], -1), sin.reshape(*sin.shape[:-2], -1), heads)
+        return apply_split(x, cos, sin, self.heads)
 
     def __call__(self, x: jax.Array, context: jax.Array | None = None, *, q_rope: RopeTables | None = None,
                  k_rope: RopeTables | None = None, bias: jax.Array | None = None) -> jax.Array:
