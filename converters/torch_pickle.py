@@ -237,15 +237,24 @@ class TorchStateDict(Mapping):
         return len(self._tensors)
 
 
-def open_torch_state_dict(path: str | os.PathLike, nested: tuple[str, ...] = ("state_dict",)) -> TorchStateDict:
-    """Open a ``.pth``/``.pt`` and return its state dict; the first key of ``nested`` present is descended into."""
+#: where training checkpoints keep the weights: Sana ``state_dict``; DC-Gen ``ema_model_state_dict`` (a dict of EMA
+#: state dicts: the first is taken) then ``model_state_dict``; generic ``model`` / ``module``.
+STATE_DICT_KEYS = ("state_dict", "ema_model_state_dict", "model_state_dict", "model", "module")
+
+
+def open_torch_state_dict(path: str | os.PathLike, nested: tuple[str, ...] = STATE_DICT_KEYS) -> TorchStateDict:
+    """Open a ``.pth``/``.pt`` and return its state dict: the first key of ``nested`` present is descended into,
+    and a dict of state dicts (EMA copies) yields its first one."""
     path = Path(path)
     obj = load_torch_pickle(path)
     if isinstance(obj, Mapping):
         for key in nested:
-            if key in obj and isinstance(obj[key], Mapping):
+            if key in obj and isinstance(obj[key], Mapping) and obj[key]:
                 obj = obj[key]
                 break
+        values = list(obj.values())
+        if values and all(isinstance(v, Mapping) for v in values):
+            obj = values[0]
     if not isinstance(obj, Mapping):
         raise CheckpointError(f"{path}: expected a dict of tensors, found a {type(obj).__name__}")
     return TorchStateDict(obj, path)

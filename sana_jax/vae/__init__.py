@@ -2,7 +2,8 @@
 ``decode(latents) -> video in [-1,1]``. ``converters.load(path)`` returns them from diffusers folders, native
 LTX-2 files and original Wan ``.pth``."""
 
+from sana_jax.vae.dcae_v import DCAEVConfig, DCAEVideo
 from sana_jax.vae.ltx2 import LTX2VAE, LTX2VAEConfig
 from sana_jax.vae.wan import WanVAE, WanVAEConfig
 
-__all__ = ["LTX2VAE", "LTX2VAEConfig", "WanVAE", "WanVAEConfig"]
+__all__ = ["DCAEVConfig", "DCAEVideo", "LTX2VAE", "LTX2VAEConfig", "WanVAE", "WanVAEConfig"]
