@@ -1,0 +1,401 @@
+"""Block-causal (streaming) SANA-Video DiT: LongSANA's chunk-causal forward, one-shot and incremental.
+
+Spec: ``shared/specs/sana_video.md`` §5 and ``streaming_and_performance.md`` §A. Same parameters as
+:class:`~sana_jax.models.sana_video.SanaVideoTransformer` (the same checkpoint means the same thing); only the
+token mixing across time changes. Frames are split into chunks (LongSANA: 10 latent frames, remainder in the first):
+
+* linear self-attention is bidirectional inside a chunk and causal across chunks: chunk k reads the state
+  S = Σ R(φ(k)) vᵀ, z = Σ φ(k) of chunks [k − window, k) plus its own (``window=None``: all earlier chunks);
+* the FFN's temporal conv (kernel 3) sees, at a chunk's first frame, the previous chunk's last frame of the
+  pre-conv features (``CachedGLUMBConvTemp``'s tail) and, at a chunk's last frame, zeros (never the next chunk).
+
+Two equivalent forms:
+
+* :func:`causal_forward` — one pass over a whole clip (per-frame timesteps allowed; training / reference);
+* :func:`init_state` + :func:`step` — one chunk at a time with a constant-size state. Denoising calls use
+  ``commit=False`` (state untouched); the clean t = 0 pass uses ``commit=True`` and returns the next state.
+  :class:`StreamingDiT` wraps the step in two jitted functions (params as an argument, offset traced, the state
+  donated on commit) so a fixed chunk size compiles once.
+
+    sched = longsana_schedule()                  # timesteps [1000, 960, 889, 727], sigmas σ0..σ3 + a final 0
+    dit = StreamingDiT(model)
+    state = dit.init_state(text, text_mask, height=h, width=w)          # the prompt's K/V, computed once
+    for c in range(num_chunks):                                          # CFG 1: one forward per step
+        x = jax.random.normal(jax.random.fold_in(jax.random.fold_in(key, c), 0), shape)
+        for i, t in enumerate(sched.timesteps):
+            v, _ = dit(state, x, t)                                      # commit=False: state untouched
+            x0 = x - sched.sigmas[i] * v
+            eps = jax.random.normal(jax.random.fold_in(jax.random.fold_in(key, c), i + 1), shape)
+            x = (1 - sched.sigmas[i + 1]) * x0 + sched.sigmas[i + 1] * eps  # = x0 after the last step
+        _, state = dit(state, x, 0.0, commit=True)                       # clean t = 0 pass writes the chunk
+        emit(x)                                                          # (the old state was donated)
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from sana_jax.errors import InputError
+from sana_jax.models.sana_video import CrossAttention, LinearSelfAttention, SanaVideoBlock, SanaVideoTransformer
+from sana_jax.nn.attention import mask_to_bias, softmax_attention
+from sana_jax.nn.layers import layer_norm, modulate
+from sana_jax.nn.linear_attention import LinearAttentionState, accumulate_state, feature_map, read_state
+from sana_jax.nn.rope import rope_3d
+
+# RoPE tables are gathered by absolute frame and built this long (rows below 1024 are bit-identical to the plain
+# model's); 4096 latent frames ≈ 11 min at 24 fps. Past the end, step() returns NaN rather than clamped positions.
+DEFAULT_MAX_FRAMES = 4096
+_EPS = 1e-15  # read_state's default, as in relu_linear_attention
+
+
+def chunk_sizes(frames: int, chunk: int) -> tuple[int, ...]:
+    """LongSANA's split (``_create_autoregressive_segments``): chunks of ``chunk`` frames, remainder in the first.
+
+    ``chunk_sizes(31, 10) == (11, 10, 10)``; fewer frames than ``chunk`` make one chunk.
+    """
+    if frames < 1 or chunk < 1:
+        raise InputError(f"need frames >= 1 and chunk >= 1, got frames={frames}, chunk={chunk}")
+    n = max(frames // chunk, 1)
+    return (frames - chunk * (n - 1),) + (chunk,) * (n - 1)
+
+
+def _post_patch_sizes(model: SanaVideoTransformer, frames: int, chunk: int | Sequence[int]) -> tuple[int, ...]:
+    pt = model.config.patch_size[0]
+    sizes = chunk_sizes(frames, chunk) if isinstance(chunk, (int, np.integer)) else tuple(int(c) for c in chunk)
+    if sum(sizes) != frames or min(sizes) < 1 or any(c % pt for c in sizes):
+        raise InputError(f"chunk sizes {sizes} must be positive multiples of the temporal patch {pt} summing to the "
+                         f"{frames} latent frames")
+    return tuple(c // pt for c in sizes)
+
+
+def _rope(model: SanaVideoTransformer, grid, t_offset, max_frames: int):
+    cfg = model.config
+    return rope_3d(grid, cfg.attention_head_dim, max_seq_len=max(cfg.rope_max_seq_len, max_frames),
+                   t_offset=t_offset)
+
+
+# -- one block, causal across chunks ----------------------------------------------------------------------------
+
+
+def _qkv(attn: LinearSelfAttention, h: jax.Array):
+    b, n, _ = h.shape
+    q, k, v = attn.to_q(h), attn.to_k(h), attn.to_v(h)
+    if attn.norm_q is not None:
+        q, k = attn.norm_q(q), attn.norm_k(k)
+    return tuple(a.reshape(b, n, attn.heads, -1) for a in (q, k, v))
+
+
+def _past_chunks(own: jax.Array, window: int | None) -> jax.Array:
+    """For per-chunk states ``own`` (K, ...): Σ over chunks [k − window, k) (all of [0, k) when window is None)."""
+    zeros = jnp.zeros_like(own[:1])
+    if window is None:  # exclusive cumulative sum
+        return jnp.concatenate([zeros, jnp.cumsum(own, axis=0)[:-1]], axis=0)
+    k = own.shape[0]
+    past = jnp.zeros_like(own)
+    for j in range(1, min(window, k - 1) + 1):  # sum of the `window` previous chunks, shifted copies
+        past = past + jnp.concatenate([jnp.zeros_like(own[:j]), own[:-j]], axis=0)
+    return past
+
+
+def _chunked_linear_attention(q, k, v, cos, sin, frames: tuple[int, int], sizes, window):
+    """Block-causal ReLU linear attention over K > 1 chunks; q/k/v (B, T·S, H, d). Returns (out, own states)."""
+    t, s = frames
+    b = q.shape[0]
+
+    def per_frame(a):  # (B, T·S, ...) → (B, T, S, ...)
+        return a.reshape(b, t, s, *a.shape[2:])
+
+    ids = np.repeat(np.arange(len(sizes)), sizes)
+    phi_k, rot_k = feature_map(k, cos, sin)
+    kv = jnp.einsum("btshd,btshe->bthde", per_frame(rot_k), per_frame(v.astype(jnp.float32)))
+    k_sum = per_frame(phi_k).sum(axis=2)
+
+    def by_chunk(a):  # (B, T, ...) per frame → (K, B, ...) per chunk, additions only
+        return jax.ops.segment_sum(jnp.moveaxis(a, 1, 0), ids, len(sizes), indices_are_sorted=True)
+
+    own = LinearAttentionState(by_chunk(kv), by_chunk(k_sum))
+    total = jax.tree.map(lambda o: jnp.moveaxis((_past_chunks(o, window) + o)[ids], 0, 1), own)  # (B, T, ...)
+    phi_q, rot_q = feature_map(q, cos, sin)
+    num = jnp.einsum("btshd,bthde->btshe", per_frame(rot_q), total.kv)
+    den = jnp.einsum("btshd,bthd->btsh", per_frame(phi_q), total.k_sum)
+    out = num * (1.0 / (den + _EPS))[..., None]
+    return out.reshape(q.shape[:3] + (-1,)), jax.tree.map(lambda a: jnp.moveaxis(a, 0, 1), own)
+
+
+def _self_attention(attn: LinearSelfAttention, h: jax.Array, rope, sizes, window,
+                    past: LinearAttentionState | None):
+    """h (B, T, S, D) → (attn1 output (B, T, S, D), per-chunk own states (B, K, H, d, d) / (B, K, H, d))."""
+    b, t, s, d = h.shape
+    q, k, v = _qkv(attn, h.reshape(b, t * s, d))
+    cos, sin = rope
+    if len(sizes) == 1:  # one chunk (+ the past): exactly the plain model's computation
+        own = accumulate_state(k, v, cos, sin)
+        total = own if past is None else LinearAttentionState(past.kv + own.kv, past.k_sum + own.k_sum)
+        out = read_state(q, total, cos, sin)
+        own = jax.tree.map(lambda a: a[:, None], own)
+    else:
+        if past is not None:
+            raise NotImplementedError("a past state with several chunks")
+        out, own = _chunked_linear_attention(q, k, v, cos, sin, (t, s), sizes, window)
+    out = out.astype(q.dtype).reshape(b, t * s, d)
+    return attn.to_out(out).reshape(b, t, s, d), own
+
+
+def _cross_attention(attn: CrossAttention, x: jax.Array, k: jax.Array, v: jax.Array, bias) -> jax.Array:
+    """``CrossAttention.__call__`` with the caption's K/V given (computed once per prompt)."""
+    b, n, d = x.shape
+    q = attn.to_q(x)
+    if attn.norm_q is not None:
+        q = attn.norm_q(q)
+    out = softmax_attention(q.reshape(b, n, attn.heads, -1), k, v, bias)
+    return attn.to_out(out.reshape(b, n, d))
+
+
+def _temporal_conv(y: jax.Array, kernel: jax.Array, prev: jax.Array | None, sizes) -> jax.Array:
+    """``glumb.temporal_conv`` made causal across chunks: a chunk's last frame sees zeros, not the next chunk;
+    the clip's first frame sees ``prev`` (the previous chunk's last pre-conv frame) or zeros."""
+    kernel = kernel.astype(y.dtype)
+    taps = jnp.einsum("bt...c,kcd->kbt...d", y, kernel)
+    zero = jnp.zeros_like(taps[0, :, :1])
+    from_prev = zero if prev is None else jnp.dot(prev.astype(y.dtype), kernel[0])
+    from_next = jnp.concatenate([taps[2, :, 1:], zero], axis=1)
+    if len(sizes) > 1:
+        keep = np.ones(sum(sizes), bool)
+        keep[np.cumsum(sizes)[:-1] - 1] = False
+        from_next = jnp.where(keep.reshape((1, -1) + (1,) * (y.ndim - 2)), from_next, 0)
+    return jnp.concatenate([from_prev, taps[0, :, :-1]], axis=1) + taps[1] + from_next
+
+
+def _block(block: SanaVideoBlock, x, t6, text_kv, text_bias, rope, grid, sizes, window, past, tail):
+    """``SanaVideoBlock.__call__`` with the causal attention and conv. Returns (x, own states, conv tail)."""
+    b, t, s, d = x.shape
+    mods = block.scale_shift_table[...].astype(x.dtype) + t6.reshape(*t6.shape[:-1], 6, d)
+    shift1, scale1, gate1, shift2, scale2, gate2 = (mods[..., i, :] for i in range(6))
+
+    h = modulate(layer_norm(x, block.eps), shift1, scale1)
+    attn, own = _self_attention(block.attn1, h, rope, sizes, window, past)
+    x = x + gate1 * attn
+
+    x = x + _cross_attention(block.attn2, x.reshape(b, t * s, d), *text_kv, text_bias).reshape(b, t, s, d)
+
+    h = modulate(layer_norm(x, block.eps), shift2, scale2)
+    y = block.ff.spatial(h.reshape(b, *grid, d))
+    h = y + _temporal_conv(y, block.ff.conv_temp[...], tail, sizes)
+    return x + gate2 * h.reshape(b, t, s, d), own, y[:, -1:]
+
+
+# -- one-shot form -------------------------------------------------------------------------------------------------
+
+
+def causal_forward(model: SanaVideoTransformer, latents: jax.Array, text: jax.Array, timestep: jax.Array,
+                   text_mask: jax.Array | None = None, *, chunk: int | Sequence[int] = 10, window: int | None = None,
+                   causal: bool = True, t_offset: int | jax.Array = 0,
+                   max_frames: int = DEFAULT_MAX_FRAMES) -> jax.Array:
+    """Block-causal velocity of a whole clip in one pass (equals streaming it chunk by chunk with :func:`step`).
+
+    Args:
+      latents, text, timestep, text_mask: as ``SanaVideoTransformer.__call__``; ``timestep`` may be (B, T') per
+        latent frame (diffusion forcing, or each chunk at its own noise level).
+      chunk: latent frames per chunk (LongSANA split: remainder in the first chunk) or explicit chunk sizes.
+      window: each chunk attends to itself and the ``window`` chunks before it (``None``: all earlier chunks).
+      causal: ``False`` ignores ``chunk``/``window``: the whole clip is one chunk, i.e. the plain model.
+      t_offset: absolute latent frame of the first frame (RoPE), static or traced.
+
+    Memory: per-frame attention states (B, T', heads, d, d) float32 per layer are materialised.
+    """
+    grid = model.check_latents(latents.shape)
+    sizes = _post_patch_sizes(model, latents.shape[1], chunk) if causal else (grid[0],)
+    if isinstance(t_offset, (int, np.integer)) and t_offset + grid[0] > max(model.config.rope_max_seq_len, max_frames):
+        raise InputError(f"frames {t_offset}..{t_offset + grid[0]} exceed the RoPE table ({max_frames} frames): "
+                         "raise max_frames")
+    if window is not None and window < 1:
+        raise InputError(f"window must be >= 1 chunk or None, got {window}")
+    b = latents.shape[0]
+    rope = _rope(model, grid, t_offset, max_frames)
+    x = model.embed_patches(latents)
+    t6, emb = model.embed_timestep(timestep, b, grid[0])
+    caption = model.embed_text(text)
+    bias = mask_to_bias(text_mask)
+    graphdef, blocks = nnx.split(model.blocks)
+
+    def body(h, block_state):
+        block = nnx.merge(graphdef, block_state)
+        h, _, _ = _block(block, h, t6, block.attn2.key_value(caption), bias, rope, grid, sizes, window, None, None)
+        return h, None
+
+    if model.remat:
+        body = jax.checkpoint(body, prevent_cse=False)
+    x, _ = jax.lax.scan(body, x, blocks)
+    return model.unpatchify(x, emb, grid)
+
+
+# -- incremental form ----------------------------------------------------------------------------------------------
+
+
+class StreamState(NamedTuple):
+    """Everything the next chunk needs; its shapes never change (``layers`` leads every per-layer leaf).
+
+    ``kv``/``k_sum`` hold the running sums S = Σ R(φ(k)) vᵀ (L, B, H, d, d) and z = Σ φ(k) (L, B, H, d) in
+    float32, or, with a sliding window of W chunks, a ring of per-chunk states (L, W, B, H, d, d) / (L, W, B, H, d)
+    whose slot ``chunks % W`` is overwritten by each commit. ``conv_tail`` (L, B, 1, H', W', D) is the last
+    pre-conv FFN frame of the last committed chunk. ``text_k``/``text_v`` (L, B, L_text, heads, d) and
+    ``text_bias`` (B, 1, 1, L_text) are the prompt's cross-attention inputs. ``frame`` is the absolute post-patch
+    frame of the next chunk, ``chunks`` the number committed (both int32 scalars, traced).
+    """
+
+    kv: jax.Array
+    k_sum: jax.Array
+    conv_tail: jax.Array
+    text_k: jax.Array
+    text_v: jax.Array
+    text_bias: jax.Array
+    frame: jax.Array
+    chunks: jax.Array
+
+    @property
+    def window(self) -> int | None:
+        return self.kv.shape[1] if self.kv.ndim == 6 else None
+
+    @property
+    def nbytes(self) -> int:
+        return sum(int(a.size) * a.dtype.itemsize for a in jax.tree.leaves(self))
+
+
+def _prompt_kv(model: SanaVideoTransformer, text: jax.Array, text_mask: jax.Array | None):
+    caption = model.embed_text(text)
+    graphdef, blocks = nnx.split(model.blocks)
+
+    def body(carry, block_state):
+        return carry, nnx.merge(graphdef, block_state).attn2.key_value(caption)
+
+    _, (k, v) = jax.lax.scan(body, None, blocks)
+    mask = jnp.ones(text.shape[:2], jnp.float32) if text_mask is None else text_mask
+    return k, v, mask_to_bias(mask)  # an all-zero bias adds exactly 0: same result as no mask, fixed pytree
+
+
+def init_state(model: SanaVideoTransformer, text: jax.Array, text_mask: jax.Array | None = None, *,
+               height: int, width: int, window: int | None = None, t_offset: int = 0) -> StreamState:
+    """The empty stream for latents of ``height`` × ``width`` (latent pixels), batch = ``text.shape[0]``.
+
+    ``window``: attend to the last ``window`` committed chunks only (``None``: all of them).
+    """
+    cfg = model.config
+    b = text.shape[0]
+    _, hp, wp = model.check_latents((b, cfg.patch_size[0], height, width, cfg.in_channels))
+    if window is not None and window < 1:
+        raise InputError(f"window must be >= 1 chunk or None, got {window}")
+    layers, heads, d = cfg.num_layers, cfg.num_attention_heads, cfg.attention_head_dim
+    ring = () if window is None else (window,)
+    text_k, text_v, bias = _prompt_kv(model, text, text_mask)
+    return StreamState(
+        kv=jnp.zeros((layers, *ring, b, heads, d, d), jnp.float32),
+        k_sum=jnp.zeros((layers, *ring, b, heads, d), jnp.float32),
+        conv_tail=jnp.zeros((layers, b, 1, hp, wp, cfg.inner_dim), model.dtype),
+        text_k=text_k, text_v=text_v, text_bias=bias,
+        frame=jnp.asarray(t_offset, jnp.int32), chunks=jnp.zeros((), jnp.int32))
+
+
+def set_prompt(model: SanaVideoTransformer, state: StreamState, text: jax.Array,
+               text_mask: jax.Array | None = None) -> StreamState:
+    """Switch the prompt (interactive streaming): new cross-attention K/V, the video state kept.
+    Same text length ⇒ same shapes ⇒ no recompilation."""
+    text_k, text_v, bias = _prompt_kv(model, text, text_mask)
+    if text_k.shape != state.text_k.shape:
+        raise InputError(f"new prompt gives K/V {text_k.shape}, the stream holds {state.text_k.shape}: pad the "
+                         "text to the same length")
+    return state._replace(text_k=text_k, text_v=text_v, text_bias=bias)
+
+
+def step(model: SanaVideoTransformer, state: StreamState, latents: jax.Array, timestep: jax.Array, *,
+         commit: bool = False, max_frames: int = DEFAULT_MAX_FRAMES) -> tuple[jax.Array, StreamState | None]:
+    """Velocity of one chunk ``latents`` (B, T_c, H, W, C) against the committed past.
+
+    ``timestep``: scalar, (B,) or (B, T_c') per frame. ``commit=False`` (denoising steps) returns ``(v, None)``;
+    ``commit=True`` (the clean t = 0 pass) also returns the state with this chunk added (S, z += this chunk's, or
+    its ring slot overwritten; conv tail = this chunk's last frame; frame offset advanced). Frames past
+    ``max_frames`` (the RoPE table) give NaN velocities.
+    """
+    grid = model.check_latents(latents.shape)
+    b = latents.shape[0]
+    want = (state.conv_tail.shape[1], *state.conv_tail.shape[3:5])
+    if (b, *grid[1:]) != want:
+        raise InputError(f"chunk latents {latents.shape} give (batch, H', W') = {(b, *grid[1:])}; the stream was "
+                         f"initialised for {want}")
+    window = state.window
+    rope = _rope(model, grid, state.frame, max_frames)
+    x = model.embed_patches(latents)
+    t6, emb = model.embed_timestep(timestep, b, grid[0])
+    graphdef, blocks = nnx.split(model.blocks)
+
+    def body(h, xs):
+        block_state, kv, k_sum, tail, text_k, text_v = xs
+        if window is not None:
+            kv, k_sum = kv.sum(axis=0), k_sum.sum(axis=0)
+        h, own, new_tail = _block(nnx.merge(graphdef, block_state), h, t6, (text_k, text_v), state.text_bias, rope,
+                                  grid, (grid[0],), None, LinearAttentionState(kv, k_sum), tail)
+        return h, ((own.kv[:, 0], own.k_sum[:, 0], new_tail) if commit else None)
+
+    x, ys = jax.lax.scan(body, x, (blocks, state.kv, state.k_sum, state.conv_tail, state.text_k, state.text_v))
+    velocity = model.unpatchify(x, emb, grid)
+    # A gather past the RoPE table would clamp silently: past the end the output is NaN instead.
+    limit = max(model.config.rope_max_seq_len, max_frames)
+    velocity = jnp.where(state.frame + grid[0] <= limit, velocity, jnp.nan)
+    if not commit:
+        return velocity, None
+    own_kv, own_k_sum, tails = ys
+    if window is None:
+        kv, k_sum = state.kv + own_kv, state.k_sum + own_k_sum
+    else:
+        slot = state.chunks % window
+        kv = jax.lax.dynamic_update_index_in_dim(state.kv, own_kv, slot, axis=1)
+        k_sum = jax.lax.dynamic_update_index_in_dim(state.k_sum, own_k_sum, slot, axis=1)
+    return velocity, state._replace(kv=kv, k_sum=k_sum, conv_tail=tails.astype(state.conv_tail.dtype),
+                                    frame=state.frame + grid[0], chunks=state.chunks + 1)
+
+
+class StreamingDiT:
+    """A model's chunk step, jitted once per chunk shape: ``dit(state, latents, t, commit=False) -> (v, state)``.
+
+    Parameters are split once and passed as an argument (not baked into the executable); the frame offset and the
+    timestep are traced, so every chunk of the same size reuses the same two executables (denoise, commit).
+    With ``donate=True`` the commit call donates ``state`` (do not reuse the state passed to a commit).
+    ``traces`` counts Python traces of the step (a test hook).
+    """
+
+    def __init__(self, model: SanaVideoTransformer, *, donate: bool = True, max_frames: int = DEFAULT_MAX_FRAMES):
+        self.model = model
+        self.graphdef, self.params = nnx.split(model)
+        self.traces = 0
+
+        def fn(params, state, latents, timestep, *, commit):
+            self.traces += 1
+            m = nnx.merge(self.graphdef, params)
+            return step(m, state, latents, timestep, commit=commit, max_frames=max_frames)
+
+        self._denoise = jax.jit(functools.partial(fn, commit=False))
+        self._commit = jax.jit(functools.partial(fn, commit=True), donate_argnums=(1,) if donate else ())
+
+    def init_state(self, text, text_mask=None, *, height: int, width: int, window: int | None = None,
+                   t_offset: int = 0) -> StreamState:
+        return init_state(self.model, text, text_mask, height=height, width=width, window=window,
+                          t_offset=t_offset)
+
+    def _args(self, state, latents, timestep):
+        timestep = jnp.asarray(timestep, jnp.float32)
+        if timestep.ndim == 0:
+            timestep = jnp.broadcast_to(timestep, (latents.shape[0],))
+        return self.params, state, latents, timestep
+
+    def __call__(self, state: StreamState, latents: jax.Array, timestep, *, commit: bool = False):
+        return (self._commit if commit else self._denoise)(*self._args(state, latents, timestep))
+
+    def lower(self, state: StreamState, latents: jax.Array, timestep, *, commit: bool = False):
+        """``jax.stages.Lowered`` of the step (``.compile().memory_analysis()`` for memory checks)."""
+        return (self._commit if commit else self._denoise).lower(*self._args(state, latents, timestep))
