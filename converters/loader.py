@@ -25,7 +25,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from converters import gemma, ltx2_connectors, ltx2_vae, sana_video, wan_vae
+from converters import (dcae_v, gemma, ltx2_connectors, ltx2_transformer, ltx2_upsampler, ltx2_vae, sana_video,
+                        wan_vae)
 from converters.nnx_state import flatten, merge
 from converters.safetensors_io import open_safetensors, save_safetensors
 from converters.torch_pickle import open_torch_state_dict
@@ -35,7 +36,8 @@ from sana_jax.io import checkpoints
 #: Model families. Each module provides FAMILY, MODEL_CLASS_NAME (diffusers ``_class_name``), CONFIG (with
 #: ``from_diffusers``/``to_diffusers``), MODEL, ``detect(keys)``, ``config_from_checkpoint(source, where)``,
 #: ``abstract(config, dtype)`` and ``load(source, config, where=, dtype=, progress=)``.
-FAMILIES = {m.FAMILY: m for m in (sana_video, ltx2_vae, wan_vae, ltx2_connectors, gemma)}
+FAMILIES = {m.FAMILY: m for m in (sana_video, ltx2_vae, wan_vae, ltx2_connectors, gemma, ltx2_transformer,
+                                   ltx2_upsampler, dcae_v)}
 BY_CLASS = {name: m for m in FAMILIES.values() for name in getattr(m, "MODEL_CLASS_NAMES", (m.MODEL_CLASS_NAME,))}
 
 WEIGHT_NAMES = ("diffusion_pytorch_model.safetensors.index.json", "diffusion_pytorch_model.safetensors",
@@ -70,7 +72,7 @@ def open_checkpoint(path: Path) -> Mapping:
     if path.name.endswith(".safetensors") or path.name.endswith(".safetensors.index.json"):
         return open_safetensors(path)
     if path.suffix in TORCH_SUFFIXES:
-        return open_torch_state_dict(path, nested=("state_dict", "model", "module"))
+        return open_torch_state_dict(path)
     raise CheckpointError(f"{path}: unknown checkpoint format (expected .safetensors, .safetensors.index.json, "
                           f"or one of {', '.join(TORCH_SUFFIXES)})")
 

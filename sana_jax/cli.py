@@ -24,7 +24,8 @@ def _convert(args: argparse.Namespace) -> int:
     if dst.exists() and not args.overwrite:
         raise InputError(f"destination {dst} exists; pass --overwrite to replace it")
     start = time.perf_counter()
-    model = converters.load(args.src, dtype=args.dtype, config=args.config, progress=not args.quiet)
+    model = converters.load(args.src, dtype=args.dtype, config=args.config, component=args.component,
+                            progress=not args.quiet)
     loaded = time.perf_counter()
     converters.save_orbax(model, dst, overwrite=args.overwrite)
     n = sum(x.size for x in _leaves(model))
@@ -102,8 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     conv = sub.add_parser(
         "convert", help="convert a PyTorch checkpoint to a JAX (orbax) checkpoint",
-        description="Convert a SANA-Video transformer checkpoint — a diffusers folder (transformer/ or the pipeline "
-                    "root), a .safetensors file, or an original Sana .pth — into an orbax folder that "
+        description="Convert a checkpoint — a diffusers folder (a component, or the pipeline root: its "
+                    "transformer/ unless --component), a .safetensors file or sharded index, an original Sana or "
+                    "Wan .pth, a native LTX-2 file — into an orbax folder that "
                     "converters.load() and the pipelines read directly. The .pth is read without torch and without "
                     "executing its pickle. The destination is written under a temporary name and renamed when "
                     "complete.")
@@ -114,6 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
     conv.add_argument("--config", default=None,
                       help="diffusers config.json for checkpoints that carry none (original .pth); otherwise the "
                            "configuration is inferred from tensor shapes assuming 112-channel heads")
+    conv.add_argument("--component", default=None,
+                      help="which model to take: a pipeline folder's subfolder (default transformer), or a model "
+                           "family of a file that holds several (native LTX-2: ltx2_vae, ltx2_connectors, …)")
     conv.add_argument("--overwrite", action="store_true", help="replace an existing destination")
     conv.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     conv.set_defaults(run=_convert)

@@ -66,6 +66,12 @@ class PipelineFolder:
         cfg = self.config("vae")
         return cfg.get("scale_factor_temporal", 4), cfg.get("scale_factor_spatial", 8)
 
+    def latent_shape(self, batch: int, num_frames: int, height: int, width: int) -> tuple[int, ...]:
+        """Channels-last initial-noise shape for a video of this size (from the configs, no weights)."""
+        t, s = self.vae_factors()
+        channels = self.config("transformer").get("in_channels", 16)
+        return (batch, (num_frames - 1) // t + 1, height // s, width // s, channels)
+
     def patch_size(self) -> tuple[int, int, int]:
         p = self.config("transformer").get("patch_size", (1, 2, 2))
         return (1, p, p) if isinstance(p, int) else tuple(p)

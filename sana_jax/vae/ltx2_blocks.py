@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from sana_jax.nn.conv import conv
 from sana_jax.nn.embeddings import TimestepEmbedding, timestep_sinusoid
 from sana_jax.nn.layers import DType, param
 
@@ -43,9 +44,7 @@ class CausalConv3d(nnx.Module):
         x = jnp.concatenate([first, first, x] if causal else [first, x, last], axis=1)
         mode = "reflect" if self.padding_mode == "reflect" else "constant"
         x = jnp.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1), (0, 0)), mode=mode)
-        y = jax.lax.conv_general_dilated(x, self.kernel[...].astype(self.dtype), (1, 1, 1), "VALID",
-                                         dimension_numbers=("NDHWC", "DHWIO", "NDHWC"))
-        return y + self.bias[...].astype(self.dtype)
+        return conv(x, self.kernel[...].astype(self.dtype)) + self.bias[...].astype(self.dtype)
 
 
 class ResnetBlock(nnx.Module):

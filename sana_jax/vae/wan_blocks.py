@@ -24,10 +24,9 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from sana_jax.nn.conv import conv
 from sana_jax.nn.layers import DType, param
 
-_DN3 = ("NDHWC", "DHWIO", "NDHWC")
-_DN2 = ("NHWC", "HWIO", "NHWC")
 
 
 def _kernel_init():
@@ -35,10 +34,7 @@ def _kernel_init():
 
 
 def _conv(x: jax.Array, kernel: jax.Array, bias: jax.Array, *, stride, padding, dtype: DType) -> jax.Array:
-    dn = _DN3 if kernel.ndim == 5 else _DN2
-    y = jax.lax.conv_general_dilated(x.astype(dtype), kernel.astype(dtype), window_strides=stride,
-                                     padding=padding, dimension_numbers=dn)
-    return y + bias.astype(dtype)
+    return conv(x.astype(dtype), kernel.astype(dtype), stride=stride, padding=padding) + bias.astype(dtype)
 
 
 def _per_frame(fn, x: jax.Array) -> jax.Array:
