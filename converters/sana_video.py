@@ -24,6 +24,8 @@ from sana_jax.models.sana_video import SanaVideoConfig, SanaVideoTransformer
 FAMILY = "sana_video"
 CONFIG = SanaVideoConfig
 MODEL_CLASS_NAME = DIFFUSERS_CLASS
+#: the LongLive (LongSANA) release has the same tensors under the causal class name (diffusers PR #12723, spec §3.2)
+MODEL_CLASS_NAMES = (DIFFUSERS_CLASS, "SanaVideoCausalTransformer3DModel")
 MODEL = SanaVideoTransformer
 
 

@@ -1,4 +1,5 @@
-"""The ``sana-jax`` command line.
+"""The ``sana-jax`` command line: one module per subcommand in ``sana_jax/commands`` (each provides
+``add_parser(subparsers)`` and ``run(args)``).
 
 Every subcommand prints one clear line and exits with status 2 on bad input (a typed error), without a traceback.
 """
@@ -6,151 +7,20 @@ Every subcommand prints one clear line and exits with status 2 on bad input (a t
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
-import time
 
 from sana_jax.errors import SanaJaxError
 
-DTYPES = ("float32", "bfloat16", "float16")
-
-
-def _convert(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    import converters
-    from sana_jax.errors import InputError
-
-    dst = Path(args.dst)
-    if dst.exists() and not args.overwrite:
-        raise InputError(f"destination {dst} exists; pass --overwrite to replace it")
-    start = time.perf_counter()
-    model = converters.load(args.src, dtype=args.dtype, config=args.config, component=args.component,
-                            progress=not args.quiet)
-    loaded = time.perf_counter()
-    converters.save_orbax(model, dst, overwrite=args.overwrite)
-    n = sum(x.size for x in _leaves(model))
-    print(f"converted {args.src} → {dst}: {type(model).__name__}, {n / 1e6:,.1f} M parameters, "
-          f"{args.dtype or 'checkpoint dtype'}; load {loaded - start:.1f} s, save {time.perf_counter() - loaded:.1f} s")
-    return 0
-
-
-def _leaves(model):
-    import jax
-    from flax import nnx
-
-    return jax.tree.leaves(nnx.state(model, nnx.Param))
-
-
-def _load_image(path: str, height: int, width: int):
-    """An image file → uint8 (height, width, 3), resized (Lanczos) if its size differs."""
-    import numpy as np
-    from PIL import Image
-
-    from sana_jax.errors import InputError
-
-    try:
-        img = Image.open(path).convert("RGB")
-    except (OSError, ValueError) as e:
-        raise InputError(f"--image {path}: cannot read it as an image ({e})") from e
-    if img.size != (width, height):
-        img = img.resize((width, height), Image.LANCZOS)
-    return np.asarray(img, dtype=np.uint8)
-
-
-def _generate(args: argparse.Namespace) -> int:
-    from sana_jax.errors import InputError
-    from sana_jax.pipelines.components import PipelineFolder, check_video_size
-
-    if args.model is None:
-        raise InputError("--model FOLDER is required: a diffusers SANA-Video pipeline folder "
-                         "(e.g. SANA-Video_2B_480p_diffusers)")
-    folder = PipelineFolder.open(args.model)
-    sample_size = folder.config("transformer").get("sample_size", 30)
-    height = args.height or (704 if sample_size == 22 else 480)
-    width = args.width or (1280 if sample_size == 22 else 832)
-    # every check that needs no weights happens before loading them
-    check_video_size(height, width, args.frames, *folder.vae_factors(), folder.patch_size())
-    if args.image is not None:
-        from pathlib import Path
-
-        if not Path(args.image).is_file():
-            raise InputError(f"--image {args.image}: no such file")
-    out = args.out
-
-    from sana_jax.pipelines import SanaVideoPipeline
-
-    start = time.perf_counter()
-    pipe = SanaVideoPipeline.from_pretrained(args.model, dtype=args.dtype, prompt_style=args.prompt_style,
-                                             progress=not args.quiet)
-    load_s = time.perf_counter() - start
-    image = None if args.image is None else _load_image(args.image, height, width)
-    result = pipe(args.prompt, negative_prompt=args.negative_prompt, height=height, width=width,
-                  num_frames=args.frames, num_inference_steps=args.steps, guidance_scale=args.guidance,
-                  seed=args.seed, image=image, motion_score=args.motion_score, vae_tile=args.vae_tile,
-                  progress=not args.quiet)
-    start = time.perf_counter()
-    path = result.save(out)
-    timings = {"loading": load_s, **result.timings, "writing": time.perf_counter() - start}
-    print(f"wrote {path} ({args.frames} frames, {width}×{height}, {pipe.fps} fps)")
-    print("time: " + ", ".join(f"{k.replace('_', ' ')} {v:.1f} s" for k, v in timings.items()))
-    return 0
+COMMANDS = ("convert", "generate")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sana-jax", description="SANA-Video in JAX: convert PyTorch checkpoints, generate and refine video.")
     sub = parser.add_subparsers(dest="command", required=True)
-
-    conv = sub.add_parser(
-        "convert", help="convert a PyTorch checkpoint to a JAX (orbax) checkpoint",
-        description="Convert a checkpoint — a diffusers folder (a component, or the pipeline root: its "
-                    "transformer/ unless --component), a .safetensors file or sharded index, an original Sana or "
-                    "Wan .pth, a native LTX-2 file — into an orbax folder that "
-                    "converters.load() and the pipelines read directly. The .pth is read without torch and without "
-                    "executing its pickle. The destination is written under a temporary name and renamed when "
-                    "complete.")
-    conv.add_argument("src", help="diffusers folder, .safetensors / .safetensors.index.json, or .pth/.pt file")
-    conv.add_argument("dst", help="destination folder (must not exist unless --overwrite)")
-    conv.add_argument("--dtype", choices=DTYPES, default=None,
-                      help="parameter dtype to store (default: the checkpoint's own)")
-    conv.add_argument("--config", default=None,
-                      help="diffusers config.json for checkpoints that carry none (original .pth); otherwise the "
-                           "configuration is inferred from tensor shapes assuming 112-channel heads")
-    conv.add_argument("--component", default=None,
-                      help="which model to take: a pipeline folder's subfolder (default transformer), or a model "
-                           "family of a file that holds several (native LTX-2: ltx2_vae, ltx2_connectors, …)")
-    conv.add_argument("--overwrite", action="store_true", help="replace an existing destination")
-    conv.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    conv.set_defaults(run=_convert)
-
-    gen = sub.add_parser(
-        "generate", help="generate a video from a prompt (text-to-video, or image-to-video with --image)",
-        description="Generate a video with a SANA-Video diffusers pipeline folder: Gemma-2 prompt encoding, "
-                    "SANA-Video denoising (the folder's scheduler, classifier-free guidance), VAE decoding, mp4. "
-                    "Sizes and frame counts are checked before any weights are loaded. Defaults follow the "
-                    "checkpoint: 480×832 for the 480p model, 704×1280 for the 720p one, 81 frames, 50 steps, "
-                    "guidance 6.")
-    gen.add_argument("prompt", help="the text prompt")
-    gen.add_argument("--model", default=None, help="diffusers SANA-Video pipeline folder (model_index.json)")
-    gen.add_argument("--image", default=None, help="first frame (PNG/JPEG): image-to-video; resized to the video")
-    gen.add_argument("--height", type=int, default=None, help="pixels (default: the checkpoint's resolution)")
-    gen.add_argument("--width", type=int, default=None, help="pixels (default: the checkpoint's resolution)")
-    gen.add_argument("--frames", type=int, default=81, help="frame count: 1 + 4k (Wan VAE) or 1 + 8k (LTX-2 VAE)")
-    gen.add_argument("--steps", type=int, default=50, help="denoising steps")
-    gen.add_argument("--guidance", type=float, default=6.0, help="classifier-free guidance scale (1 = off)")
-    gen.add_argument("--seed", type=int, default=0, help="random seed (the same seed gives the same video)")
-    gen.add_argument("--negative-prompt", default="", help="negative prompt for guidance")
-    gen.add_argument("--motion-score", type=int, default=None,
-                     help="append ' motion score: N.' to the prompt (SANA-Video's motion control; docs use 30)")
-    gen.add_argument("--prompt-style", choices=["diffusers", "sana"], default="diffusers",
-                     help="prompt template and casing: diffusers' pipeline (lower-cased) or the original Sana script")
-    gen.add_argument("--dtype", choices=DTYPES, default="float32",
-                     help="transformer and text-encoder dtype (bfloat16 on GPU)")
-    gen.add_argument("--vae-tile", type=int, default=None,
-                     help="decode in spatial tiles of this many latent pixels (bounded memory at high resolution)")
-    gen.add_argument("--out", default="output.mp4", help="output mp4 path (written under a temporary name first)")
-    gen.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
-    gen.set_defaults(run=_generate)
+    for name in COMMANDS:
+        importlib.import_module(f"sana_jax.commands.{name}").add_parser(sub)
     return parser
 
 

@@ -90,7 +90,7 @@ class SanaVideoConfig:
     def from_diffusers(cls, config: Mapping[str, Any], source: str = "config") -> "SanaVideoConfig":
         """Parse a diffusers ``config.json`` dict, refusing configs of other models or unsupported options."""
         name = config.get("_class_name", DIFFUSERS_CLASS)
-        if name != DIFFUSERS_CLASS:
+        if name not in (DIFFUSERS_CLASS, "SanaVideoCausalTransformer3DModel"):
             raise ConfigError(f"{source}: is a {name} config, not {DIFFUSERS_CLASS}")
         if config.get("guidance_embeds"):
             raise ConfigError(f"{source}: guidance_embeds=true (guidance-distilled variant) is not supported yet")

@@ -1,0 +1,1 @@
+"""``sana-jax`` subcommands: each module has ``add_parser(subparsers)`` and ``run(args)``."""

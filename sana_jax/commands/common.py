@@ -1,0 +1,3 @@
+"""Shared by the subcommands."""
+
+DTYPES = ("float32", "bfloat16", "float16")
