@@ -45,3 +45,18 @@ def sharded_forward(model, mesh: Mesh, rules=INFERENCE_RULES):
     jitted = jax.jit(forward, in_shardings=(shardings, act["latents"], act["batch"], act["batch"], act["batch"]),
                      out_shardings=act["latents"])
     return jitted, params
+
+
+def place_inputs(mesh: Mesh, latents, text, timestep, mask):
+    """Host arrays (the same on every process) → global ``jax.Array`` s with the forward's input shardings;
+    required on multi-host meshes, harmless on one host."""
+    import numpy as np
+
+    act = activation_shardings(mesh)
+
+    def place(x, sharding):
+        x = np.asarray(x)
+        return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
+
+    return (place(latents, act["latents"]), place(text, act["batch"]), place(timestep, act["batch"]),
+            place(mask, act["batch"]))

@@ -76,15 +76,25 @@ class SanaVideoPipeline:
     """Text-to-video (and image-to-video) with SANA-Video. Build with :meth:`from_pretrained`."""
 
     def __init__(self, transformer: SanaVideoTransformer, vae, text_encoder, tokenizer: Tokenizer,
-                 scheduler_config: dict, *, prompt_style: str = "diffusers", fps: int = 16):
+                 scheduler_config: dict, *, prompt_style: str = "diffusers", fps: int = 16, mesh=None):
         self.transformer, self.vae, self.text_encoder, self.tokenizer = transformer, vae, text_encoder, tokenizer
-        self.scheduler_config, self.prompt_style, self.fps = scheduler_config, prompt_style, fps
+        self.scheduler_config, self.prompt_style, self.fps, self.mesh = scheduler_config, prompt_style, fps, mesh
         self._dit_graph, self.dit_params = nnx.split(transformer)
         self._text_graph, self.text_params = nnx.split(text_encoder)
         self._vae_graph, self.vae_params = nnx.split(vae)
         dit_graph = self._dit_graph
+        tokens = None
+        if mesh is not None:  # DiT weights per the logical-axis rules; batch (CFG halves) over data, frames over context
+            from jax.sharding import NamedSharding, PartitionSpec
+
+            from sana_jax.parallel.rules import shard_state
+
+            self.dit_params = shard_state(self.dit_params, mesh)
+            tokens = NamedSharding(mesh, PartitionSpec("data", "context"))
 
         def model_fn(params, x, t, cond):  # one object for the pipeline's life: the loop compiles once per shape
+            if tokens is not None:
+                x = jax.lax.with_sharding_constraint(x, tokens)
             model = nnx.merge(dit_graph, params)
             timestep = t[:, None] * cond["t_scale"] if "t_scale" in cond else t
             return model(x.astype(model.dtype), cond["text"], timestep, cond["mask"])
@@ -102,9 +112,13 @@ class SanaVideoPipeline:
                         mesh=None, prompt_style: str = "diffusers", progress: bool = False) -> "SanaVideoPipeline":
         """Load a diffusers ``SanaVideoPipeline`` folder (``model_index.json`` with transformer, vae, text_encoder,
         tokenizer, scheduler). ``dtype`` applies to the transformer and the text encoder; the VAE runs in
-        ``vae_dtype`` (float32 as diffusers does for Wan). ``mesh`` is reserved for sharded loading."""
-        if mesh is not None:
-            raise InputError("sharded loading (mesh=) is not available yet; run on one device")
+        ``vae_dtype`` (float32 as diffusers does for Wan). ``mesh`` (``sana_jax.parallel.make_mesh``, or a spec
+        string such as ``"data=2,context=4"``) runs the DiT sharded: weights per the logical-axis rules, the
+        classifier-free-guidance batch over ``data``, latent frames over ``context``."""
+        if isinstance(mesh, str):
+            from sana_jax.parallel import make_mesh
+
+            mesh = make_mesh(mesh)
         pf = PipelineFolder.open(folder)
         transformer = converters.load(pf.component("transformer"), dtype=dtype, progress=progress)
         vae = converters.load(pf.component("vae"), dtype=vae_dtype, progress=progress)
@@ -112,7 +126,7 @@ class SanaVideoPipeline:
         tokenizer = Tokenizer.from_folder(pf.component("tokenizer"))
         scheduler = pf.config("scheduler", "scheduler_config.json")
         schedule_from_config(scheduler, 2)  # fail now on an unsupported scheduler, not after loading everything
-        return cls(transformer, vae, text_encoder, tokenizer, scheduler, prompt_style=prompt_style)
+        return cls(transformer, vae, text_encoder, tokenizer, scheduler, prompt_style=prompt_style, mesh=mesh)
 
     # -- stages ------------------------------------------------------------------------------------------------------
 
@@ -179,6 +193,10 @@ class SanaVideoPipeline:
         timings["text_encoding"] = time.perf_counter() - start
 
         shape = self.latent_shape(len(prompts), num_frames, height, width)
+        if self.mesh is not None:
+            from sana_jax.parallel.dit import check_divisible
+
+            check_divisible(shape[0] * (2 if negatives is not None else 1), shape[1], self.mesh)
         if latents is None:
             latents = jax.random.normal(jax.random.key(seed), shape, jnp.float32)
         elif tuple(np.shape(latents)) != shape:
