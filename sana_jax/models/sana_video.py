@@ -23,7 +23,7 @@ from sana_jax.nn.attention import mask_to_bias, softmax_attention
 from sana_jax.nn.embeddings import AdaLayerNormSingle, CaptionProjection
 from sana_jax.nn.glumb import GLUMBTempConv
 from sana_jax.nn.layers import DType, Linear, RMSNorm, layer_norm, modulate, param, prepend_logical_axis
-from sana_jax.nn.linear_attention import relu_linear_attention
+from sana_jax.kernels.dispatch import linear_attention
 from sana_jax.nn.rope import rope_3d
 
 DIFFUSERS_CLASS = "SanaVideoTransformer3DModel"
@@ -148,7 +148,7 @@ class LinearSelfAttention(nnx.Module):
         if self.norm_q is not None:
             q, k = self.norm_q(q), self.norm_k(k)
         split = lambda a: a.reshape(b, n, self.heads, -1)  # noqa: E731  heads-major channels
-        out = relu_linear_attention(split(q), split(k), split(v), *rope)
+        out = linear_attention(split(q), split(k), split(v), *rope)  # Pallas kernel on GPU, XLA elsewhere
         return self.to_out(out.reshape(b, n, d))
 
 

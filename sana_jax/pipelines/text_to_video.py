@@ -23,6 +23,7 @@ from flax import nnx
 import converters
 from sana_jax.errors import ConfigError, InputError
 from sana_jax.io.video import to_uint8, write_video
+from sana_jax.kernels.dispatch import force_impl
 from sana_jax.models.sana_video import SanaVideoTransformer
 from sana_jax.pipelines.components import PipelineFolder, check_video_size
 from sana_jax.sampling import Schedule, dpm_flow_schedule, euler_flow_schedule, sample
@@ -93,11 +94,13 @@ class SanaVideoPipeline:
             tokens = NamedSharding(mesh, PartitionSpec("data", "context"))
 
         def model_fn(params, x, t, cond):  # one object for the pipeline's life: the loop compiles once per shape
-            if tokens is not None:
-                x = jax.lax.with_sharding_constraint(x, tokens)
             model = nnx.merge(dit_graph, params)
             timestep = t[:, None] * cond["t_scale"] if "t_scale" in cond else t
-            return model(x.astype(model.dtype), cond["text"], timestep, cond["mask"])
+            if tokens is None:
+                return model(x.astype(model.dtype), cond["text"], timestep, cond["mask"])
+            x = jax.lax.with_sharding_constraint(x, tokens)
+            with force_impl("reference"):  # keeps the linear attention partitionable (sana_jax.parallel.dit)
+                return model(x.astype(model.dtype), cond["text"], timestep, cond["mask"])
 
         self._model_fn = model_fn
         text_graph = self._text_graph
