@@ -28,7 +28,7 @@ from flax import nnx
 from converters import tables
 from converters.nnx_state import abstract_model, flat_params, merge
 from converters.tables import CONV3D, Rename, Rule
-from converters.torch_pickle import open_torch_state_dict, TorchStateDict, load_torch_pickle
+from converters.torch_pickle import open_torch_state_dict, TorchStateDict
 from sana_jax.errors import CheckpointError, ConfigError
 from sana_jax.vae.dcae_v import CLASS_NAME, DCAEVConfig, DCAEVideo
 

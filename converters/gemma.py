@@ -20,13 +20,12 @@ import logging
 from collections.abc import Mapping
 from pathlib import Path
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
 from converters import tables
-from converters.nnx_state import abstract_model, flat_params, merge
+from converters.nnx_state import abstract_model, flat_params
 from converters.safetensors_io import open_safetensors
 from converters.tables import LINEAR, Rename, Rule
 from sana_jax.errors import CheckpointError, ConfigError
@@ -113,13 +112,8 @@ def load(source: Mapping, config: GemmaConfig, *, where: str, dtype=None, progre
     text = text_source(source, where)
     if text.dropped:
         log.info("%s: skipped %d non-text tensors (%s …)", where, len(text.dropped), ", ".join(text.dropped[:3]))
-    dtype = jnp.dtype(dtype) if dtype is not None else tables.checkpoint_dtype(text, "embed_tokens.weight")
-    graphdef, state, targets = abstract(config, dtype)
-    table = rules(config)
-    if progress is not None:
-        progress.reset(total=tables.count_tensors(table, text))
-    flat = tables.load_params(table, targets, text, where, place=lambda _p, a: jax.device_put(a), progress=progress)
-    return merge(graphdef, state, flat)
+    return tables.load_module(rules(config), abstract, config, text, where=where, dtype=dtype,
+                              dtype_key="embed_tokens.weight", progress=progress)
 
 
 def load_folder(folder: str | Path, *, dtype=None, progress=None) -> Gemma:

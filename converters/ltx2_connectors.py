@@ -6,13 +6,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
 from converters import tables
-from converters.nnx_state import abstract_model, flatten, merge
+from converters.nnx_state import abstract_model
 from converters.tables import LINEAR, Rename, Rule
 from sana_jax.errors import CheckpointError, ConfigError
 from sana_jax.models.ltx2_connectors import DIFFUSERS_CLASS, LTX2ConnectorsConfig, LTX2TextConnectors
@@ -95,14 +94,8 @@ def abstract(config: LTX2ConnectorsConfig, dtype=jnp.float32):
 def load(source: Mapping, config: LTX2ConnectorsConfig, *, where: str, dtype=None, progress=None
          ) -> LTX2TextConnectors:
     source = as_diffusers(source, where)
-    dtype = jnp.dtype(dtype) if dtype is not None else tables.checkpoint_dtype(source, "text_proj_in.weight")
-    graphdef, state, targets = abstract(config, dtype)
-    rules = diffusers_rules(config)
-    if progress is not None:
-        progress.reset(total=tables.count_tensors(rules, source))
-    flat = tables.load_params(rules, targets, source, where, place=lambda _p, a: jax.device_put(a),
+    return tables.load_module(diffusers_rules(config), abstract, config, source, where=where, dtype=dtype, dtype_key="text_proj_in.weight",
                               progress=progress)
-    return merge(graphdef, state, flat)
 
 
 def expected_tensors(config: LTX2ConnectorsConfig) -> dict[str, tuple[int, ...]]:
@@ -110,5 +103,4 @@ def expected_tensors(config: LTX2ConnectorsConfig) -> dict[str, tuple[int, ...]]
 
 
 def export(model: LTX2TextConnectors) -> dict[str, np.ndarray]:
-    state = flatten(nnx.to_pure_dict(nnx.state(model)))
-    return tables.export_tensors(diffusers_rules(model.config), {k: np.asarray(v) for k, v in state.items()})
+    return tables.export_module(diffusers_rules(model.config), model)

@@ -11,13 +11,11 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 
-import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import nnx
 
 from converters import tables
-from converters.nnx_state import abstract_model, flatten, merge
+from converters.nnx_state import abstract_model
 from converters.tables import CONV3D, LINEAR, Rename, Rule
 from sana_jax.errors import CheckpointError, ConfigError
 from sana_jax.vae.ltx2 import DIFFUSERS_CLASS
@@ -153,14 +151,8 @@ def as_diffusers(source: Mapping, cfg: LTX2VAEConfig, where: str) -> Mapping:
 def load(source: Mapping, config: LTX2VAEConfig, *, where: str, dtype=None, progress=None) -> LTX2VAE:
     """Build an :class:`LTX2VAE` from a checkpoint in either layout; every VAE key must be consumed."""
     source = as_diffusers(source, config, where)
-    dtype = jnp.dtype(dtype) if dtype is not None else tables.checkpoint_dtype(source, "encoder.conv_in.conv.weight")
-    graphdef, state, targets = abstract(config, dtype)  # statistics and the timestep multiplier stay float32
-    rules = diffusers_rules(config)
-    if progress is not None:
-        progress.reset(total=tables.count_tensors(rules, source))
-    flat = tables.load_params(rules, targets, source, where, place=lambda _p, a: jax.device_put(a),
+    return tables.load_module(diffusers_rules(config), abstract, config, source, where=where, dtype=dtype, dtype_key="encoder.conv_in.conv.weight",
                               progress=progress)
-    return merge(graphdef, state, flat)
 
 
 def expected_tensors(config: LTX2VAEConfig) -> dict[str, tuple[int, ...]]:
@@ -169,5 +161,4 @@ def expected_tensors(config: LTX2VAEConfig) -> dict[str, tuple[int, ...]]:
 
 def export(model: LTX2VAE) -> dict:
     """The model's tensors (weights and latent statistics) as a diffusers ``AutoencoderKLLTX2Video`` state dict."""
-    state = flatten(nnx.to_pure_dict(nnx.state(model)))
-    return tables.export_tensors(diffusers_rules(model.config), {k: np.asarray(v) for k, v in state.items()})
+    return tables.export_module(diffusers_rules(model.config), model)

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
 from converters import tables
-from converters.nnx_state import abstract_model, flat_params, merge
+from converters.nnx_state import abstract_model, flat_params
 from converters.tables import CONV1X1, CONV3D, DEPTHWISE2D, IDENTITY, LINEAR, TEMPORAL, Rename, Rule
 from sana_jax.errors import CheckpointError, ConfigError
 from sana_jax.models.sana_video import DIFFUSERS_CLASS
@@ -173,13 +172,8 @@ def abstract(config: SanaVideoConfig, dtype=jnp.float32):
 def load(source: Mapping, config: SanaVideoConfig, *, where: str, dtype=None, progress=None) -> SanaVideoTransformer:
     """Build a :class:`SanaVideoTransformer` from a checkpoint in either layout; every key must be consumed."""
     source = as_diffusers(source, where)
-    dtype = jnp.dtype(dtype) if dtype is not None else tables.checkpoint_dtype(source, "patch_embedding.weight")
-    graphdef, state, targets = abstract(config, dtype)
-    if progress is not None:
-        progress.reset(total=tables.count_tensors(DIFFUSERS_RULES, source))
-    flat = tables.load_params(DIFFUSERS_RULES, targets, source, where, place=lambda _p, a: jax.device_put(a),
+    return tables.load_module(DIFFUSERS_RULES, abstract, config, source, where=where, dtype=dtype, dtype_key="patch_embedding.weight",
                               progress=progress)
-    return merge(graphdef, state, flat)
 
 
 def expected_tensors(config: SanaVideoConfig) -> dict[str, tuple[int, ...]]:

@@ -193,6 +193,33 @@ def _read(source: Mapping, name: str) -> np.ndarray:
         raise CheckpointError(f"cannot read tensor {name!r}: {e}") from e
 
 
+def load_module(rules: Sequence[Rule], abstract_fn: Callable, config, source: Mapping, *, where: str, dtype=None,
+                dtype_key: str, progress=None):
+    """The common loader of every family: dtype (asked for, else the checkpoint's ``dtype_key`` tensor's), the
+    abstract module from ``abstract_fn(config, dtype)``, every tensor placed on its device as it is read, merge."""
+    import jax
+    import jax.numpy as jnp
+
+    from converters.nnx_state import merge
+
+    dtype = jnp.dtype(dtype) if dtype is not None else checkpoint_dtype(source, dtype_key)
+    graphdef, state, targets = abstract_fn(config, dtype)
+    if progress is not None:
+        progress.reset(total=count_tensors(rules, source))
+    flat = load_params(rules, targets, source, where, place=lambda _p, a: jax.device_put(a), progress=progress)
+    return merge(graphdef, state, flat)
+
+
+def export_module(rules: Sequence[Rule], model) -> dict[str, np.ndarray]:
+    """All of ``model``'s variables (weights and buffers) as checkpoint tensors per ``rules``."""
+    from flax import nnx
+
+    from converters.nnx_state import flatten
+
+    state = flatten(nnx.to_pure_dict(nnx.state(model)))
+    return export_tensors(rules, {k: np.asarray(v) for k, v in state.items()})
+
+
 def checkpoint_dtype(source: Mapping, name: str) -> np.dtype:
     """The floating dtype of tensor ``name`` (read from the header where possible), float32 otherwise."""
     dt = source.dtype(name) if hasattr(source, "dtype") and callable(source.dtype) else np.asarray(source[name]).dtype

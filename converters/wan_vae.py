@@ -11,13 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
 from converters import tables
-from converters.nnx_state import abstract_model, flat_params, merge
+from converters.nnx_state import abstract_model, flat_params
 from converters.tables import CONV2D, CONV3D, Rename, Rule, Transform
 from sana_jax.errors import CheckpointError, ConfigError
 from sana_jax.vae.wan import DIFFUSERS_CLASS, WAN21_LATENTS_MEAN, WAN21_LATENTS_STD, WanVAE, WanVAEConfig
@@ -208,13 +207,8 @@ def abstract(config: WanVAEConfig, dtype=jnp.float32):
 def load(source: Mapping, config: WanVAEConfig, *, where: str, dtype=None, progress=None) -> WanVAE:
     """Build a :class:`WanVAE` from a checkpoint in either layout; every key must be consumed."""
     source = as_diffusers(source, config, where)
-    dtype = jnp.dtype(dtype) if dtype is not None else tables.checkpoint_dtype(source, "encoder.conv_in.weight")
-    graphdef, state, targets = abstract(config, dtype)
-    rules = diffusers_rules(config)
-    if progress is not None:
-        progress.reset(total=tables.count_tensors(rules, source))
-    flat = tables.load_params(rules, targets, source, where, place=lambda _p, a: jax.device_put(a), progress=progress)
-    return merge(graphdef, state, flat)
+    return tables.load_module(diffusers_rules(config), abstract, config, source, where=where, dtype=dtype,
+                              dtype_key="encoder.conv_in.weight", progress=progress)
 
 
 def expected_tensors(config: WanVAEConfig) -> dict[str, tuple[int, ...]]:

@@ -21,7 +21,6 @@ Gemma-2-2B; ltx2.md §2.5 — all 49 hidden states of Gemma-3-12B). Points that 
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from collections.abc import Mapping
 from pathlib import Path
@@ -32,6 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from sana_jax.config import read_config_json
 from sana_jax.errors import ConfigError, InputError
 from sana_jax.nn.layers import DType, Linear, param, prepend_logical_axis
 
@@ -195,12 +195,7 @@ class GemmaConfig:
 
     @classmethod
     def from_json(cls, path: str | Path) -> GemmaConfig:
-        path = Path(path)
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as e:
-            raise ConfigError(f"{path}: cannot read config ({e})") from e
-        return cls.from_hf(data, source=str(path))
+        return cls.from_hf(read_config_json(path), source=str(path))
 
     def to_hf(self) -> dict[str, Any]:
         """A transformers-style text config dict that :meth:`from_hf` (and transformers) read back."""

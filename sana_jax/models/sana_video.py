@@ -8,7 +8,6 @@ Spec: ``shared/specs/sana_video.md`` §1 (tensor flow), §2 (block), §9 (pitfal
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from collections.abc import Mapping
 from pathlib import Path
@@ -18,6 +17,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from sana_jax.config import read_config_json
 from sana_jax.errors import ConfigError, InputError
 from sana_jax.nn.attention import mask_to_bias, softmax_attention
 from sana_jax.nn.embeddings import AdaLayerNormSingle, CaptionProjection
@@ -109,12 +109,7 @@ class SanaVideoConfig:
 
     @classmethod
     def from_json(cls, path: str | Path) -> "SanaVideoConfig":
-        path = Path(path)
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as e:
-            raise ConfigError(f"{path}: cannot read config ({e})") from e
-        return cls.from_diffusers(data, source=str(path))
+        return cls.from_diffusers(read_config_json(path), source=str(path))
 
     def to_diffusers(self) -> dict[str, Any]:
         """The diffusers ``config.json`` dict of this configuration."""

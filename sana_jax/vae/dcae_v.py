@@ -25,7 +25,6 @@ and ``overlap`` are in the input's pixels (video pixels for encode, latent pixel
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Mapping
 from fractions import Fraction
 from pathlib import Path
@@ -35,6 +34,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from sana_jax.config import read_config_json
 from sana_jax.errors import ConfigError, InputError
 from sana_jax.nn.layers import DType
 from sana_jax.vae.common import check_video
@@ -146,12 +146,7 @@ class DCAEVConfig:
 
     @classmethod
     def from_json(cls, path: str | Path) -> DCAEVConfig:
-        path = Path(path)
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as e:
-            raise ConfigError(f"{path}: cannot read config ({e})") from e
-        return cls.from_dict(data, source=str(path))
+        return cls.from_dict(read_config_json(path), source=str(path))
 
     def to_diffusers(self) -> dict[str, Any]:
         d = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}

@@ -11,6 +11,8 @@ Two ways to run a clip, equal to diffusers' cached chunk loop (spec §3.3) and t
 * ``chunked=True``: the first chunk (video frame 0 / latent frame 0) outside, then a ``lax.scan`` over the rest
   (4 video frames / 1 latent frame per step) carrying the cache pytree of :mod:`sana_jax.vae.wan_blocks`; the
   output is written in place into one buffer, so working memory does not depend on the clip length.
+* ``decode_stream(latents, cache)``: the same scan, one call per piece of a clip with the cache carried between
+  calls (streaming decode: each chunk's frames as soon as its latents exist, exact w.r.t. the whole clip).
 
 ``tile=`` adds spatial tiling (:func:`sana_jax.vae.tiling.tiled_apply`) on top of either form; ``tile`` and
 ``overlap`` are in the input's pixels (video pixels for encode, latent pixels for decode).
@@ -19,7 +21,6 @@ Two ways to run a clip, equal to diffusers' cached chunk loop (spec §3.3) and t
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Mapping
 from fractions import Fraction
 from pathlib import Path
@@ -29,6 +30,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from sana_jax.config import read_config_json
 from sana_jax.errors import ConfigError
 from sana_jax.nn.layers import DType
 from sana_jax.vae.common import check_video
@@ -119,12 +121,7 @@ class WanVAEConfig:
 
     @classmethod
     def from_json(cls, path: str | Path) -> "WanVAEConfig":
-        path = Path(path)
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as e:
-            raise ConfigError(f"{path}: cannot read config ({e})") from e
-        return cls.from_diffusers(data, source=str(path))
+        return cls.from_diffusers(read_config_json(path), source=str(path))
 
     def to_diffusers(self) -> dict[str, Any]:
         """The diffusers ``config.json`` dict of this configuration."""
@@ -305,6 +302,34 @@ class WanVAE(nnx.Module):
 
         (out, _), _ = jax.lax.scan(step, (out, cache), jnp.arange(1, 1 + steps))
         return out
+
+    def decode_stream(self, latents: jax.Array, cache=None, *, normalized: bool = True) -> tuple[jax.Array, Any]:
+        """Incremental decode for streaming: the next latent frames of a clip, given the previous call's cache.
+
+        ``cache=None`` starts a clip (latent frame 0 → 1 video frame, every later one → 4); otherwise ``cache`` is
+        what the previous call returned and every latent frame gives 4 video frames. Returns ``(video clamped to
+        [-1, 1], cache)``; the cache's shapes do not depend on how many frames were decoded, so equal chunks reuse
+        one executable, and the concatenated outputs equal ``decode(all_latents)`` (same per-frame ``lax.scan`` as
+        ``chunked=True``: working memory of one latent frame).
+        """
+        latents = jnp.asarray(latents)
+        self.check_latents(latents.shape)
+        z = self.denormalize(latents) if normalized else latents
+        pieces = []
+        if cache is None:
+            y0, cache = self._decode_chunk(z[:, :1], None)
+            pieces.append(y0)
+            z = z[:, 1:]
+        if z.shape[1]:
+            def step(cache, frame):
+                y, cache = self._decode_chunk(frame[:, None], cache)
+                return cache, y
+
+            cache, ys = jax.lax.scan(step, cache, jnp.moveaxis(z, 1, 0))  # ys (T, B, 4, H, W, 3)
+            ys = jnp.moveaxis(ys, 0, 1)
+            pieces.append(ys.reshape(ys.shape[0], -1, *ys.shape[3:]).astype(pieces[0].dtype if pieces else ys.dtype))
+        video = pieces[0] if len(pieces) == 1 else jnp.concatenate(pieces, axis=1)
+        return jnp.clip(video, -1.0, 1.0), cache
 
     def decode(self, latents: jax.Array, *, chunked: bool = False, tile: int | None = None, overlap: int = 8,
                normalized: bool = True) -> jax.Array:
