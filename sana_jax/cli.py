@@ -12,7 +12,7 @@ import sys
 
 from sana_jax.errors import SanaJaxError
 
-COMMANDS = ("convert", "generate")
+COMMANDS = ("convert", "generate", "refine")
 
 
 def build_parser() -> argparse.ArgumentParser:

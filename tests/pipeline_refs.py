@@ -68,7 +68,7 @@ def ltx2_vae(seed=0):
     vae = diffusers.AutoencoderKLLTX2Video(
         latent_channels=8, block_out_channels=(16, 32, 64, 128), layers_per_block=(1, 1, 1, 1, 1),
         decoder_block_out_channels=(16, 32, 64), decoder_layers_per_block=(1, 1, 1, 1), decoder_causal=False,
-        timestep_conditioning=False).eval()
+        timestep_conditioning=False, spatial_compression_ratio=32, temporal_compression_ratio=8).eval()
     _perturb(vae, seed + 3)
     with torch.no_grad():
         vae.latents_mean.copy_(torch.linspace(-0.5, 0.5, 8))

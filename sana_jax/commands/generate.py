@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 from sana_jax.commands.common import DTYPES
 
@@ -33,9 +34,24 @@ def add_parser(sub) -> None:
     gen.add_argument("--dtype", choices=DTYPES, default="float32",
                      help="transformer and text-encoder dtype (bfloat16 on GPU)")
     gen.add_argument("--vae-tile", type=int, default=None,
-                     help="decode in spatial tiles of this many latent pixels (bounded memory at high resolution)")
+                     help="decode in spatial tiles of this many latent pixels (bounded memory at high resolution; "
+                          "with --refine the default is 16 = 512 px)")
     gen.add_argument("--out", default="output.mp4", help="output mp4 path (written under a temporary name first)")
+    gen.add_argument("--save-latents", default=None, metavar="PATH",
+                     help="also save the stage-1 latents (.npy or .safetensors; normalised, channels-last) for "
+                          "`sana-jax refine`")
     gen.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    two = gen.add_argument_group(
+        "two-stage 2K (LTX-2 refiner)",
+        "With --refine, the SANA-Video 720p latents go to LTX-2's distilled stage 2 (optional ×2 upsampling, "
+        "3 Euler steps, no guidance) and the LTX-2 VAE decodes the result; --out is the refined video.")
+    two.add_argument("--refine", default=None, metavar="LTX2",
+                     help="diffusers LTX-2 folder (model_index.json) or native LTX-2 .safetensors file")
+    two.add_argument("--refine-prompt", default=None,
+                     help="stage 2's prompt (default: the prompt, without the motion-score suffix)")
+    from sana_jax.commands.refine import add_refiner_args
+
+    add_refiner_args(two)
     gen.set_defaults(run=run)
 
 
@@ -69,11 +85,31 @@ def run(args: argparse.Namespace) -> int:
     # every check that needs no weights happens before loading them
     check_video_size(height, width, args.frames, *folder.vae_factors(), folder.patch_size())
     if args.image is not None:
-        from pathlib import Path
-
         if not Path(args.image).is_file():
             raise InputError(f"--image {args.image}: no such file")
     out = args.out
+    if args.save_latents and Path(args.save_latents).suffix not in (".npy", ".safetensors"):
+        raise InputError(f"--save-latents {args.save_latents}: use a .npy or .safetensors path")
+    refine_only = {"--lora": args.lora, "--upsample": args.upsample, "--upsampler": args.upsampler,
+                   "--side-by-side": args.side_by_side is not None, "--text-encoder": args.text_encoder,
+                   "--video-only": args.video_only, "--refine-prompt": args.refine_prompt}
+    if args.refine is None:
+        used = [k for k, v in refine_only.items() if v]
+        if used:
+            raise InputError(f"{', '.join(used)} only apply to the two-stage pipeline: add --refine LTX2_FOLDER")
+    else:
+        from sana_jax.commands.refine import check_refiner_args
+
+        if folder.class_name("vae") != "AutoencoderKLLTX2Video":
+            raise InputError(f"--refine needs the SANA-Video model with the LTX-2 VAE (720p); {args.model} uses "
+                             f"{folder.class_name('vae') or 'another VAE'}")
+        info = check_refiner_args(args, args.refine, "--refine")
+        channels = folder.config("transformer").get("out_channels") or folder.config("transformer").get(
+            "in_channels")
+        if info["channels"] is not None and channels != info["channels"]:
+            raise InputError(f"--refine {args.refine}: its transformer takes {info['channels']}-channel latents, "
+                             f"{args.model} makes {channels}")
+        return _run_two_stage(args, height, width)
 
     from sana_jax.pipelines import SanaVideoPipeline
 
@@ -88,8 +124,48 @@ def run(args: argparse.Namespace) -> int:
                   progress=not args.quiet)
     start = time.perf_counter()
     path = result.save(out)
-    timings = {"loading": load_s, **result.timings, "writing": time.perf_counter() - start}
     print(f"wrote {path} ({args.frames} frames, {width}×{height}, {pipe.fps} fps)")
+    if args.save_latents:
+        from sana_jax.pipelines.refine import save_latents
+
+        print(f"wrote {save_latents(result.latents, args.save_latents)} (latents {result.latents.shape})")
+    timings = {"loading": load_s, **result.timings, "writing": time.perf_counter() - start}
+    print("time: " + ", ".join(f"{k.replace('_', ' ')} {v:.1f} s" for k, v in timings.items()))
+    return 0
+
+
+def _run_two_stage(args: argparse.Namespace, height: int, width: int) -> int:
+    """SANA-Video 720p → [upsampler] → LTX-2 refiner → LTX-2 VAE: ``--out`` is the refined video."""
+    from sana_jax.commands.refine import load_refiner, side_by_side_path
+    from sana_jax.pipelines import SanaVideoPipeline, TwoStagePipeline
+    from sana_jax.pipelines.two_stage import DEFAULT_VAE_TILE
+
+    start = time.perf_counter()
+    stage1 = SanaVideoPipeline.from_pretrained(args.model, dtype=args.dtype, prompt_style=args.prompt_style,
+                                               progress=not args.quiet)
+    refiner = load_refiner(args, args.refine, args.dtype)
+    pipe = TwoStagePipeline(stage1, refiner)
+    load_s = time.perf_counter() - start
+    image = None if args.image is None else load_image(args.image, height, width)
+    sbs = side_by_side_path(args, args.out)
+    result = pipe(args.prompt, negative_prompt=args.negative_prompt, refine_prompt=args.refine_prompt,
+                  height=height, width=width, num_frames=args.frames, num_inference_steps=args.steps,
+                  guidance_scale=args.guidance, seed=args.seed, image=image, motion_score=args.motion_score,
+                  upsample=args.upsample, side_by_side=sbs is not None,
+                  vae_tile=args.vae_tile or DEFAULT_VAE_TILE, stage1_vae_tile=args.vae_tile or DEFAULT_VAE_TILE,
+                  progress=not args.quiet)
+    start = time.perf_counter()
+    path = result.save(args.out)
+    t, h, w = result.frames.shape[1:4]
+    print(f"wrote {path} ({t} frames, {w}×{h}, {pipe.fps} fps, refined)")
+    if sbs is not None:
+        print(f"wrote {result.save_side_by_side(sbs)} (stage 1 | stage 2)")
+    if args.save_latents:
+        from sana_jax.pipelines.refine import save_latents
+
+        print(f"wrote {save_latents(result.stage1_latents, args.save_latents)} "
+              f"(stage-1 latents {result.stage1_latents.shape})")
+    timings = {"loading": load_s, **result.timings, "writing": time.perf_counter() - start}
     print("time: " + ", ".join(f"{k.replace('_', ' ')} {v:.1f} s" for k, v in timings.items()))
     return 0
 

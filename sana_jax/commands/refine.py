@@ -1,0 +1,178 @@
+"""``sana-jax refine INPUT --model LTX2 --prompt P --out OUT``: the LTX-2 stage-2 refiner on a saved stage-1 latent
+(``.npy`` / ``.safetensors``, normalised LTX-2 latents channels-last, e.g. from ``generate --save-latents``) or on
+a video (encoded with the LTX-2 VAE first). Also provides the refiner options ``generate --refine`` shares."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from sana_jax.commands.common import DTYPES
+
+LATENT_SUFFIXES = (".npy", ".safetensors")
+
+
+def add_refiner_args(parser, *, prefix_help: str = "") -> None:
+    """Options that pick and load the refiner (shared with ``generate --refine``)."""
+    parser.add_argument("--lora", default=None,
+                        help="LoRA .safetensors fused into the LTX-2 transformer while loading (SANA's recipe: "
+                             "ltx-2-19b-distilled-lora-384.safetensors)")
+    parser.add_argument("--lora-strength", type=float, default=1.0, help="LoRA strength (default 1.0)")
+    parser.add_argument("--text-encoder", default=None,
+                        help="Gemma-3 folder (with its tokenizer); required with a native LTX-2 .safetensors file")
+    parser.add_argument("--upsample", action="store_true",
+                        help="×2 spatial latent upsampling before refining (e.g. 704×1280 → 1408×2560)")
+    parser.add_argument("--upsampler", default=None,
+                        help="latent upsampler folder or file (default: the LTX-2 folder's latent_upsampler/)")
+    parser.add_argument("--video-only", action="store_true",
+                        help="load and run the transformer without its audio stream (13 B instead of 19 B "
+                             "parameters; an approximation of the stock refiner)")
+    parser.add_argument("--side-by-side", nargs="?", const="", default=None, metavar="PATH",
+                        help="also write the input and the refined video side by side (default path: "
+                             "OUT with '.side_by_side' before '.mp4')")
+
+
+def side_by_side_path(args, out: str) -> Path | None:
+    if args.side_by_side is None:
+        return None
+    if args.side_by_side:
+        return Path(args.side_by_side)
+    out = Path(out)
+    return out.with_name(f"{out.stem}.side_by_side{out.suffix or '.mp4'}")
+
+
+def check_refiner_args(args, model: str, flag: str = "--model") -> dict:
+    """Checks that need no weights; returns facts about the refiner checkpoint (latent channels, VAE factors)."""
+    from sana_jax.errors import InputError
+    from sana_jax.pipelines.components import PipelineFolder
+
+    path = Path(model)
+    if not path.exists():
+        raise InputError(f"{flag} {model}: no such folder or file (a diffusers LTX-2 folder or a native LTX-2 "
+                         ".safetensors file)")
+    if args.lora is not None and not Path(args.lora).is_file():
+        raise InputError(f"--lora {args.lora}: no such file")
+    if args.text_encoder is not None and not Path(args.text_encoder).is_dir():
+        raise InputError(f"--text-encoder {args.text_encoder}: no such folder")
+    if args.upsampler is not None and not Path(args.upsampler).exists():
+        raise InputError(f"--upsampler {args.upsampler}: no such file or folder")
+    info = {"channels": None, "factors": (8, 32)}
+    if path.is_dir():
+        folder = PipelineFolder.open(path)
+        info["channels"] = folder.config("transformer").get("in_channels", 128)
+        info["factors"] = folder.vae_factors()
+        if args.upsample and args.upsampler is None and not (path / "latent_upsampler").is_dir():
+            raise InputError(f"--upsample: {path} has no latent_upsampler/ folder; pass --upsampler PATH")
+    else:
+        if args.text_encoder is None:
+            raise InputError(f"{flag} {model} is a single file: pass --text-encoder GEMMA3_FOLDER")
+        if args.upsample and args.upsampler is None:
+            raise InputError("--upsample with a native LTX-2 file needs --upsampler PATH")
+    return info
+
+
+def load_refiner(args, model: str, dtype: str):
+    from sana_jax.pipelines import RefinePipeline
+
+    return RefinePipeline.from_pretrained(
+        model, lora=args.lora, lora_strength=args.lora_strength, text_encoder=args.text_encoder,
+        upsampler=args.upsampler if args.upsampler is not None else (None if args.upsample else False),
+        dtype=dtype, video_only=args.video_only, progress=not args.quiet)
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "refine", help="refine a stage-1 latent or a video with the LTX-2 refiner (stage 2 of the 2K pipeline)",
+        description="Run LTX-2's distilled stage 2 on normalised LTX-2 latents (.npy/.safetensors, channels-last "
+                    "(B, T, H, W, C) or (T, H, W, C), e.g. from `sana-jax generate --save-latents`) or on a video "
+                    "(encoded with the LTX-2 VAE): optional ×2 latent upsampling, re-noise to σ 0.909375, 3 Euler "
+                    "steps (0.909375 → 0.725 → 0.421875 → 0) without guidance, the audio stream fed the zero audio "
+                    "latent, tiled VAE decode, mp4.")
+    p.add_argument("input", help="stage-1 latents (.npy / .safetensors) or a video file (frames 1 + 8k, sides "
+                                 "multiples of 32)")
+    p.add_argument("--model", required=True, help="diffusers LTX-2 folder (model_index.json) or native LTX-2 file")
+    p.add_argument("--prompt", required=True, help="the text prompt (stage 2 gets it raw, without motion score)")
+    p.add_argument("--out", default="refined.mp4", help="output mp4 path (written under a temporary name first)")
+    add_refiner_args(p)
+    p.add_argument("--seed", type=int, default=0, help="random seed for the re-noising")
+    p.add_argument("--fps", type=int, default=16, help="frame rate: RoPE conditioning, audio length, output")
+    p.add_argument("--dtype", choices=DTYPES, default="float32",
+                   help="transformer, connectors and Gemma-3 dtype (bfloat16 on GPU)")
+    p.add_argument("--vae-tile", type=int, default=16,
+                   help="decode in spatial tiles of this many latent pixels (0: untiled; default 16 = 512 px)")
+    p.add_argument("--save-latents", default=None, metavar="PATH",
+                   help="also save the refined latents (.npy or .safetensors)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(run=run)
+
+
+def _read_input(args, info):
+    """(latents or None, frames or None), checked against the refiner before any weights are loaded."""
+    import numpy as np
+
+    from sana_jax.errors import InputError
+    from sana_jax.pipelines.components import check_video_size
+    from sana_jax.pipelines.refine import load_latents
+
+    path = Path(args.input)
+    if not path.is_file():
+        raise InputError(f"{args.input}: no such file")
+    if path.suffix in LATENT_SUFFIXES:
+        latents = load_latents(path)
+        if info["channels"] is not None and latents.shape[-1] != info["channels"]:
+            raise InputError(f"{args.input}: latents have {latents.shape[-1]} channels (shape {latents.shape}); the "
+                             f"refiner takes {info['channels']} (channels-last normalised LTX-2 latents)")
+        return latents, None
+    from sana_jax.io.video import read_video
+
+    try:
+        frames = read_video(path)
+    except Exception as e:  # imageio raises several types for unreadable files
+        raise InputError(f"{args.input}: cannot read as latents (.npy/.safetensors) or as a video ({e})") from e
+    if frames.ndim != 4 or frames.shape[-1] != 3:
+        raise InputError(f"{args.input}: expected RGB video frames, got shape {frames.shape}")
+    t, s = info["factors"]
+    try:
+        check_video_size(frames.shape[1], frames.shape[2], frames.shape[0], t, s)
+    except InputError as e:
+        raise InputError(f"{args.input} ({frames.shape[0]} frames of {frames.shape[2]}×{frames.shape[1]}): "
+                         f"{str(e).split(': ', 1)[-1]}") from e
+    return None, np.ascontiguousarray(frames)
+
+
+def run(args: argparse.Namespace) -> int:
+    from sana_jax.errors import InputError
+
+    info = check_refiner_args(args, args.model)
+    if args.vae_tile is not None and args.vae_tile < 0:
+        raise InputError(f"--vae-tile {args.vae_tile} must be ≥ 0")
+    latents, frames = _read_input(args, info)
+    start = time.perf_counter()
+    refiner = load_refiner(args, args.model, args.dtype)
+    timings = {"loading": time.perf_counter() - start}
+    if latents is None:
+        start = time.perf_counter()
+        latents = refiner.encode_video(frames)
+        timings["encoding"] = time.perf_counter() - start
+    out = refiner(args.prompt, latents, seed=args.seed, upsample=args.upsample, fps=args.fps,
+                  vae_tile=args.vae_tile or None, video_only=args.video_only, progress=not args.quiet)
+    timings.update(out.timings)
+    start = time.perf_counter()
+    path = out.save(args.out)
+    t, h, w = out.frames.shape[1:4]
+    print(f"wrote {path} ({t} frames, {w}×{h}, {out.fps} fps)")
+    sbs = side_by_side_path(args, args.out)
+    if sbs is not None:
+        from sana_jax.io.video import write_video
+        from sana_jax.pipelines.two_stage import side_by_side
+
+        before = frames[None] if frames is not None else refiner.decode(latents, tile=args.vae_tile or None)
+        print(f"wrote {write_video(side_by_side(before, out.frames)[0], sbs, fps=out.fps)} (input | refined)")
+    if args.save_latents:
+        from sana_jax.pipelines.refine import save_latents
+
+        print(f"wrote {save_latents(out.latents, args.save_latents)} (refined latents {out.latents.shape})")
+    timings["writing"] = time.perf_counter() - start
+    print("time: " + ", ".join(f"{k.replace('_', ' ')} {v:.1f} s" for k, v in timings.items()))
+    return 0
