@@ -1,10 +1,10 @@
 """Communication per strategy for the SANA-Video DiT forward at the real 720p shape, from the compiled HLO on 8
 (fake CPU) devices, and a projected 8×H100 speed-up.
 
-    python bench/scaling.py            # 2B config, 720p latents 12×22×40 (89 frames), batch 2 (CFG), bf16
+    python bench/scaling.py            # 2B config, 720p latents 16×22×40 (121 frames), batch 2 (CFG), bf16
 
 81 frames give 11 latent frames, which do not split by whole frames over 4 or 8 devices (the pipeline refuses
-that with a clear error); 89 frames (12 latent frames) are used so every strategy runs the same shape.
+that with a clear error); 121 frames (16 latent frames) are used so every strategy runs the same shape.
 
 Nothing is allocated: the model is ``eval_shape``d and the forward is lowered and compiled from abstract shapes.
 Bytes are the output sizes of every collective in the per-device HLO (an all-reduce moves ~2× its size in a ring;
@@ -63,8 +63,8 @@ def main() -> int:
     abstract = nnx.eval_shape(lambda: SanaVideoTransformer(cfg, dtype=jnp.bfloat16, param_dtype=jnp.bfloat16,
                                                            rngs=nnx.Rngs(0)))
     graphdef, state = nnx.split(abstract)
-    shape = (2, 12, 22, 40, 128)  # CFG batch of 2, 89 frames at 704×1280
-    tokens = 12 * 22 * 40
+    shape = (2, 16, 22, 40, 128)  # CFG batch of 2, 121 frames at 704×1280
+    tokens = 16 * 22 * 40
     layers = cfg.num_layers
     results = {}
     for spec, what in STRATEGIES.items():
@@ -94,7 +94,7 @@ def main() -> int:
                          "bytes_in_hlo_text": per_step, "projected_speedup_8xH100": t1 / t8,
                          "projected_forward_ms_8xH100": t8 * 1e3, "single_gpu_forward_ms": t1 * 1e3}
         print(f"{spec:22s} {moved / 2**20:9.1f} MiB/device/forward  ×{t1 / t8:.2f} projected", flush=True)
-    result = {"benchmark": "scaling", "device": device_description(), "config": "720p 2B, 12×22×40 latents (89 frames: 11 latent frames of 81 do not split over 4/8), CFG 2",
+    result = {"benchmark": "scaling", "device": device_description(), "config": "720p 2B, 16×22×40 latents (121 frames: the 11 latent frames of 81 do not split over 4 or 8 devices), CFG 2",
               "assumptions": {"peak_bf16_tflops": PEAK / 1e12, "mfu": MFU, "link_GBps": LINK / 1e9,
                               "overlap": "none (pessimistic)", "flops_per_token": FLOPS_PER_TOKEN,
                               "collectives_in_scan_body": f"×{layers} layers"},
