@@ -153,3 +153,25 @@ def test_cli_rejects_bad_sizes_before_loading(pipelines, tmp_path, capsys):
     assert cli.main(["generate", PROMPT, "--model", str(broken), "--height", str(h), "--width", str(w),
                      "--frames", str(frames), "--out", str(tmp_path / "x.mp4"), "-q"]) == 2
     assert "no weights found" in capsys.readouterr().err and not (tmp_path / "x.mp4").exists()
+
+
+def test_prompt_encoding_matches_diffusers_encode_prompt(pipelines, rel_err):
+    """Same embeddings and mask as ``SanaVideoPipeline.encode_prompt`` (CHI + BOS/last-299 selection, lower-casing,
+    motion-score suffix, and the negative prompt without CHI), on the tiny pipeline's Gemma-2 and tokenizer."""
+    kind, ref, ours, _ = pipelines
+    prompt = "A Big Blue square moving up motion score: 30."
+    cond, uncond = ours.encode_prompt([prompt], ["a red circle"])
+    with torch.no_grad():
+        emb, mask, neg, neg_mask = ref.encode_prompt(
+            prompt, do_classifier_free_guidance=True, negative_prompt="a red circle", device="cpu",
+            complex_human_instruction=_diffusers_chi(ref))
+    assert rel_err(cond["text"], emb.numpy()) <= 1e-5 and rel_err(uncond["text"], neg.numpy()) <= 1e-5
+    np.testing.assert_array_equal(np.asarray(cond["mask"]), mask.numpy())
+    np.testing.assert_array_equal(np.asarray(uncond["mask"]), neg_mask.numpy())
+    assert cond["text"].shape == (1, 300, emb.shape[-1])
+
+
+def _diffusers_chi(ref):
+    import inspect
+
+    return inspect.signature(type(ref).__call__).parameters["complex_human_instruction"].default
