@@ -155,7 +155,26 @@ def case_pipeline(spec: str) -> dict:
     return {"rel": rel(got, want)}
 
 
-CASES = {"pipeline": case_pipeline, "dit": case_dit, "sampling": case_sampling, "vae": case_vae, "refiner": case_refiner}
+def case_cli(spec: str) -> dict:
+    """``sana-jax generate --mesh SPEC`` on a tiny folder writes the video (returns 0 when it did)."""
+    import tempfile
+    from pathlib import Path
+
+    from sana_jax import cli
+    from sana_jax.io.video import read_video
+    from tests.pipeline_refs import build
+
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "pipe"
+        build(folder, "wan")
+        out = Path(tmp) / "x.mp4"
+        rc = cli.main(["generate", "a cat", "--model", str(folder), "--height", "32", "--width", "64", "--frames",
+                       "29", "--steps", "2", "--mesh", spec, "--out", str(out), "-q"])
+        frames = read_video(out).shape[0] if out.exists() else 0
+    return {"rc": rc, "frames_ok": 0.0 if frames == 29 else 1.0}
+
+
+CASES = {"cli": case_cli, "pipeline": case_pipeline, "dit": case_dit, "sampling": case_sampling, "vae": case_vae, "refiner": case_refiner}
 
 if __name__ == "__main__":
     kind, specs = sys.argv[1], sys.argv[2:]

@@ -30,10 +30,10 @@ def dit_results():
     return run_cases("dit")
 
 
-@pytest.mark.parametrize("kind", ["sampling", "vae", "refiner", "pipeline"])
+@pytest.mark.parametrize("kind", ["sampling", "vae", "refiner", "pipeline", "cli"])
 def test_sharded_equals_unsharded(kind):
     """A 4-step CFG sampling loop, the LTX-2 VAE decode, the LTX-2 refiner forward (both streams) and the whole
-    SanaVideoPipeline(mesh=...) denoising, each on every mesh, against one device."""
+    SanaVideoPipeline(mesh=...) denoising, each on every mesh, against one device; and `generate --mesh` runs."""
     for spec, result in run_cases(kind).items():
         for name, err in result.items():
             assert err <= 1e-5, (kind, spec, name, err)

@@ -40,6 +40,13 @@ def add_parser(sub) -> None:
     gen.add_argument("--save-latents", default=None, metavar="PATH",
                      help="also save the stage-1 latents (.npy or .safetensors; normalised, channels-last) for "
                           "`sana-jax refine`")
+    gen.add_argument("--mesh", default=None,
+                     help="run the DiT sharded on a device mesh, e.g. data=2,context=4 (CFG halves over data, latent "
+                          "frames over context, heads/MLP over tensor); the axis sizes must multiply to the devices")
+    gen.add_argument("--coordinator", default=None,
+                     help="multi-host: coordinator address host:port for jax.distributed (or SANA_JAX_COORDINATOR)")
+    gen.add_argument("--num-processes", type=int, default=None, help="multi-host: process count")
+    gen.add_argument("--process-id", type=int, default=None, help="multi-host: this process's index")
     gen.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     two = gen.add_argument_group(
         "two-stage 2K (LTX-2 refiner)",
@@ -109,13 +116,24 @@ def run(args: argparse.Namespace) -> int:
         if info["channels"] is not None and channels != info["channels"]:
             raise InputError(f"--refine {args.refine}: its transformer takes {info['channels']}-channel latents, "
                              f"{args.model} makes {channels}")
+        if args.mesh:
+            raise InputError("--mesh with --refine is not supported yet: the refiner runs on one device")
         return _run_two_stage(args, height, width)
 
     from sana_jax.pipelines import SanaVideoPipeline
 
     start = time.perf_counter()
+    mesh = None
+    if args.coordinator or args.num_processes:
+        from sana_jax.parallel import initialize_distributed
+
+        initialize_distributed(args.coordinator, args.num_processes, args.process_id)
+    if args.mesh:
+        from sana_jax.parallel import make_mesh
+
+        mesh = make_mesh(args.mesh)
     pipe = SanaVideoPipeline.from_pretrained(args.model, dtype=args.dtype, prompt_style=args.prompt_style,
-                                             progress=not args.quiet)
+                                             progress=not args.quiet, mesh=mesh)
     load_s = time.perf_counter() - start
     image = None if args.image is None else load_image(args.image, height, width)
     result = pipe(args.prompt, negative_prompt=args.negative_prompt, height=height, width=width,
