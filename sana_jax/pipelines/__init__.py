@@ -1,9 +1,11 @@
 """Pipelines: glue from prompts to videos. ``SanaVideoPipeline.from_pretrained(folder)`` loads a diffusers folder;
-``RefinePipeline`` is the LTX-2 stage-2 refiner and ``TwoStagePipeline`` chains the two (the 2K path)."""
+``RefinePipeline`` is the LTX-2 stage-2 refiner and ``TwoStagePipeline`` chains the two (the 2K path);
+``StreamingPipeline`` streams long videos chunk by chunk (LongSANA) into an mp4 with constant memory."""
 
 from sana_jax.pipelines.refine import RefineOutput, RefinePipeline
+from sana_jax.pipelines.streaming import StreamingPipeline, StreamResult
 from sana_jax.pipelines.text_to_video import SanaVideoOutput, SanaVideoPipeline
 from sana_jax.pipelines.two_stage import TwoStageOutput, TwoStagePipeline
 
-__all__ = ["RefineOutput", "RefinePipeline", "SanaVideoOutput", "SanaVideoPipeline", "TwoStageOutput",
-           "TwoStagePipeline"]
+__all__ = ["RefineOutput", "RefinePipeline", "SanaVideoOutput", "SanaVideoPipeline", "StreamResult",
+           "StreamingPipeline", "TwoStageOutput", "TwoStagePipeline"]
