@@ -74,6 +74,15 @@ class VideoWriter:
         self.close()
 
 
+class SavesVideo:
+    """For pipeline outputs with ``frames`` (uint8 (B, T, H, W, 3) or None) and ``fps``: ``save(path, index)``."""
+
+    def save(self, path: str | os.PathLike, index: int = 0) -> Path:
+        if self.frames is None:
+            raise InputError("this output was not decoded (decode=False); nothing to save as video")
+        return write_video(self.frames[index], path, fps=self.fps)
+
+
 def write_video(frames, path: str | os.PathLike, fps: float = 16.0) -> Path:
     """Write a whole clip (uint8 (T, H, W, 3)) to ``path`` atomically."""
     with VideoWriter(path, fps=fps) as writer:

@@ -43,7 +43,7 @@ from converters import ltx2_transformer as transformer_conv
 from converters.loader import WEIGHT_NAMES, open_checkpoint
 from converters.safetensors_io import open_safetensors
 from sana_jax.errors import CheckpointError, InputError
-from sana_jax.io.video import to_uint8, write_video
+from sana_jax.io.video import SavesVideo, to_uint8
 from sana_jax.models.ltx2_transformer import STAGE2_SIGMA0, LTX2Transformer, LTX2TransformerConfig, audio_num_frames
 from sana_jax.pipelines.components import PipelineFolder
 from sana_jax.sampling import DISTILLED_SIGMAS, distilled_schedule, renoise, sample
@@ -228,7 +228,7 @@ def load_latents(path: str | Path) -> np.ndarray:
 
 # ----------------------------------------------------------------------------------------------- the pipeline
 @dataclasses.dataclass
-class RefineOutput:
+class RefineOutput(SavesVideo):
     """``frames`` uint8 (B, T, H, W, 3) (None when not decoded), ``latents`` refined normalised (B, T', H', W', C),
     ``timings`` seconds per stage, ``fps`` for saving."""
 
@@ -237,10 +237,6 @@ class RefineOutput:
     timings: dict[str, float]
     fps: int = DEFAULT_FPS
 
-    def save(self, path: str | Path, index: int = 0) -> Path:
-        if self.frames is None:
-            raise InputError("this output was not decoded (decode=False); nothing to save as video")
-        return write_video(self.frames[index], path, fps=self.fps)
 
 
 def _bar(enabled: bool, total: int, desc: str):

@@ -22,7 +22,7 @@ from flax import nnx
 
 import converters
 from sana_jax.errors import ConfigError, InputError
-from sana_jax.io.video import to_uint8, write_video
+from sana_jax.io.video import SavesVideo, to_uint8
 from sana_jax.kernels.dispatch import force_impl
 from sana_jax.models.sana_video import SanaVideoTransformer
 from sana_jax.pipelines.components import PipelineFolder, check_video_size
@@ -33,7 +33,7 @@ from sana_jax.vae.ltx2 import LTX2VAE
 
 
 @dataclasses.dataclass
-class SanaVideoOutput:
+class SanaVideoOutput(SavesVideo):
     """``frames`` uint8 (B, T, H, W, 3) (None when not decoded), ``latents`` normalised (B, T', H', W', C),
     ``timings`` seconds per stage, ``fps`` for saving."""
 
@@ -42,10 +42,6 @@ class SanaVideoOutput:
     timings: dict[str, float]
     fps: int = 16
 
-    def save(self, path: str | Path, index: int = 0) -> Path:
-        if self.frames is None:
-            raise InputError("this output was not decoded (decode=False); nothing to save as video")
-        return write_video(self.frames[index], path, fps=self.fps)
 
 
 def schedule_from_config(config: dict, num_steps: int) -> Schedule:

@@ -27,7 +27,7 @@ import numpy as np
 from flax import nnx
 
 from sana_jax.errors import ConfigError, InputError
-from sana_jax.io.video import write_video
+from sana_jax.io.video import SavesVideo, write_video
 from sana_jax.pipelines.refine import DEFAULT_FPS, RefinePipeline, decode_latents
 from sana_jax.pipelines.text_to_video import SanaVideoPipeline
 from sana_jax.sampling import DISTILLED_SIGMAS
@@ -38,7 +38,7 @@ DEFAULT_VAE_TILE = 16
 
 
 @dataclasses.dataclass
-class TwoStageOutput:
+class TwoStageOutput(SavesVideo):
     """``frames`` uint8 (B, T, H, W, 3) of stage 2 (None when not decoded); ``latents`` stage 2's normalised
     latents; ``stage1_latents`` SANA-Video's; ``stage1_frames`` stage 1 decoded and resized to stage 2's size (only
     with ``side_by_side=True``); ``timings`` seconds per stage."""
@@ -50,10 +50,6 @@ class TwoStageOutput:
     timings: dict[str, float]
     fps: int = DEFAULT_FPS
 
-    def save(self, path: str | Path, index: int = 0) -> Path:
-        if self.frames is None:
-            raise InputError("this output was not decoded (decode=False); nothing to save as video")
-        return write_video(self.frames[index], path, fps=self.fps)
 
     @property
     def side_by_side(self) -> np.ndarray:
