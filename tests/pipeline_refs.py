@@ -97,5 +97,29 @@ def build(folder, vae_kind="wan", scheduler_kind="dpm", image_to_video=False):
     return pipe
 
 
+def build_dcae_v(folder, vae_config, seed=0):
+    """Save a tiny SANA-Video pipeline whose VAE is a random DC-AE-V to ``folder``; returns the JAX ``DCAEVideo``.
+
+    diffusers has no DC-AE-V class: the other components are saved by diffusers' ``save_pretrained`` (without a
+    VAE), ``vae/`` is what ``converters.export_safetensors`` writes (``config.json`` with ``_class_name``
+    ``DCAEVideo`` + ``diffusion_pytorch_model.safetensors`` in DC-Gen's key names) and ``model_index.json`` lists
+    ``"vae": ["sana_jax", "DCAEVideo"]``."""
+    from flax import nnx
+
+    import converters
+    from sana_jax.vae.dcae_v import CLASS_NAME, DCAEVideo
+
+    pipe = diffusers.SanaVideoPipeline(tokenizer=tokenizer(), text_encoder=text_encoder(), vae=None,
+                                       transformer=transformer(vae_config.latent_channels, (1, 1, 1)),
+                                       scheduler=scheduler())
+    pipe.save_pretrained(folder)
+    vae = DCAEVideo(vae_config, rngs=nnx.Rngs(seed))
+    converters.export_safetensors(vae, folder / "vae")
+    index = json.loads((folder / "model_index.json").read_text())
+    index["vae"] = ["sana_jax", CLASS_NAME]
+    (folder / "model_index.json").write_text(json.dumps(index, indent=2))
+    return vae
+
+
 def to_channels_first(x: np.ndarray):
     return torch.from_numpy(np.ascontiguousarray(np.asarray(x).transpose(0, 4, 1, 2, 3)))

@@ -4,13 +4,63 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 from sana_jax.errors import CheckpointError, ConfigError, InputError
+from sana_jax.vae import DCAEVConfig, DCAEVideo, LTX2VAE, LTX2VAEConfig, WanVAE, WanVAEConfig
+from sana_jax.vae import dcae_v, ltx2, wan
 from sana_jax.vae.common import nearest_valid
 
-#: VAE class → (temporal, spatial) compression, as the pipelines need it before loading weights.
-VAE_FACTORS = {"AutoencoderKLWan": (4, 8), "AutoencoderKLLTX2Video": (8, 32)}
+
+class VAESpec(NamedTuple):
+    """What the pipelines need to know of a VAE before loading it (the VAE modules' ``compression`` and
+    ``causal_first_frame``): frames = 1 + temporal·k when ``causal_first_frame`` (Wan, LTX-2), else temporal·k
+    (DC-AE-V)."""
+
+    temporal: int
+    spatial: int
+    causal_first_frame: bool
+
+
+class FrameStep(int):
+    """A temporal compression factor that carries its VAE's frame rule (``causal_first_frame``), so that
+    ``check_video_size(h, w, frames, *folder.vae_factors(), patch)`` checks the right rule."""
+
+    causal_first_frame: bool
+
+    def __new__(cls, value: int, causal_first_frame: bool = True) -> "FrameStep":
+        step = super().__new__(cls, value)
+        step.causal_first_frame = bool(causal_first_frame)
+        return step
+
+
+def _wan_spec(config: dict, where: str) -> VAESpec:
+    cfg = WanVAEConfig.from_diffusers(config, where)
+    return VAESpec(cfg.temporal_factor, cfg.spatial_factor, WanVAE.causal_first_frame)
+
+
+def _ltx2_spec(config: dict, where: str) -> VAESpec:
+    cfg = LTX2VAEConfig.from_diffusers(config, where)
+    return VAESpec(cfg.temporal_compression, cfg.spatial_compression, LTX2VAE.causal_first_frame)
+
+
+def _dcae_v_spec(config: dict, where: str) -> VAESpec:
+    cfg = DCAEVConfig.from_dict(config, where)
+    return VAESpec(cfg.temporal_compression, cfg.spatial_compression, DCAEVideo.causal_first_frame)
+
+
+#: VAE class named in ``model_index.json`` → its :class:`VAESpec` from the parsed ``vae/config.json`` (no weights).
+#: DC-AE-V has no diffusers class: its folder lists ``"vae": ["sana_jax", "DCAEVideo"]`` and ``vae/`` holds the
+#: ``config.json`` + ``diffusion_pytorch_model.safetensors`` that ``converters.export_safetensors`` writes.
+VAE_FACTORS: dict[str, Callable[[dict, str], VAESpec]] = {
+    wan.DIFFUSERS_CLASS: _wan_spec, ltx2.DIFFUSERS_CLASS: _ltx2_spec, dcae_v.CLASS_NAME: _dcae_v_spec}
+
+
+def latent_frames(num_frames: int, temporal: int, causal_first_frame: bool = True) -> int:
+    """Latent frames of a video: 1 + t·k frames → 1 + k (causal first frame), t·k frames → k."""
+    return (num_frames - 1) // temporal + 1 if causal_first_frame else num_frames // temporal
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,24 +103,23 @@ class PipelineFolder:
         except (OSError, json.JSONDecodeError) as e:
             raise ConfigError(f"{path}: cannot read ({e})") from e
 
-    def vae_factors(self) -> tuple[int, int]:
+    def vae_spec(self) -> VAESpec:
+        """(temporal, spatial, causal_first_frame) of the folder's VAE, from ``vae/config.json`` (no weights)."""
         cls = self.class_name("vae")
         if cls not in VAE_FACTORS:
             raise ConfigError(f"{self.root}: VAE class {cls!r} is not supported (supported: {sorted(VAE_FACTORS)})")
-        if cls == "AutoencoderKLLTX2Video":
-            cfg = self.config("vae")
-            downs = cfg.get("downsample_type", ["spatial", "temporal", "spatiotemporal", "spatiotemporal"])
-            t = 2 ** sum(d in ("temporal", "spatiotemporal") for d in downs)
-            s = cfg.get("patch_size", 4) * 2 ** sum(d in ("spatial", "spatiotemporal") for d in downs)
-            return t, s
-        cfg = self.config("vae")
-        return cfg.get("scale_factor_temporal", 4), cfg.get("scale_factor_spatial", 8)
+        return VAE_FACTORS[cls](self.config("vae"), str(self.component("vae") / "config.json"))
+
+    def vae_factors(self) -> tuple[int, int]:
+        """(temporal, spatial) compression; the temporal factor is a :class:`FrameStep` carrying the frame rule."""
+        t, s, causal = self.vae_spec()
+        return FrameStep(t, causal), s
 
     def latent_shape(self, batch: int, num_frames: int, height: int, width: int) -> tuple[int, ...]:
         """Channels-last initial-noise shape for a video of this size (from the configs, no weights)."""
-        t, s = self.vae_factors()
+        t, s, causal = self.vae_spec()
         channels = self.config("transformer").get("in_channels", 16)
-        return (batch, (num_frames - 1) // t + 1, height // s, width // s, channels)
+        return (batch, latent_frames(num_frames, t, causal), height // s, width // s, channels)
 
     def patch_size(self) -> tuple[int, int, int]:
         p = self.config("transformer").get("patch_size", (1, 2, 2))
@@ -78,13 +127,19 @@ class PipelineFolder:
 
 
 def check_video_size(height: int, width: int, num_frames: int, temporal: int, spatial: int,
-                     patch: tuple[int, int, int] = (1, 1, 1)) -> None:
-    """Raise :class:`InputError` with the nearest valid values unless frames = 1 + temporal·k and height/width
-    are multiples of spatial·patch."""
-    if num_frames < 1 or (num_frames - 1) % (temporal * patch[0]):
-        step = temporal * patch[0]
-        lo, hi = nearest_valid(num_frames, step, 1)
-        raise InputError(f"--frames {num_frames}: the frame count must be 1 + {step}·k; nearest valid {lo} or {hi}")
+                     patch: tuple[int, int, int] = (1, 1, 1), *, causal_first_frame: bool | None = None) -> None:
+    """Raise :class:`InputError` with the nearest valid values unless the frame count follows the VAE's rule and
+    height/width are multiples of spatial·patch. The rule is frames = 1 + temporal·k when ``causal_first_frame``
+    (Wan, LTX-2) and temporal·k otherwise (DC-AE-V); ``None`` takes it from ``temporal`` when that is a
+    :class:`FrameStep` (as :meth:`PipelineFolder.vae_factors` returns), else 1 + temporal·k."""
+    if causal_first_frame is None:
+        causal_first_frame = getattr(temporal, "causal_first_frame", True)
+    step, offset = int(temporal) * patch[0], 1 if causal_first_frame else 0
+    if num_frames < max(offset, 1) or (num_frames - offset) % step:
+        lo, hi = nearest_valid(num_frames, step, offset)
+        form = f"1 + {step}·k" if offset else f"a multiple of {step} ({step}·k)"
+        nearest = str(lo) if lo == hi else f"{lo} or {hi}"
+        raise InputError(f"--frames {num_frames}: the frame count must be {form}; nearest valid {nearest}")
     for name, size, p in (("height", height, patch[1]), ("width", width, patch[2])):
         m = spatial * p
         if size <= 0 or size % m:

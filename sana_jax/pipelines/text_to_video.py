@@ -29,7 +29,6 @@ from sana_jax.pipelines.components import PipelineFolder, check_video_size
 from sana_jax.sampling import Schedule, dpm_flow_schedule, euler_flow_schedule, sample
 from sana_jax.text.sana_prompt import encode_for_guidance
 from sana_jax.text.tokenizer import Tokenizer
-from sana_jax.vae.ltx2 import LTX2VAE
 
 
 @dataclasses.dataclass
@@ -102,7 +101,7 @@ class SanaVideoPipeline:
         text_graph = self._text_graph
         self._encode_text = jax.jit(lambda p, ids, mask: nnx.merge(text_graph, p)(ids, mask))
         self._decode = jax.jit(self._decode_impl, static_argnames=("tile",))
-        self._encode_image = jax.jit(lambda p, x: nnx.merge(self._vae_graph, p).encode(x))
+        self._encode_image = jax.jit(lambda p, x: nnx.merge(self._vae_graph, p).encode_for_pipeline(x))
 
     # -- construction ------------------------------------------------------------------------------------------------
 
@@ -131,9 +130,10 @@ class SanaVideoPipeline:
 
     @property
     def vae_factors(self) -> tuple[int, int]:
-        if isinstance(self.vae, LTX2VAE):
-            return self.vae.config.temporal_compression, self.vae.config.spatial_compression
-        return 4, 8
+        """(temporal, spatial) compression of the VAE. Every VAE here implements the pipeline protocol:
+        ``compression``, ``causal_first_frame`` (frames = 1 + t·k, else t·k), ``latent_frames(num_frames)``,
+        ``encode_for_pipeline(video)`` and ``decode_for_pipeline(latents, tile=)`` on normalised latents."""
+        return tuple(self.vae.compression)
 
     def default_size(self) -> tuple[int, int]:
         return (704, 1280) if self.transformer.config.sample_size == 22 else (480, 832)
@@ -151,14 +151,12 @@ class SanaVideoPipeline:
         return cond, uncond
 
     def latent_shape(self, batch: int, num_frames: int, height: int, width: int) -> tuple[int, ...]:
-        t, s = self.vae_factors
-        return (batch, (num_frames - 1) // t + 1, height // s, width // s, self.transformer.config.in_channels)
+        _, s = self.vae_factors
+        return (batch, self.vae.latent_frames(num_frames), height // s, width // s,
+                self.transformer.config.in_channels)
 
     def _decode_impl(self, params, latents, tile=None):
-        vae = nnx.merge(self._vae_graph, params)
-        if isinstance(vae, LTX2VAE):
-            return vae.decode(latents, timestep=0.0, tile=tile)
-        return vae.decode(latents, chunked=True, tile=tile)
+        return nnx.merge(self._vae_graph, params).decode_for_pipeline(latents, tile=tile)
 
     def decode(self, latents, *, tile: int | None = None) -> np.ndarray:
         """Normalised latents → uint8 frames (B, T, H, W, 3)."""
@@ -176,7 +174,8 @@ class SanaVideoPipeline:
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         default_h, default_w = self.default_size()
         height, width = height or default_h, width or default_w
-        check_video_size(height, width, num_frames, *self.vae_factors, self.transformer.config.patch_size)
+        check_video_size(height, width, num_frames, *self.vae_factors, self.transformer.config.patch_size,
+                         causal_first_frame=self.vae.causal_first_frame)
         negatives = None
         if guidance_scale != 1.0:
             negatives = [negative_prompt] * len(prompts) if isinstance(negative_prompt, str) else list(negative_prompt)
@@ -225,7 +224,8 @@ class SanaVideoPipeline:
 
     def _condition_on_image(self, image, latents, cond, uncond, height, width):
         """Image-to-video as ``SanaImageToVideoPipeline``: the image's latent (posterior mean, normalised) replaces
-        latent frame 0, which then sees timestep 0 and is kept fixed by the solver."""
+        latent frame 0, which then sees timestep 0 and is kept fixed by the solver. With DC-AE-V (no causal first
+        frame) latent frame 0 stands for the first ``t`` frames: the VAE encodes the image repeated ``t`` times."""
         img = np.asarray(image)
         if img.ndim != 3 or img.shape[-1] != 3:
             raise InputError(f"image must be (H, W, 3), got shape {img.shape}")

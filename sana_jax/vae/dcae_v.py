@@ -284,6 +284,32 @@ class DCAEVideo(nnx.Module):
         self.encoder = Encoder(config, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         self.decoder = Decoder(config, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
 
+    # ------------------------------------------------------------------------------------------------ pipeline protocol
+    #: Frame rule of the pipelines: frames = t·k (every latent frame holds t video frames; no special first frame).
+    causal_first_frame = False
+
+    @property
+    def compression(self) -> tuple[int, int]:
+        """(temporal, spatial): video frames per latent frame, video pixels per latent pixel."""
+        return self.config.temporal_compression, self.config.spatial_compression
+
+    def latent_frames(self, num_frames: int) -> int:
+        """Latent frames of a ``num_frames`` video (t·k frames → k)."""
+        return num_frames // self.config.temporal_compression
+
+    def encode_for_pipeline(self, video: jax.Array) -> jax.Array:
+        """Video (B, T, H, W, 3) → normalised latents (× ``scaling_factor``), scanned over chunks. A single frame
+        (an image) is repeated ``temporal_compression`` times first, as DC-Gen's ``reconstruct_image`` and Sana's
+        ``encode_single`` do, so it gives one latent frame."""
+        video = jnp.asarray(video)
+        if video.ndim == 5 and video.shape[1] == 1:
+            video = jnp.repeat(video, self.config.temporal_compression, axis=1)
+        return self.encode(video, chunked=True)
+
+    def decode_for_pipeline(self, latents: jax.Array, *, tile: int | None = None) -> jax.Array:
+        """Normalised latents (÷ ``scaling_factor`` inside) → video, scanned over latent chunks (bounded memory)."""
+        return self.decode(latents, chunked=True, tile=tile)
+
     # ------------------------------------------------------------------------------------------------ checks
     def check_video(self, shape) -> None:
         cfg = self.config

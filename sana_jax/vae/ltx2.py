@@ -257,6 +257,28 @@ class LTX2VAE(nnx.Module):
         self.latents_mean = Buffer(jnp.zeros((config.latent_channels,), jnp.float32))
         self.latents_std = Buffer(jnp.ones((config.latent_channels,), jnp.float32))
 
+    # -- pipeline protocol -------------------------------------------------------------------------------------------
+
+    #: Frame rule of the pipelines: frames = 1 + t·k (latent frame 0 holds video frame 0 alone).
+    causal_first_frame = True
+
+    @property
+    def compression(self) -> tuple[int, int]:
+        """(temporal, spatial): video frames per latent frame after the first, video pixels per latent pixel."""
+        return self.config.temporal_compression, self.config.spatial_compression
+
+    def latent_frames(self, num_frames: int) -> int:
+        """Latent frames of a ``num_frames`` video (1 + t·k frames → 1 + k)."""
+        return (num_frames - 1) // self.config.temporal_compression + 1
+
+    def encode_for_pipeline(self, video: jax.Array) -> jax.Array:
+        """Video (B, 1 + 8k, H, W, 3) → normalised posterior mean (an image is one frame)."""
+        return self.encode(video)
+
+    def decode_for_pipeline(self, latents: jax.Array, *, tile: int | None = None) -> jax.Array:
+        """Normalised latents → video, decoded at timestep 0 (diffusers' default) without added noise."""
+        return self.decode(latents, timestep=0.0, tile=tile)
+
     # -- latent space ------------------------------------------------------------------------------------------------
 
     def normalize(self, z: jax.Array) -> jax.Array:

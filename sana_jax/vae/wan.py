@@ -212,6 +212,27 @@ class WanVAE(nnx.Module):
         self.post_quant_conv = Pointwise(config.z_dim, config.z_dim, **kw)
         self.decoder = Decoder(config, **kw)
 
+    # ----------------------------------------------------------------------------------------------- pipeline protocol
+    #: Frame rule of the pipelines: frames = 1 + t·k (latent frame 0 holds video frame 0 alone).
+    causal_first_frame = True
+
+    @property
+    def compression(self) -> tuple[int, int]:
+        """(temporal, spatial): video frames per latent frame after the first, video pixels per latent pixel."""
+        return self.config.temporal_factor, self.config.spatial_factor
+
+    def latent_frames(self, num_frames: int) -> int:
+        """Latent frames of a ``num_frames`` video (1 + t·k frames → 1 + k)."""
+        return (num_frames - 1) // self.config.temporal_factor + 1
+
+    def encode_for_pipeline(self, video: jax.Array) -> jax.Array:
+        """Video (B, 1 + 4k, H, W, 3) → normalised posterior mean (an image is one frame)."""
+        return self.encode(video)
+
+    def decode_for_pipeline(self, latents: jax.Array, *, tile: int | None = None) -> jax.Array:
+        """Normalised latents → video in [-1, 1], one latent frame at a time (``chunked``: bounded memory)."""
+        return self.decode(latents, chunked=True, tile=tile)
+
     # ----------------------------------------------------------------------------------------------- checks
     def check_video(self, shape) -> None:
         cfg = self.config
