@@ -12,6 +12,10 @@ Accepted paths:
 
 Without a ``config.json`` the configuration is taken from ``config=``, a ``config.json`` beside the file, the
 file's metadata, or (SANA-Video) the tensor shapes.
+
+With ``mesh=`` the parameters are placed by the logical-axis rules (``sana_jax.parallel.rules``) while they are
+read: each device receives only its shard and, from safetensors, only the bytes of the shards this process holds
+are read (``converters.tables`` "Sharded loading"). An orbax folder is restored whole, then placed.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from flax import nnx
 
 from converters import (dcae_v, gemma, ltx2_connectors, ltx2_transformer, ltx2_upsampler, ltx2_vae, sana_video,
                         wan_vae)
+from converters import tables
 from converters.nnx_state import flatten, merge
 from converters.safetensors_io import open_safetensors, save_safetensors
 from converters.torch_pickle import open_torch_state_dict
@@ -124,8 +129,17 @@ def _detect(source: Mapping, path: Path, component: str | None):
     return found[0]
 
 
+def mesh_shardings(family, config, mesh, rules=None) -> dict:
+    """Flat JAX path → ``NamedSharding`` of every parameter of ``family``'s model with ``config`` on ``mesh``
+    (logical-axis ``rules``, default ``INFERENCE_RULES``); computed from the abstract model, nothing allocated."""
+    from sana_jax.parallel.rules import INFERENCE_RULES, param_shardings
+
+    _, state, _ = family.abstract(config, jnp.float32)
+    return flatten(nnx.to_pure_dict(param_shardings(state, mesh, INFERENCE_RULES if rules is None else rules)))
+
+
 def load(path: str | os.PathLike, *, dtype=None, config=None, component: str | None = None,
-         progress: bool = False) -> nnx.Module:
+         progress: bool = False, mesh=None, rules=None) -> nnx.Module:
     """Load a model from ``path`` (see the module docstring) and return the NNX module.
 
     Args:
@@ -135,6 +149,8 @@ def load(path: str | os.PathLike, *, dtype=None, config=None, component: str | N
       component: for a pipeline folder, the subfolder to load (default ``transformer``); for a file holding several
         models (a native LTX-2 all-in-one file), the family to take from it (e.g. ``"ltx2_vae"``).
       progress: show a progress bar while tensors are converted.
+      mesh / rules: load straight onto a ``jax.sharding.Mesh``, each parameter sharded per the logical-axis
+        ``rules`` (default ``sana_jax.parallel.INFERENCE_RULES``), each device receiving only its shard.
 
     Raises:
       CheckpointError: unreadable file, missing/unexpected keys, shape mismatches.
@@ -145,12 +161,17 @@ def load(path: str | os.PathLike, *, dtype=None, config=None, component: str | N
         raise CheckpointError(f"{path}: no such file or folder")
     if path.is_dir():
         if checkpoints.is_checkpoint(path):
-            return load_orbax(path, dtype=dtype)
+            model = load_orbax(path, dtype=dtype)
+            if mesh is not None:
+                from sana_jax.parallel.rules import INFERENCE_RULES, shard_state
+
+                nnx.update(model, shard_state(nnx.state(model), mesh, INFERENCE_RULES if rules is None else rules))
+            return model
         if (path / "model_index.json").exists():
             sub = component or "transformer"
             if not (path / sub).is_dir():
                 raise CheckpointError(f"{path}: pipeline folder without a {sub}/ subfolder")
-            return load(path / sub, dtype=dtype, config=config, progress=progress)
+            return load(path / sub, dtype=dtype, config=config, progress=progress, mesh=mesh, rules=rules)
         if not (path / "config.json").exists():
             raise CheckpointError(f"{path}: folder has no config.json, model_index.json or {checkpoints.MANIFEST}")
         raw = _read_config(path / "config.json")
@@ -170,8 +191,10 @@ def load(path: str | os.PathLike, *, dtype=None, config=None, component: str | N
                 cfg = family.CONFIG.from_diffusers(raw, str(sidecar))
         cfg = cfg or family.config_from_checkpoint(source, str(path))
     bar = _progress(progress, f"loading {weights.name}")
+    shardings = None if mesh is None else mesh_shardings(family, cfg, mesh, rules)
     try:
-        return family.load(source, cfg, where=str(weights), dtype=dtype, progress=bar)
+        with tables.sharded_loading(shardings):
+            return family.load(source, cfg, where=str(weights), dtype=dtype, progress=bar)
     finally:
         if bar is not None:
             bar.close()

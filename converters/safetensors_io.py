@@ -89,6 +89,10 @@ class SafetensorsFile(Mapping):
             return np.zeros(shape, dtype)
         return np.memmap(self.path, dtype=dtype, mode="r", offset=self._data_start + begin, shape=shape)
 
+    def read_slice(self, name: str, index: tuple[slice, ...]) -> np.ndarray:
+        """``self[name][index]`` as an in-memory array: only the pages holding the block are read."""
+        return np.array(self[name][index])
+
     def shape(self, name: str) -> tuple[int, ...]:
         return self._entries[name][1]
 
@@ -125,6 +129,9 @@ class ShardedSafetensors(Mapping):
 
     def __getitem__(self, name: str) -> np.ndarray:
         return self._where[name][name]
+
+    def read_slice(self, name: str, index: tuple[slice, ...]) -> np.ndarray:
+        return self._where[name].read_slice(name, index)
 
     def shape(self, name: str) -> tuple[int, ...]:
         return self._where[name].shape(name)

@@ -13,13 +13,26 @@ Loading first plans every key from names and shapes alone (safetensors headers, 
 key, a missing parameter or a shape mismatch raises :class:`CheckpointError` naming all offenders before a single
 tensor is read. Then parameters are completed one at a time and handed to ``place`` (e.g. ``jax.device_put``), so
 host memory holds one stacked parameter at most besides the memory-mapped files.
+
+**Sharded loading.** Given a ``path -> jax.sharding.Sharding`` map (``load_params(shardings=…)``, or
+:func:`sharded_loading` around a family's ``load``, which is how ``converters.load(…, mesh=…)`` reaches every
+family), a parameter is instead built shard by shard: for each distinct block of the global array that this
+process's devices hold, only that block is read — the JAX index is mapped back through the layout transform
+(:meth:`Transform.torch_index`) to a slice of the checkpoint tensor, read with the source's ``read_slice`` (a slice
+of the memory-mapped safetensors tensor) — converted, put on the devices that hold it, and dropped. Host memory then
+holds one shard at a time, no device ever holds more than its shards, and on several hosts each host reads only its
+devices' bytes. Every layout transform here (permute, squeeze, unsqueeze) maps slices to slices; sources without
+``read_slice`` are sliced after ``source[name]`` (lazy for memory-mapped arrays; a LoRA-fused tensor is computed
+whole, then sliced).
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -52,6 +65,20 @@ class Transform:
         for ax in sorted(self.squeeze):
             a = np.expand_dims(a, ax)
         return a
+
+    def torch_index(self, index: Sequence[slice]) -> tuple[slice, ...]:
+        """The torch-layout index whose :meth:`to_jax` is the JAX-layout block ``index`` (one slice per JAX axis)."""
+        idx = list(index)
+        for ax in reversed(self.unsqueeze_jax):  # inserted size-1 axes: not in the checkpoint tensor
+            del idx[ax]
+        if self.permute:
+            inverse: list = [None] * len(idx)
+            for jax_axis, torch_axis in enumerate(self.permute):
+                inverse[torch_axis] = idx[jax_axis]
+            idx = inverse
+        for ax in sorted(self.squeeze):
+            idx.insert(ax, slice(None))
+        return tuple(idx)
 
     def jax_shape(self, torch_shape: Sequence[int]) -> tuple[int, ...]:
         return tuple(self.to_jax(np.empty(torch_shape, np.int8)).shape) if 0 not in torch_shape else ()
@@ -158,16 +185,42 @@ def plan(rules: Sequence[Rule], targets: Mapping[str, tuple[tuple[int, ...], np.
     return plans
 
 
+_SHARDINGS: contextvars.ContextVar[Mapping | None] = contextvars.ContextVar("converters_shardings", default=None)
+
+
+@contextlib.contextmanager
+def sharded_loading(shardings: Mapping[str, object] | None) -> Iterator[None]:
+    """Within the block, :func:`load_params` builds every parameter whose path is in ``shardings`` (flat JAX path →
+    ``jax.sharding.Sharding``) shard by shard (module docstring) — how a family loader, whose signature has no
+    sharding argument, loads straight onto a mesh. ``None`` changes nothing."""
+    token = _SHARDINGS.set(shardings)
+    try:
+        yield
+    finally:
+        _SHARDINGS.reset(token)
+
+
 def load_params(rules: Sequence[Rule], targets: Mapping[str, tuple[tuple[int, ...], np.dtype]], source: Mapping,
                 where: str, place: Callable[[str, np.ndarray], object] = lambda _p, a: a,
-                ignore: Callable[[str], bool] = lambda _: False, progress=None) -> dict[str, object]:
+                ignore: Callable[[str], bool] = lambda _: False, progress=None,
+                shardings: Mapping[str, object] | None = None) -> dict[str, object]:
     """Fill every target parameter from ``source``; returns ``path -> place(path, array)``.
 
     ``targets`` maps JAX paths to (shape, dtype); ``progress`` (a tqdm-like object) is advanced per tensor.
+    ``shardings`` (default: the one :func:`sharded_loading` set): a parameter whose path it maps to a sharding
+    becomes a global ``jax.Array`` with that sharding, read slice by slice (module docstring); ``place`` is not
+    called for it.
     """
     plans = plan(rules, targets, source, where, ignore)
+    shardings = _SHARDINGS.get() if shardings is None else shardings
     out = {}
     for path, target in plans.items():
+        sharding = shardings.get(path) if shardings else None
+        if sharding is not None:
+            out[path] = _load_sharded(source, target, sharding)
+            if progress is not None:
+                progress.update(len(target.sources))
+            continue
         if None in target.sources:
             name, rule = target.sources[None]
             array = np.asarray(rule.transform.to_jax(_read(source, name)), dtype=target.dtype)
@@ -191,6 +244,51 @@ def _read(source: Mapping, name: str) -> np.ndarray:
         raise
     except (OSError, ValueError) as e:
         raise CheckpointError(f"cannot read tensor {name!r}: {e}") from e
+
+
+def read_slice(source: Mapping, name: str, index: tuple[slice, ...]) -> np.ndarray:
+    """``source[name][index]`` reading only that block where the source can (``source.read_slice``)."""
+    try:
+        reader = getattr(source, "read_slice", None)
+        if reader is not None:
+            return np.asarray(reader(name, index))
+        return np.asarray(source[name][index])
+    except CheckpointError:
+        raise
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"cannot read tensor {name!r}[{index}]: {e}") from e
+
+
+def _read_block(source: Mapping, target: _Target, block: tuple[slice, ...]) -> np.ndarray:
+    """The JAX-layout ``block`` of a target parameter, reading only the checkpoint slices it needs."""
+    if None in target.sources:
+        name, rule = target.sources[None]
+        return np.asarray(rule.transform.to_jax(read_slice(source, name, rule.transform.torch_index(block))),
+                          dtype=target.dtype)
+    layers = range(*block[0].indices(target.shape[0]))
+    shape = tuple(len(range(*s.indices(n))) for s, n in zip(block, target.shape))
+    out = np.empty(shape, target.dtype)
+    for row, i in enumerate(layers):
+        name, rule = target.sources[i]
+        out[row] = rule.transform.to_jax(read_slice(source, name, rule.transform.torch_index(block[1:])))
+    return out
+
+
+def _load_sharded(source: Mapping, target: _Target, sharding):
+    """A global ``jax.Array`` with ``sharding``: each distinct block this process's devices hold is read once, put on
+    those devices, and dropped before the next."""
+    import jax
+
+    by_block: dict[tuple, list] = {}
+    for device, index in sharding.addressable_devices_indices_map(target.shape).items():
+        key = tuple(s.indices(n)[:2] for s, n in zip(index, target.shape))
+        by_block.setdefault(key, []).append(device)
+    arrays = []
+    for key, devices in by_block.items():
+        block = _read_block(source, target, tuple(slice(a, b) for a, b in key))
+        arrays += [jax.device_put(block, d) for d in devices]
+        del block
+    return jax.make_array_from_single_device_arrays(target.shape, sharding, arrays)
 
 
 def load_module(rules: Sequence[Rule], abstract_fn: Callable, config, source: Mapping, *, where: str, dtype=None,
@@ -334,6 +432,14 @@ class RenamedSource(Mapping):
         n = array.shape[0] // parts
         return array[index * n:(index + 1) * n]
 
+    def read_slice(self, name: str, index: tuple[slice, ...]) -> np.ndarray:
+        src, parts, chunk = self._map[name]
+        if parts > 1:  # a chunk of a fused tensor: shift the axis-0 slice into it
+            n = _shape_of(self.source, src)[0] // parts
+            start, stop = (index[0] if index else slice(None)).indices(n)[:2]
+            index = (slice(chunk * n + start, chunk * n + stop), *index[1:])
+        return read_slice(self.source, src, index)
+
     def __iter__(self):
         return iter(self._map)
 
@@ -361,6 +467,11 @@ class Subset(Mapping):
 
     def shape(self, name):
         return _shape_of(self.source, name)
+
+    def read_slice(self, name, index):
+        if name not in self._set:
+            raise KeyError(name)
+        return read_slice(self.source, name, index)
 
     def dtype(self, name):
         return self.source.dtype(name) if hasattr(self.source, "dtype") else np.asarray(self.source[name]).dtype

@@ -30,10 +30,15 @@ def dit_results():
     return run_cases("dit")
 
 
-@pytest.mark.parametrize("kind", ["sampling", "vae", "refiner", "pipeline", "cli"])
+@pytest.fixture(scope="module")
+def refiner_results():
+    return run_cases("refiner")
+
+
+@pytest.mark.parametrize("kind", ["sampling", "vae", "pipeline", "cli"])
 def test_sharded_equals_unsharded(kind):
-    """A 4-step CFG sampling loop, the LTX-2 VAE decode, the LTX-2 refiner forward (both streams) and the whole
-    SanaVideoPipeline(mesh=...) denoising, each on every mesh, against one device; and `generate --mesh` runs."""
+    """A 4-step CFG sampling loop, the LTX-2 VAE decode and the whole SanaVideoPipeline(mesh=...) denoising, each on
+    every mesh, against one device; `generate --mesh` runs, and `generate --refine --mesh` (once)."""
     for spec, result in run_cases(kind).items():
         for name, err in result.items():
             assert err <= 1e-5, (kind, spec, name, err)
@@ -53,6 +58,58 @@ def test_no_all_gather_of_the_token_sequence(dit_results, spec):
     r = dit_results[spec]
     assert r["token_gathers"] == [] and r["all_gathers"] == 0, r
     assert r["all_reduces"] >= 1 and r["permutes"] >= 1, r
+
+
+@pytest.mark.parametrize("spec", MESHES)
+def test_sharded_refiner_equals_unsharded(refiner_results, spec):
+    """The LTX-2 refiner forward (both streams) and the 3-step refine stage with Ulysses self-attention, tokens over
+    context, heads/MLP over tensor, batch over data: the one-device results."""
+    r = refiner_results[spec]
+    for name in ("rel_video", "rel_audio", "rel_refine"):
+        assert r[name] <= 1e-5, (name, r)
+
+
+@pytest.mark.parametrize("spec", MESHES)
+def test_refiner_self_attention_is_ulysses(refiner_results, spec):
+    """The compiled refiner swaps tokens↔heads with all-to-alls (q/k/v stacked, and the output) and never
+    all-gathers the video token sequence (XLA's own partitioning gathers K and V)."""
+    r = refiner_results[spec]
+    assert r["ulysses_all_to_alls"] == 2 and r["token_gathers"] == [], r
+
+
+@pytest.mark.parametrize("spec", MESHES)
+def test_sharded_load_reads_only_each_shard(refiner_results, spec):
+    """Loading onto the mesh gives the unsharded parameters bit for bit, each with the rules' sharding, reads every
+    checkpoint byte exactly once and through slices only (no whole-tensor read); heads/MLP weights split over
+    ``tensor`` are read as halves."""
+    r = refiner_results[spec]
+    assert r["load_max_abs_diff"] == 0.0 and r["misplaced"] == [] and r["full_reads"] == 0, r
+    assert r["bytes_read"] == r["bytes_total"], r
+    if "tensor=2" in spec:
+        assert r["split_reads"] > 0 and r["max_split_fraction"] == 0.5, r
+    else:
+        assert r["split_reads"] == 0, r
+
+
+def test_ulysses_plan():
+    """Ulysses needs the heads per device group to divide by the context size; otherwise it reports why."""
+    from jax.sharding import AbstractMesh
+
+    from sana_jax.parallel import AXES
+    from sana_jax.parallel.ulysses import plan, self_attention_fn
+
+    def mesh(data=1, context=1, tensor=1):
+        return AbstractMesh((data, 1, context, tensor), AXES)
+
+    assert plan(mesh(context=8), 32) == (True, None, plan(mesh(context=8), 32).reason)
+    assert plan(mesh(context=4, tensor=2), 32).head_axis == "tensor"
+    assert plan(mesh(context=4, tensor=2), 4) == (True, None, plan(mesh(context=4, tensor=2), 4).reason)
+    off = plan(mesh(context=8), 4)
+    assert not off.enabled and "do not divide" in off.reason
+    assert not plan(mesh(data=8), 32).enabled and plan(None, 32).reason == "no mesh"
+    assert self_attention_fn(mesh(data=8), 32) is None
+    with pytest.warns(UserWarning, match="do not divide"):
+        assert self_attention_fn(mesh(context=3), 32) is None
 
 
 def test_mesh_spec_parsing_and_errors():

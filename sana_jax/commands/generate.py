@@ -42,7 +42,10 @@ def add_parser(sub) -> None:
                           "`sana-jax refine`")
     gen.add_argument("--mesh", default=None,
                      help="run the DiT sharded on a device mesh, e.g. data=2,context=4 (CFG halves over data, latent "
-                          "frames over context, heads/MLP over tensor); the axis sizes must multiply to the devices")
+                          "frames over context, heads/MLP over tensor); the axis sizes must multiply to the devices. "
+                          "With --refine the LTX-2 refiner runs on it too (weights loaded shard by shard, video tokens "
+                          "over context with Ulysses self-attention); stage 1 stays on one device when its latent "
+                          "frames do not divide by context")
     gen.add_argument("--coordinator", default=None,
                      help="multi-host: coordinator address host:port for jax.distributed (or SANA_JAX_COORDINATOR)")
     gen.add_argument("--num-processes", type=int, default=None, help="multi-host: process count")
@@ -116,8 +119,6 @@ def run(args: argparse.Namespace) -> int:
         if info["channels"] is not None and channels != info["channels"]:
             raise InputError(f"--refine {args.refine}: its transformer takes {info['channels']}-channel latents, "
                              f"{args.model} makes {channels}")
-        if args.mesh:
-            raise InputError("--mesh with --refine is not supported yet: the refiner runs on one device")
         return _run_two_stage(args, height, width)
 
     from sana_jax.pipelines import SanaVideoPipeline
@@ -159,9 +160,29 @@ def _run_two_stage(args: argparse.Namespace, height: int, width: int) -> int:
     from sana_jax.pipelines.two_stage import DEFAULT_VAE_TILE
 
     start = time.perf_counter()
+    mesh = stage1_mesh = None
+    if args.coordinator or args.num_processes:
+        from sana_jax.parallel import initialize_distributed
+
+        initialize_distributed(args.coordinator, args.num_processes, args.process_id)
+    if args.mesh:
+        import sys
+
+        from sana_jax.errors import InputError
+        from sana_jax.parallel import make_mesh
+        from sana_jax.parallel.dit import check_divisible
+        from sana_jax.pipelines.components import PipelineFolder
+
+        mesh = stage1_mesh = make_mesh(args.mesh)
+        latent_frames = (args.frames - 1) // PipelineFolder.open(args.model).vae_factors()[0] + 1
+        try:  # stage 1 splits whole latent frames over context and the CFG batch over data
+            check_divisible(1 if args.guidance == 1.0 else 2, latent_frames, mesh)
+        except InputError as e:
+            stage1_mesh = None
+            print(f"note: stage 1 runs on one device ({e}); the refiner runs on the mesh", file=sys.stderr)
     stage1 = SanaVideoPipeline.from_pretrained(args.model, dtype=args.dtype, prompt_style=args.prompt_style,
-                                               progress=not args.quiet)
-    refiner = load_refiner(args, args.refine, args.dtype)
+                                               progress=not args.quiet, mesh=stage1_mesh)
+    refiner = load_refiner(args, args.refine, args.dtype, mesh=mesh)
     pipe = TwoStagePipeline(stage1, refiner)
     load_s = time.perf_counter() - start
     image = None if args.image is None else load_image(args.image, height, width)

@@ -72,13 +72,13 @@ def check_refiner_args(args, model: str, flag: str = "--model") -> dict:
     return info
 
 
-def load_refiner(args, model: str, dtype: str):
+def load_refiner(args, model: str, dtype: str, mesh=None):
     from sana_jax.pipelines import RefinePipeline
 
     return RefinePipeline.from_pretrained(
         model, lora=args.lora, lora_strength=args.lora_strength, text_encoder=args.text_encoder,
         upsampler=args.upsampler if args.upsampler is not None else (None if args.upsample else False),
-        dtype=dtype, video_only=args.video_only, progress=not args.quiet)
+        dtype=dtype, video_only=args.video_only, progress=not args.quiet, mesh=mesh)
 
 
 def add_parser(sub) -> None:
@@ -103,6 +103,12 @@ def add_parser(sub) -> None:
                    help="decode in spatial tiles of this many latent pixels (0: untiled; default 16 = 512 px)")
     p.add_argument("--save-latents", default=None, metavar="PATH",
                    help="also save the refined latents (.npy or .safetensors)")
+    p.add_argument("--mesh", default=None,
+                   help="run the LTX-2 transformer sharded on a device mesh, e.g. context=8 or tensor=2,context=4: "
+                        "each device loads only its shard of the weights (heads/MLP over tensor), video tokens over "
+                        "context with Ulysses all-to-all self-attention (the video heads, 32, must divide by "
+                        "context×tensor, else the attention K/V are gathered), batch over data; the text encoder and "
+                        "VAE run on one device; the axis sizes must multiply to the device count")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(run=run)
 
@@ -148,8 +154,13 @@ def run(args: argparse.Namespace) -> int:
     if args.vae_tile is not None and args.vae_tile < 0:
         raise InputError(f"--vae-tile {args.vae_tile} must be ≥ 0")
     latents, frames = _read_input(args, info)
+    mesh = None
+    if args.mesh:
+        from sana_jax.parallel import make_mesh
+
+        mesh = make_mesh(args.mesh)  # a bad spec or device count fails before any weights are read
     start = time.perf_counter()
-    refiner = load_refiner(args, args.model, args.dtype)
+    refiner = load_refiner(args, args.model, args.dtype, mesh=mesh)
     timings = {"loading": time.perf_counter() - start}
     if latents is None:
         start = time.perf_counter()

@@ -44,6 +44,7 @@ from sana_jax.models.ltx2_transformer_blocks import AdaLNSingle, BlockInputs, LT
 from sana_jax.nn.attention import mask_to_bias
 from sana_jax.nn.embeddings import CaptionProjection
 from sana_jax.nn.layers import DType, Linear, layer_norm, param, prepend_logical_axis
+from sana_jax.parallel import ulysses
 
 DIFFUSERS_CLASS = "LTX2VideoTransformer3DModel"
 STAGE2_SIGMA0 = 0.909375
@@ -311,7 +312,7 @@ class LTX2Transformer(nnx.Module):
                  audio_text: jax.Array | None, sigma, *, audio_sigma=None, fps: float = 24.0,
                  video_text_mask: jax.Array | None = None, audio_text_mask: jax.Array | None = None,
                  video_positions: jax.Array | None = None, audio_positions: jax.Array | None = None,
-                 video_only: bool = False, use_cross_timestep: bool = False
+                 video_only: bool = False, use_cross_timestep: bool = False, mesh=None
                  ) -> tuple[jax.Array, jax.Array | None]:
         """Velocities of both streams (see the module docstring for shapes).
 
@@ -325,6 +326,10 @@ class LTX2Transformer(nnx.Module):
           video_only: skip the audio stream and the a↔v attention (approximation, module docstring).
           use_cross_timestep: a↔v modulation from the *other* modality's σ (ltx-core ≥ 1.0 / LTX-2.3 behaviour)
             instead of the own σ (diffusers' LTX-2.0 default); identical when both share σ.
+          mesh: a ``jax.sharding.Mesh`` the call runs on (under ``jit``, parameters placed by
+            ``sana_jax.parallel.rules``): the video tokens are kept sharded over its ``context`` axis (batch over
+            ``data``) and the video self-attention runs as Ulysses (``sana_jax.parallel.ulysses``; the
+            XLA-partitioned attention when the heads do not divide by the context size).
         """
         cfg = self.config
         run_audio = self.has_audio and not video_only
@@ -341,6 +346,10 @@ class LTX2Transformer(nnx.Module):
                       video_rope=rope_tables(vpos, cfg.inner_dim, (cfg.pos_embed_max_pos, cfg.base_height,
                                                                    cfg.base_width), heads=heads, **rope_kw))
         x = self.proj_in(tokens.astype(self.dtype))
+        self_attention = None
+        if mesh is not None:
+            x = ulysses.shard_tokens(x, mesh)
+            self_attention = ulysses.self_attention_fn(mesh, heads)
         ax = a_emb = None
         if run_audio:
             audio, apos = self._audio_tokens(audio, audio_positions)
@@ -370,20 +379,22 @@ class LTX2Transformer(nnx.Module):
                 ca_video_rope=rope_tables(vpos[:, 0:1], ca_dim, cross_max, heads=heads, **rope_kw),
                 ca_audio_rope=rope_tables(apos[:, 0:1], ca_dim, cross_max, heads=a_heads, **rope_kw))
             ax = self.audio_proj_in(audio.astype(self.dtype))
-        x, ax = self.run_blocks(x, ax, BlockInputs(**inputs), video_only=not run_audio)
+        x, ax = self.run_blocks(x, ax, BlockInputs(**inputs), video_only=not run_audio,
+                                self_attention=self_attention)
         out = self._head(x, v_emb, self.scale_shift_table, self.proj_out)
         if grid is not None:
             out = out.reshape(b, *grid, -1)
         a_out = self._head(ax, a_emb, self.audio_scale_shift_table, self.audio_proj_out) if run_audio else None
         return out, a_out
 
-    def run_blocks(self, x: jax.Array, ax: jax.Array | None, inputs: BlockInputs, *, video_only: bool = False
-                   ) -> tuple[jax.Array, jax.Array | None]:
+    def run_blocks(self, x: jax.Array, ax: jax.Array | None, inputs: BlockInputs, *, video_only: bool = False,
+                   self_attention=None) -> tuple[jax.Array, jax.Array | None]:
         graphdef, state = nnx.split(self.blocks)
 
         def body(carry, block_state):
             vx, a = carry
-            return nnx.merge(graphdef, block_state)(vx, a, inputs, video_only=video_only), None
+            block = nnx.merge(graphdef, block_state)
+            return block(vx, a, inputs, video_only=video_only, self_attention=self_attention), None
 
         if self.remat:
             body = jax.checkpoint(body, prevent_cse=False)

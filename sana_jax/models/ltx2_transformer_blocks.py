@@ -115,20 +115,22 @@ class LTX2Block(nnx.Module):
         self.audio_a2v_cross_attn_scale_shift_table = param(rngs, jax.random.normal, (5, da), (None, "embed"),
                                                             param_dtype)
 
-    def _stream_attention(self, x, table, temb, attn1, attn2, rope, text, bias):
+    def _stream_attention(self, x, table, temb, attn1, attn2, rope, text, bias, attention=None):
         shift, scale, gate = modulation(table[...][:3], _rows(temb, 6, 0, 3), 3)
-        x = x + attn1(rms_norm(x, self.eps) * (1 + scale) + shift, q_rope=rope) * gate
+        x = x + attn1(rms_norm(x, self.eps) * (1 + scale) + shift, q_rope=rope, attention=attention) * gate
         return x + attn2(rms_norm(x, self.eps), text, bias=bias)
 
     def _stream_ff(self, x, table, temb, ff):
         shift, scale, gate = modulation(table[...][3:6], _rows(temb, 6, 3, 6), 3)
         return x + ff(rms_norm(x, self.eps) * (1 + scale) + shift) * gate
 
-    def __call__(self, vx: jax.Array, ax: jax.Array | None, c: BlockInputs, video_only: bool = False
-                 ) -> tuple[jax.Array, jax.Array | None]:
+    def __call__(self, vx: jax.Array, ax: jax.Array | None, c: BlockInputs, video_only: bool = False,
+                 self_attention=None) -> tuple[jax.Array, jax.Array | None]:
+        """``self_attention(q, k, v, bias)``: the video self-attention's kernel (default: local softmax; on a mesh
+        with a ``context`` axis, ``sana_jax.parallel.ulysses``)."""
         run_audio = self.has_audio and not video_only and ax is not None
         vx = self._stream_attention(vx, self.scale_shift_table, c.temb, self.attn1, self.attn2, c.video_rope,
-                                    c.video_text, c.video_text_bias)
+                                    c.video_text, c.video_text_bias, self_attention)
         if run_audio:
             ax = self._stream_attention(ax, self.audio_scale_shift_table, c.temb_audio, self.audio_attn1,
                                         self.audio_attn2, c.audio_rope, c.audio_text, c.audio_text_bias)

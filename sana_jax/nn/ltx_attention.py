@@ -78,14 +78,17 @@ class LTXAttention(nnx.Module):
         return apply_split(x, cos, sin, self.heads)
 
     def __call__(self, x: jax.Array, context: jax.Array | None = None, *, q_rope: RopeTables | None = None,
-                 k_rope: RopeTables | None = None, bias: jax.Array | None = None) -> jax.Array:
+                 k_rope: RopeTables | None = None, bias: jax.Array | None = None,
+                 attention=None) -> jax.Array:
+        """``attention(q, k, v, bias)`` on (B, N, heads, d) replaces the local softmax attention (the refiner's
+        video self-attention passes ``sana_jax.parallel.ulysses`` on a mesh with a ``context`` axis)."""
         context = x if context is None else context
         q, k, v = self.norm_q(self.to_q(x)), self.norm_k(self.to_k(context)), self.to_v(context)
         if q_rope is not None:
             q = self.rotate(q, q_rope)
             k = self.rotate(k, k_rope if k_rope is not None else q_rope)
         split = lambda a: a.reshape(*a.shape[:-1], self.heads, -1)  # noqa: E731
-        out = softmax_attention(split(q), split(k), split(v), bias)
+        out = (attention or softmax_attention)(split(q), split(k), split(v), bias)
         return self.to_out(out.reshape(*out.shape[:-2], -1))
 
 

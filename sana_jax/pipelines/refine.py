@@ -21,6 +21,12 @@ audio.reshape(B, −1)]`` (B, N·C + L·C_a). The model function splits and resh
 flattened the same way. The Euler update is elementwise, so this equals stepping the streams separately.
 In video-only mode (``video_only=True``: no audio stream, no a↔v attention — an approximation, see
 ``models/ltx2_transformer.py``) the state is the video alone.
+
+**On a mesh** (``mesh=``: ``RefinePipeline.from_pretrained(..., mesh="tensor=2,context=4")`` or
+``refine_latents(..., mesh=)``) the DiT weights are placed by the logical-axis rules (heads/MLP over ``tensor``;
+``from_pretrained`` reads each device's shard straight from the safetensors file), the video tokens are sharded over
+``context`` (batch over ``data`` when it divides) and the video self-attention runs as Ulysses
+(``sana_jax.parallel.ulysses``). The text encoder, connectors, upsampler and VAE stay on one device.
 """
 
 from __future__ import annotations
@@ -40,11 +46,13 @@ from flax import nnx
 
 import converters
 from converters import ltx2_transformer as transformer_conv
-from converters.loader import WEIGHT_NAMES, open_checkpoint
+from converters.loader import WEIGHT_NAMES, mesh_shardings, open_checkpoint
 from converters.safetensors_io import open_safetensors
+from converters.tables import sharded_loading
 from sana_jax.errors import CheckpointError, InputError
 from sana_jax.io.video import SavesVideo, to_uint8
 from sana_jax.models.ltx2_transformer import STAGE2_SIGMA0, LTX2Transformer, LTX2TransformerConfig, audio_num_frames
+from sana_jax.parallel.rules import shard_state
 from sana_jax.pipelines.components import PipelineFolder
 from sana_jax.sampling import DISTILLED_SIGMAS, distilled_schedule, renoise, sample
 from sana_jax.text.ltx2_prompt import DEFAULT_MAX_LENGTH, LTX2TextEmbeddings, encode_prompt, prompt_encoder
@@ -56,7 +64,7 @@ DEFAULT_FPS = 16  # SANA-Video's frame rate; the refiner's RoPE positions are co
 # --------------------------------------------------------------------------------------------------- the loop
 @functools.lru_cache(maxsize=32)
 def _refine_model_fn(graphdef, grid: tuple[int, int, int, int], audio_shape: tuple[int, int] | None, fps: float,
-                     t_scale: float) -> Callable:
+                     t_scale: float, mesh=None) -> Callable:
     """The ``sample`` model function for one (model, latent grid, audio length, fps). Cached, so that the same
     arguments give the same function object and ``sample`` reuses its compiled loop."""
     t, h, w, c = grid
@@ -70,7 +78,7 @@ def _refine_model_fn(graphdef, grid: tuple[int, int, int, int], audio_shape: tup
         sigma = timestep.astype(jnp.float32) / jnp.float32(t_scale)
         v_video, v_audio = model(video, audio, cond["video_text"], cond["audio_text"], sigma, fps=fps,
                                  video_text_mask=cond["mask"], audio_text_mask=cond["mask"],
-                                 video_only=audio_shape is None)
+                                 video_only=audio_shape is None, mesh=mesh)
         parts = [v_video.reshape(b, -1)]
         if audio_shape is not None:
             parts.append(v_audio.reshape(b, -1).astype(v_video.dtype))
@@ -90,6 +98,24 @@ def upsample_latents(upsampler, latents, latents_mean, latents_std) -> jax.Array
     graphdef, params = nnx.split(upsampler)
     return _upsample_jit(graphdef, params, jnp.asarray(latents, jnp.float32), jnp.asarray(latents_mean),
                          jnp.asarray(latents_std))
+
+
+def _as_mesh(mesh):
+    if isinstance(mesh, str):
+        from sana_jax.parallel import make_mesh
+
+        return make_mesh(mesh)
+    return mesh
+
+
+def _gathered(x: jax.Array) -> jax.Array:
+    """A mesh-sharded result as one array on the default device (the VAE decodes on one device; on several hosts
+    every process gets the whole array)."""
+    if x.is_fully_addressable:
+        return jnp.asarray(np.asarray(x))
+    from jax.experimental import multihost_utils
+
+    return jnp.asarray(multihost_utils.process_allgather(x, tiled=True))
 
 
 def _as_split(model) -> tuple:
@@ -113,7 +139,7 @@ def refine_latents(transformer, latents, text: LTX2TextEmbeddings | Sequence, *,
                    noise=None, audio_noise=None, fps: float = DEFAULT_FPS,
                    sigmas: Sequence[float] = DISTILLED_SIGMAS, upsampler=None, latents_mean=None,
                    latents_std=None, video_only: bool = False,
-                   progress: Callable[[int], None] | None = None) -> jax.Array:
+                   progress: Callable[[int], None] | None = None, mesh=None) -> jax.Array:
     """Stage 2 on normalised latents (module docstring); returns the refined normalised latents, float32.
 
     Args:
@@ -131,8 +157,13 @@ def refine_latents(transformer, latents, text: LTX2TextEmbeddings | Sequence, *,
         ``latents_std`` (its raw space).
       video_only: drop the audio stream and the a↔v attention (approximation; no audio noise is used).
       progress: called with the step index after each of the Euler steps.
+      mesh: a ``jax.sharding.Mesh`` (or a spec string such as ``"data=2,context=4"``) to run the DiT on (module
+        docstring); parameters not yet placed on it are placed by the logical-axis rules.
     """
     graphdef, params, cfg = _as_split(transformer)
+    mesh = _as_mesh(mesh)
+    if mesh is not None:
+        params = shard_state(params, mesh)  # a no-op for parameters already placed (from_pretrained(mesh=))
     latents = jnp.asarray(latents, jnp.float32)
     if latents.ndim != 5 or latents.shape[-1] != cfg.in_channels:
         raise InputError(f"latents must be normalised LTX-2 latents (B, T, H, W, {cfg.in_channels}) channels-last, "
@@ -165,7 +196,7 @@ def refine_latents(transformer, latents, text: LTX2TextEmbeddings | Sequence, *,
         # the zero audio latent (normalised audio VAE mean = 0) noised like the video: σ0·ε + (1 − σ0)·0
         state.append(renoise(jnp.zeros((b, *audio_shape), jnp.float32), audio_noise, sigma0).reshape(b, -1))
     x = jnp.concatenate(state, axis=1) if len(state) > 1 else state[0]
-    model_fn = _refine_model_fn(graphdef, (t, h, w, c), audio_shape, float(fps), 1000.0)
+    model_fn = _refine_model_fn(graphdef, (t, h, w, c), audio_shape, float(fps), 1000.0, mesh)
     out = sample(model_fn, params, x, schedule=schedule, cond=_text_batch(text, b), guidance_scale=1.0,
                  progress=progress)
     return out[:, :t * h * w * c].reshape(b, t, h, w, c)
@@ -310,12 +341,17 @@ class RefinePipeline:
 
     def __init__(self, transformer: LTX2Transformer, connectors, text_encoder, tokenizer: Tokenizer, vae,
                  upsampler=None, *, fps: int = DEFAULT_FPS, max_length: int = DEFAULT_MAX_LENGTH,
-                 upsampler_source: Callable[[], object] | None = None):
+                 upsampler_source: Callable[[], object] | None = None, mesh=None):
         self.transformer, self.connectors, self.text_encoder = transformer, connectors, text_encoder
         self.tokenizer, self.vae, self._upsampler = tokenizer, vae, upsampler
         self._upsampler_source = upsampler_source
         self.fps, self.max_length = fps, max_length
-        self._dit = nnx.split(transformer)
+        self.mesh = _as_mesh(mesh)
+        graphdef, params = nnx.split(transformer)
+        if self.mesh is not None:  # DiT weights per the logical-axis rules (no-op when loaded onto the mesh)
+            params = shard_state(params, self.mesh)
+            nnx.update(transformer, params)  # the module holds the placed arrays too: no second copy
+        self._dit = graphdef, params
         self._vae_graph, self.vae_params = nnx.split(vae)
         self._encode_text = prompt_encoder(text_encoder, connectors)
 
@@ -326,7 +362,7 @@ class RefinePipeline:
                         text_encoder: str | Path | None = None, upsampler: str | Path | bool | None = None,
                         dtype: str = "float32", text_dtype: str | None = None, vae_dtype: str = "float32",
                         video_only: bool = False, max_length: int = DEFAULT_MAX_LENGTH, fps: int = DEFAULT_FPS,
-                        progress: bool = False) -> "RefinePipeline":
+                        progress: bool = False, mesh=None) -> "RefinePipeline":
         """Load the refiner.
 
         Args:
@@ -343,8 +379,12 @@ class RefinePipeline:
             ``vae_dtype`` the VAE's.
           video_only: load without the audio stream and a↔v attention (13 B instead of 19 B parameters; an
             approximation of the stock refiner).
+          mesh: a ``jax.sharding.Mesh`` or a spec string (``"tensor=2,context=4"``; ``sana_jax.parallel.make_mesh``):
+            the transformer is loaded onto it (each device reads and receives only its shard of every weight) and
+            refines with tokens over ``context`` and Ulysses self-attention (module docstring).
         """
         path = Path(path)
+        mesh = _as_mesh(mesh)
         text_dtype = text_dtype or dtype
         loras = _lora_sources(lora, lora_strength)
         up_path = None
@@ -387,9 +427,11 @@ class RefinePipeline:
             from tqdm.auto import tqdm
 
             bar = tqdm(desc="loading LTX-2 transformer", unit="tensor", leave=False)
+        shardings = None if mesh is None else mesh_shardings(transformer_conv, cfg, mesh)
         try:
-            transformer = transformer_conv.load(source, cfg, where=where, dtype=dtype, progress=bar, loras=loras,
-                                                video_only=video_only or None)
+            with sharded_loading(shardings):
+                transformer = transformer_conv.load(source, cfg, where=where, dtype=dtype, progress=bar,
+                                                    loras=loras, video_only=video_only or None)
         finally:
             if bar is not None:
                 bar.close()
@@ -400,7 +442,7 @@ class RefinePipeline:
             def loader(p=up_path):
                 return converters.load(p, component="ltx2_upsampler" if p.is_file() else None, dtype=dtype)
         return cls(transformer, connectors, te, tokenizer, vae, fps=fps, max_length=max_length,
-                   upsampler_source=loader)
+                   upsampler_source=loader, mesh=mesh)
 
     @property
     def upsampler(self):
@@ -439,11 +481,11 @@ class RefinePipeline:
         """:func:`refine_latents` with this pipeline's models; ``key`` defaults to ``jax.random.key(seed)``."""
         if key is None and (noise is None or audio_noise is None):
             key = jax.random.key(seed)
-        return refine_latents(self._dit, latents, text, key=key, noise=noise, audio_noise=audio_noise,
-                              fps=fps or self.fps, sigmas=sigmas,
-                              upsampler=self.upsampler if upsample else None,
-                              latents_mean=self.latents_mean, latents_std=self.latents_std, video_only=video_only,
-                              progress=progress)
+        out = refine_latents(self._dit, latents, text, key=key, noise=noise, audio_noise=audio_noise,
+                             fps=fps or self.fps, sigmas=sigmas, upsampler=self.upsampler if upsample else None,
+                             latents_mean=self.latents_mean, latents_std=self.latents_std, video_only=video_only,
+                             progress=progress, mesh=self.mesh)
+        return out if self.mesh is None else _gathered(out)
 
     def decode(self, latents, *, tile: int | None = None, frames_per_chunk: int | None = None,
                timestep: float = 0.0, noise_scale: float | None = None, key=None) -> np.ndarray:

@@ -105,13 +105,24 @@ class TwoStagePipeline:
     @classmethod
     def from_pretrained(cls, sana_folder: str | Path, ltx2: str | Path, *, dtype: str = "float32",
                         vae_dtype: str = "float32", prompt_style: str = "diffusers", progress: bool = False,
-                        **refiner_kwargs) -> "TwoStagePipeline":
+                        mesh=None, stage1_mesh=True, **refiner_kwargs) -> "TwoStagePipeline":
         """``SanaVideoPipeline.from_pretrained(sana_folder)`` + ``RefinePipeline.from_pretrained(ltx2,
-        **refiner_kwargs)`` (``lora=``, ``lora_strength=``, ``text_encoder=``, ``upsampler=``, …)."""
+        **refiner_kwargs)`` (``lora=``, ``lora_strength=``, ``text_encoder=``, ``upsampler=``, …).
+
+        ``mesh`` (a ``jax.sharding.Mesh`` or a spec string such as ``"tensor=2,context=4"``) runs the refiner sharded
+        (weights by the logical-axis rules, tokens over ``context``, Ulysses self-attention) and, with
+        ``stage1_mesh=True``, SANA-Video too (CFG halves over ``data``, latent frames over ``context``: its latent
+        frame count must divide by the context size). ``stage1_mesh=False`` keeps stage 1 on one device (e.g. 81
+        frames = 11 latent frames at ``context=4``); another mesh or spec gives stage 1 its own."""
+        if isinstance(mesh, str):
+            from sana_jax.parallel import make_mesh
+
+            mesh = make_mesh(mesh)
+        mesh1 = mesh if stage1_mesh is True else (stage1_mesh or None)
         stage1 = SanaVideoPipeline.from_pretrained(sana_folder, dtype=dtype, vae_dtype=vae_dtype,
-                                                   prompt_style=prompt_style, progress=progress)
+                                                   prompt_style=prompt_style, progress=progress, mesh=mesh1)
         refiner = RefinePipeline.from_pretrained(ltx2, dtype=dtype, vae_dtype=vae_dtype, progress=progress,
-                                                 **refiner_kwargs)
+                                                 mesh=mesh, **refiner_kwargs)
         return cls(stage1, refiner)
 
     @property
