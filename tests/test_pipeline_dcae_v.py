@@ -18,7 +18,7 @@ import converters  # noqa: E402
 from sana_jax.errors import InputError  # noqa: E402
 from sana_jax.io.video import to_uint8  # noqa: E402
 from sana_jax.pipelines import SanaVideoPipeline  # noqa: E402
-from sana_jax.pipelines.components import FrameStep, PipelineFolder, VAESpec, check_video_size  # noqa: E402
+from sana_jax.pipelines.components import PipelineFolder, VAESpec, check_video_size  # noqa: E402
 from sana_jax.vae import DCAEVConfig, DCAEVideo, LTX2VAE, LTX2VAEConfig, WanVAE, WanVAEConfig  # noqa: E402
 
 PROMPT = "A Big blue square moving up"
@@ -95,12 +95,11 @@ def test_folder_helpers_and_cli_without_weights(pipe, tmp_path, capsys):
     pf = PipelineFolder.open(broken)
     assert pf.class_name("vae") == "DCAEVideo"
     assert pf.vae_spec() == VAESpec(4, 8, False)
-    t, s = pf.vae_factors()
-    assert (t, s) == (4, 8) and isinstance(t, FrameStep) and t.causal_first_frame is False
+    assert pf.vae_factors() == (4, 8)
     assert pf.latent_shape(2, 80, 64, 96) == (2, 20, 8, 12, 4)
-    check_video_size(H, W, 80, *pf.vae_factors(), pf.patch_size())
+    check_video_size(H, W, 80, *pf.vae_factors(), pf.patch_size(), causal_first_frame=False)
     with pytest.raises(InputError, match="multiple of 4"):
-        check_video_size(H, W, 81, *pf.vae_factors(), pf.patch_size())
+        check_video_size(H, W, 81, *pf.vae_factors(), pf.patch_size(), causal_first_frame=False)
     check_video_size(H, W, 81, 4, 8, causal_first_frame=True)  # plain ints: 1 + t·k, or say which rule
     with pytest.raises(InputError, match=r"must be 1 \+ 4·k; nearest valid 9 or 13"):
         check_video_size(H, W, 12, 4, 8)

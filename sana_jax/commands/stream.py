@@ -61,7 +61,10 @@ def run(args: argparse.Namespace) -> int:
     sample_size = folder.config("transformer").get("sample_size", 30)
     height = args.height or (704 if sample_size == 22 else 480)
     width = args.width or (1280 if sample_size == 22 else 832)
-    temporal, spatial = folder.vae_factors()
+    temporal, spatial, causal_first_frame = folder.vae_spec()
+    if not causal_first_frame:
+        raise InputError(f"{args.model}: streaming needs a VAE with a causal first frame and a streaming decoder "
+                         f"(Wan, LTX-2); its VAE is {folder.class_name('vae')}")
     # every check that needs no weights happens before loading them
     check_video_size(height, width, 1, temporal, spatial, folder.patch_size())
     if args.window is not None and args.window < 1:

@@ -331,6 +331,9 @@ class StreamingPipeline:
             self.temporal_compression, self.spatial_compression = (vae.config.temporal_compression,
                                                                    vae.config.spatial_compression)
         else:
+            if not hasattr(vae, "decode_stream"):
+                raise InputError("streaming needs the Wan or LTX-2 VAE (a streaming decoder); got "
+                                 f"{type(vae).__name__}")
             if vae_tile is not None:
                 raise InputError("vae_tile is only supported with the LTX-2 VAE when streaming")
             self.decoder = WanStreamDecoder(vae)
