@@ -12,7 +12,7 @@ import sys
 
 from sana_jax.errors import SanaJaxError
 
-COMMANDS = ("convert", "generate", "refine", "stream")
+COMMANDS = ("convert", "generate", "refine", "stream", "cache", "train")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,187 @@
+"""``sana-jax train {finetune,adapt,demo}``: fine-tune a SANA-Video DiT on a latent cache, adapt it to another VAE
+(the 2K recipe), or rebuild the embedded default model."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+
+def _optimisation_args(p) -> None:
+    g = p.add_argument_group("optimisation")
+    g.add_argument("--steps", type=int, required=True, help="optimiser steps in total (a resumed run continues)")
+    g.add_argument("--batch-size", type=int, default=8, help="samples per step (global, over the data axes)")
+    g.add_argument("--lr", type=float, default=1e-4, help="AdamW learning rate after warm-up")
+    g.add_argument("--warmup", type=int, default=0, help="linear warm-up steps")
+    g.add_argument("--schedule", choices=["constant", "cosine"], default="constant",
+                   help="after warm-up: constant, or cosine decay to 0 at --steps")
+    g.add_argument("--weight-decay", type=float, default=0.0, help="AdamW weight decay")
+    g.add_argument("--grad-clip", type=float, default=1.0, help="global gradient-norm clip (0 = off)")
+    g.add_argument("--ema", type=float, default=None, metavar="DECAY",
+                   help="keep an exponential moving average of the weights (e.g. 0.999); it is what gets exported")
+    g.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32",
+                   help="compute dtype; weights and optimiser state stay float32")
+    g.add_argument("--remat", action="store_true", help="recompute each block in the backward pass (less memory)")
+    g.add_argument("--trainable", default=None, metavar="REGEX",
+                   help="train only parameters whose name matches (e.g. '^blocks\\.' or 'attn2'); default: all")
+    g.add_argument("--text-dropout", type=float, default=0.1,
+                   help="probability of training on the empty prompt (what guidance uses)")
+    g.add_argument("--flow-shift", type=float, default=3.0, help="timestep shift of the logit-normal sampling")
+    g.add_argument("--seed", type=int, default=0, help="noise, timesteps and data order are functions of it")
+    g.add_argument("--save-every", type=int, default=500, help="checkpoint interval in steps")
+    g.add_argument("--keep", type=int, default=3, help="checkpoints kept")
+    g.add_argument("--mesh", default=None,
+                   help="device mesh, e.g. data=8 or data=2,fsdp=4: batch over data/fsdp, weights and optimiser "
+                        "state sharded over fsdp")
+    g.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+
+def add_parser(sub) -> None:
+    train = sub.add_parser("train", help="fine-tune, adapt to another VAE, or rebuild the embedded default model",
+                           description="Flow-matching training of the SANA-Video DiT (v = noise − x0, logit-normal "
+                                       "timesteps with shift, AdamW, EMA, bf16, remat, orbax checkpoints that "
+                                       "resume exactly: run the same command again to continue).")
+    kinds = train.add_subparsers(dest="kind", required=True)
+
+    fine = kinds.add_parser("finetune", help="fine-tune a SANA-Video DiT on a latent cache",
+                            description="Train the DiT of --model on a cache made by `sana-jax cache`. --out gets "
+                                        "the run (run.json, metrics.jsonl, checkpoints/) and, at the end, "
+                                        "transformer/ in the diffusers layout (the EMA weights with --ema).")
+    fine.add_argument("--model", required=True, help="pipeline folder, transformer folder or converted checkpoint")
+    fine.add_argument("--data", required=True, help="latent cache folder (sana-jax cache)")
+    fine.add_argument("--out", required=True, help="run folder (created, or resumed when it holds the same run)")
+    _optimisation_args(fine)
+    fine.set_defaults(run=run_finetune)
+
+    adapt = kinds.add_parser(
+        "adapt", help="the 2K recipe: move a SANA-Video DiT to another VAE's latents and train",
+        description="Re-initialise exactly the patch embedding and the final projection of the --from DiT for the "
+                    "latent channels of --vae (and --patch-size), keep every other weight, and train on --data "
+                    "(a cache made with `sana-jax cache --vae` of the same VAE). --out gets the run and pipeline/: "
+                    "a pipeline folder with the new transformer and links to --from's text encoder, tokenizer and "
+                    "scheduler and to --vae.")
+    adapt.add_argument("--from", dest="source", required=True, help="SANA-Video pipeline folder to start from")
+    adapt.add_argument("--vae", required=True, help="the new VAE: a pipeline folder (its vae/) or a VAE folder")
+    adapt.add_argument("--data", required=True, help="latent cache encoded with that VAE")
+    adapt.add_argument("--out", required=True, help="run folder")
+    adapt.add_argument("--patch-size", type=int, default=None,
+                       help="new spatial patch size (1 for the 32× LTX-2 VAE as SANA-Video 720p; default: keep)")
+    _optimisation_args(adapt)
+    adapt.set_defaults(run=run_adapt)
+
+    demo = kinds.add_parser(
+        "demo", help="rebuild the embedded default model from scratch (procedural shapes)",
+        description="Render the procedural dataset, train the small VAE, cache, train the small DiT, and write a "
+                    "pipeline folder like sana_jax/default_model (recipe.json records settings, times and the "
+                    "held-out score). With the defaults it takes about an hour on 2 CPU cores.")
+    demo.add_argument("--out", required=True, help="pipeline folder to write")
+    demo.add_argument("--dit-steps", type=int, default=None, help="DiT steps (default 2000)")
+    demo.add_argument("--clips", type=int, default=None, help="rendered clips (default 3000)")
+    demo.add_argument("--overwrite", action="store_true", help="replace --out")
+    demo.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    demo.set_defaults(run=run_demo)
+
+
+def _train_config(args, total_steps: int):
+    from sana_jax.training import TrainConfig
+
+    return TrainConfig(learning_rate=args.lr, warmup_steps=args.warmup, lr_schedule=args.schedule,
+                       total_steps=total_steps, weight_decay=args.weight_decay, grad_clip=args.grad_clip or None,
+                       ema_decay=args.ema, compute_dtype=args.dtype, remat=args.remat, flow_shift=args.flow_shift,
+                       text_dropout=args.text_dropout, trainable=args.trainable, batch_size=args.batch_size,
+                       seed=args.seed)
+
+
+def _check_cache(dataset, model, where: str) -> None:
+    from sana_jax.errors import InputError
+
+    channels = dataset.latents.shape[-1]
+    if channels != model.config.in_channels:
+        raise InputError(f"--data {where}: latents have {channels} channels, the transformer takes "
+                         f"{model.config.in_channels}")
+    if dataset.text.shape[-1] != model.config.caption_channels:
+        raise InputError(f"--data {where}: caption embeddings are {dataset.text.shape[-1]}-wide, the transformer "
+                         f"takes {model.config.caption_channels} (cache with the same text encoder)")
+
+
+def _train(args, model, dataset) -> tuple[object, Path]:
+    from sana_jax.training import Trainer
+    from sana_jax.training.trainer import describe
+
+    mesh = None
+    if args.mesh:
+        from sana_jax.parallel import make_mesh
+
+        mesh = make_mesh(args.mesh)
+    trainer = Trainer(model, _train_config(args, args.steps), mesh=mesh)
+    counts = describe(trainer)
+    print(f"training {counts['trainable'] / 1e6:,.2f} M of {counts['parameters'] / 1e6:,.2f} M parameters "
+          f"({counts['trainable_tensors']} of {counts['tensors']} tensors) on {dataset.size} clips")
+    start = time.perf_counter()
+    state = trainer.fit(dataset, args.steps, run_dir=args.out, save_every=args.save_every, keep=args.keep,
+                        progress=not args.quiet)
+    print(f"trained to step {int(state['step'])} in {time.perf_counter() - start:.0f} s")
+    return trainer.model_from(state, ema=True), Path(args.out)
+
+
+def run_finetune(args: argparse.Namespace) -> int:
+    import converters
+    from sana_jax.training import LatentDataset
+
+    dataset = LatentDataset.open(args.data)
+    model = converters.load(args.model)
+    _check_cache(dataset, model, args.data)
+    final, out = _train(args, model, dataset)
+    print(f"wrote {converters.export_safetensors(final, out / 'transformer')} (diffusers layout)")
+    return 0
+
+
+def run_adapt(args: argparse.Namespace) -> int:
+    import converters
+    from sana_jax.commands.cache import load_vae
+    from sana_jax.errors import InputError
+    from sana_jax.pipelines.components import PipelineFolder
+    from sana_jax.training import LatentDataset
+    from sana_jax.training.adapt import REINITIALISED, adapt_transformer
+
+    source = PipelineFolder.open(args.source)
+    dataset = LatentDataset.open(args.data)
+    vae = load_vae(args.vae)
+    channels = vae.config.to_diffusers().get("latent_channels") or vae.config.to_diffusers().get("z_dim")
+    if dataset.meta.get("vae") not in (None, type(vae).__name__) or dataset.latents.shape[-1] != channels:
+        raise InputError(f"--data {args.data} was not encoded with --vae {args.vae} ({dataset.meta.get('vae')}, "
+                         f"{dataset.latents.shape[-1]} channels vs {type(vae).__name__}, {channels})")
+    patch = None if args.patch_size is None else (1, args.patch_size, args.patch_size)
+    model = adapt_transformer(converters.load(source.component("transformer")), channels=channels,
+                              patch_size=patch, seed=args.seed)
+    print(f"re-initialised {', '.join(REINITIALISED)} for {channels} channels, patch {model.config.patch_size}")
+    _check_cache(dataset, model, args.data)
+    final, out = _train(args, model, dataset)
+    pipeline = out / "pipeline"
+    converters.export_safetensors(final, pipeline / "transformer")
+    index = dict(source.index)
+    vae_root = Path(args.vae) / "vae" if (Path(args.vae) / "model_index.json").exists() else Path(args.vae)
+    vae_class = json.loads((vae_root / "config.json").read_text()).get("_class_name")
+    index["vae"] = ["diffusers" if vae_class.startswith("Autoencoder") else "sana_jax", vae_class]
+    links = {"text_encoder": source.component("text_encoder"), "tokenizer": source.component("tokenizer"),
+             "scheduler": source.component("scheduler"), "vae": vae_root}
+    for name, target in links.items():
+        link = pipeline / name
+        if link.is_symlink() or link.exists():
+            link.unlink()
+        os.symlink(target.resolve(), link)
+    (pipeline / "model_index.json").write_text(json.dumps(index, indent=2))
+    print(f"wrote {pipeline} (sana-jax generate --model {pipeline})")
+    return 0
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    from sana_jax.demo.recipe import make_default_model
+
+    overrides = {k: v for k, v in (("dit_steps", args.dit_steps), ("clips", args.clips)) if v is not None}
+    record = make_default_model(args.out, progress=not args.quiet, overwrite=args.overwrite, **overrides)
+    print(f"times (s): {json.dumps({k: round(v) for k, v in record['times'].items()})}")
+    return 0

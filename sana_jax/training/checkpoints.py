@@ -1,0 +1,93 @@
+"""A training run's folder: ``run.json`` (what is being trained), ``metrics.jsonl`` and orbax checkpoints.
+
+Checkpoints are written by ``orbax.checkpoint.CheckpointManager`` into ``checkpoints/<step>``: orbax writes into a
+temporary folder and renames it when every file is on disk, and only renamed (committed) steps are listed, so a
+save that is killed half-way is never taken as the latest. Saves are asynchronous (training goes on while the
+previous step is written) and :meth:`RunDirectory.close` waits for the last one.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import orbax.checkpoint as ocp
+
+from sana_jax.errors import CheckpointError, ConfigError
+
+RUN_FILE = "run.json"
+METRICS_FILE = "metrics.jsonl"
+
+
+def run_signature(trainer, dataset) -> dict:
+    """What must not change between a run and its resumption."""
+    from sana_jax.training.trainer import describe
+
+    return {"train": trainer.config.to_dict(), "model": trainer.model_config,
+            "parameters": describe(trainer), "data": dataset.signature()}
+
+
+class RunDirectory:
+    """Checkpoints and logs of one run. Opening an existing run checks that configuration and data match."""
+
+    def __init__(self, path, trainer, dataset, *, keep: int = 3):
+        self.path = Path(path).absolute()
+        self.trainer = trainer
+        self.path.mkdir(parents=True, exist_ok=True)
+        signature = run_signature(trainer, dataset)
+        run_file = self.path / RUN_FILE
+        if run_file.exists():
+            try:
+                previous = json.loads(run_file.read_text())
+            except (OSError, json.JSONDecodeError) as e:
+                raise CheckpointError(f"{run_file}: unreadable ({e})") from e
+            changed = sorted(k for k in signature if previous.get(k) != json.loads(json.dumps(signature[k])))
+            if changed:
+                raise ConfigError(f"{self.path} holds a run with a different {', '.join(changed)}; resume with the "
+                                  "same settings or choose a new --out folder")
+        else:
+            tmp = run_file.with_suffix(".json.tmp")
+            tmp.write_text(json.dumps(signature, indent=2, sort_keys=True))
+            tmp.replace(run_file)
+        options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, enable_async_checkpointing=True)
+        self.manager = ocp.CheckpointManager(self.path / "checkpoints", options=options)
+
+    def latest_step(self) -> int | None:
+        return self.manager.latest_step()
+
+    def restore_latest(self) -> dict | None:
+        """The state of the newest committed checkpoint, or None for a fresh run. Metrics logged after it (by an
+        interrupted run) are dropped so that the log matches the resumed run."""
+        step = self.latest_step()
+        if step is None:
+            self._truncate_metrics(0)
+            return None
+        try:
+            state = self.manager.restore(step, args=ocp.args.StandardRestore(self.trainer.abstract_state()))
+        except Exception as e:  # orbax raises assorted errors for mismatching trees
+            raise CheckpointError(f"{self.path}: cannot restore step {step} ({type(e).__name__}: {e})") from e
+        self._truncate_metrics(step)
+        return state
+
+    def save(self, step: int, state: dict) -> None:
+        self.manager.save(step, args=ocp.args.StandardSave(state))
+
+    def log(self, step: int, metrics: dict) -> None:
+        with open(self.path / METRICS_FILE, "a") as f:
+            f.write(json.dumps({"step": step, **metrics}) + "\n")
+
+    def _truncate_metrics(self, step: int) -> None:
+        path = self.path / METRICS_FILE
+        if not path.exists():
+            return
+        lines = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= step]
+        path.write_text("".join(ln + "\n" for ln in lines))
+
+    def close(self) -> None:
+        self.manager.wait_until_finished()
+        self.manager.close()
+
+
+def read_metrics(run_dir) -> list[dict]:
+    path = Path(run_dir) / METRICS_FILE
+    return [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()] if path.exists() else []

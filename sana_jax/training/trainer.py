@@ -1,0 +1,285 @@
+"""A flow-matching trainer for the SANA-Video DiT: optax AdamW with warm-up, gradient clipping, EMA, bf16 compute
+over float32 master weights, block rematerialisation, data/FSDP sharding, and orbax checkpoints that resume exactly.
+
+The training state is one pytree of plain dicts (names are the model's parameter paths, ``"blocks.attn1.to_q.kernel"``):
+
+* ``params``  — the trainable parameters, float32 (the master copy; the forward casts to ``compute_dtype``);
+* ``frozen``  — the other parameters (``TrainConfig.trainable`` chooses, by regular expression);
+* ``opt_state`` (optax), ``ema`` (or an empty dict), ``step`` (int32).
+
+Everything random is a function of ``(seed, step)``: the noise and σ of a step come from
+``fold_in(key(seed), step)`` and the batch from :meth:`LatentDataset.batch` with the same step. Resuming from a
+checkpoint therefore continues bit-for-bit as the uninterrupted run would (on CPU, where XLA is deterministic).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from sana_jax.errors import ConfigError, InputError
+from sana_jax.training.flow import TIMESTEP_SAMPLING, flow_matching_loss
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation settings (defaults: SANA-Video's recipe where it states one)."""
+
+    learning_rate: float = 1e-4
+    warmup_steps: int = 0
+    lr_schedule: str = "constant"  # "constant" after warm-up, or "cosine" decay to 0 at ``total_steps``
+    total_steps: int | None = None
+    weight_decay: float = 0.0
+    adam_b1: float = 0.9
+    adam_b2: float = 0.999
+    grad_clip: float | None = 1.0  # global-norm clipping; None: off
+    ema_decay: float | None = None  # e.g. 0.999; None: no EMA
+    compute_dtype: str = "float32"  # "bfloat16": bf16 activations/matmuls, float32 master weights and optimiser
+    remat: bool = False  # rematerialise each DiT block in the backward pass
+    flow_shift: float = 3.0
+    timestep_sampling: str = "logit_normal"
+    text_dropout: float = 0.0  # probability of training a sample on the empty prompt (for guidance)
+    trainable: str | None = None  # regular expression over parameter names (re.search); None: all
+    batch_size: int = 8
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.lr_schedule not in ("constant", "cosine"):
+            raise ConfigError(f"lr_schedule must be 'constant' or 'cosine', got {self.lr_schedule!r}")
+        if self.lr_schedule == "cosine" and (not self.total_steps or self.total_steps <= self.warmup_steps):
+            raise ConfigError(f"lr_schedule='cosine' needs total_steps > warmup_steps ({self.warmup_steps}), "
+                              f"got {self.total_steps}")
+        if self.timestep_sampling not in TIMESTEP_SAMPLING:
+            raise ConfigError(f"timestep_sampling must be one of {TIMESTEP_SAMPLING}")
+        if self.compute_dtype not in ("float32", "bfloat16"):
+            raise ConfigError(f"compute_dtype must be 'float32' or 'bfloat16', got {self.compute_dtype!r}")
+        if not 0.0 <= self.text_dropout < 1.0:
+            raise ConfigError(f"text_dropout must be in [0, 1), got {self.text_dropout}")
+        if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
+            raise ConfigError(f"ema_decay must be in (0, 1), got {self.ema_decay}")
+        if self.batch_size < 1 or self.warmup_steps < 0:
+            raise ConfigError("batch_size must be ≥ 1 and warmup_steps ≥ 0")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def learning_rate_schedule(cfg: TrainConfig) -> optax.Schedule:
+    """Linear warm-up from 0 to ``learning_rate``, then constant or cosine decay."""
+    if cfg.lr_schedule == "cosine":
+        return optax.warmup_cosine_decay_schedule(0.0, cfg.learning_rate, max(cfg.warmup_steps, 1), cfg.total_steps)
+    if cfg.warmup_steps == 0:
+        return optax.constant_schedule(cfg.learning_rate)
+    return optax.join_schedules([optax.linear_schedule(0.0, cfg.learning_rate, cfg.warmup_steps),
+                                 optax.constant_schedule(cfg.learning_rate)], [cfg.warmup_steps])
+
+
+def make_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
+    parts = [optax.clip_by_global_norm(cfg.grad_clip)] if cfg.grad_clip else []
+    parts.append(optax.adamw(learning_rate_schedule(cfg), b1=cfg.adam_b1, b2=cfg.adam_b2,
+                             weight_decay=cfg.weight_decay))
+    return optax.chain(*parts)
+
+
+def _name(path) -> str:
+    keys = [getattr(k, "key", getattr(k, "name", None)) for k in path]
+    return ".".join(str(k) for k in keys if k != "value")
+
+
+def set_compute(model: nnx.Module, dtype, remat: bool | None = None) -> None:
+    """Set the activation dtype of every layer (parameters keep their dtype) and, for models that scan blocks,
+    rematerialisation. Both are static graph attributes, so this changes what the next trace computes."""
+    for _, node in nnx.iter_graph(model):
+        if isinstance(node, nnx.Module):
+            if hasattr(node, "dtype") and not isinstance(getattr(node, "dtype"), nnx.Variable):
+                node.dtype = jnp.dtype(dtype)
+            if remat is not None and hasattr(node, "remat"):
+                node.remat = remat
+
+
+class Trainer:
+    """Trains a model whose call is ``model(latents, text, timestep, text_mask)`` (SANA-Video DiT).
+
+    ``Trainer(model, config).fit(dataset, steps, run_dir=...)``; ``model`` is only read (its structure and
+    initial weights). ``mesh`` (``sana_jax.parallel.make_mesh``) shards parameters and optimiser state by the
+    FSDP logical-axis rules and the batch over the ``data`` and ``fsdp`` axes.
+    """
+
+    def __init__(self, model: nnx.Module, config: TrainConfig, *, mesh=None):
+        self.config, self.mesh = config, mesh
+        config_of = getattr(getattr(model, "config", None), "to_diffusers", None)
+        self.model_config = config_of() if config_of else type(model).__name__
+        model = nnx.merge(*nnx.split(model))  # a copy of the structure (same arrays): the caller's model is untouched
+        set_compute(model, config.compute_dtype, config.remat)
+        graphdef, state = nnx.split(model)
+        leaves, self._treedef = jax.tree_util.tree_flatten_with_path(state)
+        self._graphdef = graphdef
+        self.names = [_name(p) for p, _ in leaves]
+        pattern = re.compile(config.trainable) if config.trainable else None
+        self.trainable = [n for n in self.names if pattern is None or pattern.search(n)]
+        if not self.trainable:
+            raise ConfigError(f"trainable={config.trainable!r} matches no parameter (names look like "
+                              f"{self.names[0]!r})")
+        self._initial = {n: v for n, (_, v) in zip(self.names, leaves)}
+        self._shardings = self._param_shardings(state) if mesh is not None else None
+        self.tx = make_optimizer(config)
+        self.schedule = learning_rate_schedule(config)
+        self._step = jax.jit(self._train_step, donate_argnums=(0,))
+
+    # -- state -------------------------------------------------------------------------------------------------
+
+    def _param_shardings(self, state):
+        from sana_jax.parallel.rules import FSDP_RULES, param_shardings
+
+        shardings = jax.tree_util.tree_leaves(param_shardings(state, self.mesh, FSDP_RULES),
+                                              is_leaf=lambda x: isinstance(x, nnx.Variable))
+        return {n: s.get_value() for n, s in zip(self.names, shardings)}
+
+    def _place(self, name: str, value):
+        value = jnp.asarray(value)
+        return value if self._shardings is None else jax.device_put(value, self._shardings[name])
+
+    def init_state(self) -> dict:
+        """Step 0: trainable weights as float32 master copies, the rest as given, fresh optimiser and EMA."""
+        trainable = set(self.trainable)
+        params = {n: self._place(n, jnp.asarray(self._initial[n], jnp.float32)) for n in self.trainable}
+        frozen = {n: self._place(n, v) for n, v in self._initial.items() if n not in trainable}
+        opt_state = jax.jit(self.tx.init)(params)
+        ema = jax.tree.map(jnp.copy, params) if self.config.ema_decay else {}
+        return {"step": jnp.zeros((), jnp.int32), "params": params, "frozen": frozen, "opt_state": opt_state,
+                "ema": ema}
+
+    def abstract_state(self) -> dict:
+        return jax.eval_shape(self.init_state)
+
+    def model_from(self, state: dict, *, ema: bool = True, dtype="float32") -> nnx.Module:
+        """The model with the state's weights (the EMA weights when kept and ``ema``), computing in ``dtype``."""
+        weights = state["ema"] if (ema and state["ema"]) else state["params"]
+        leaves = [weights[n] if n in weights else state["frozen"][n] for n in self.names]
+        model = nnx.merge(self._graphdef, jax.tree_util.tree_unflatten(self._treedef, leaves))
+        set_compute(model, dtype, remat=False)
+        return model
+
+    # -- one step ----------------------------------------------------------------------------------------------
+
+    def loss(self, params: dict, frozen: dict, batch: dict, key: jax.Array) -> jax.Array:
+        cfg = self.config
+        leaves = [params[n] if n in params else frozen[n] for n in self.names]
+        model = nnx.merge(self._graphdef, jax.tree_util.tree_unflatten(self._treedef, leaves))
+        return flow_matching_loss(model, batch["latents"], batch["text"], batch["mask"], key,
+                                  shift=cfg.flow_shift, sampling=cfg.timestep_sampling,
+                                  null_text=batch.get("null_text"), null_mask=batch.get("null_mask"),
+                                  text_dropout=cfg.text_dropout)
+
+    def _train_step(self, state: dict, batch: dict):
+        key = jax.random.fold_in(jax.random.key(self.config.seed), state["step"])
+        loss, grads = jax.value_and_grad(self.loss)(state["params"], state["frozen"], batch, key)
+        updates, opt_state = self.tx.update(grads, state["opt_state"], state["params"])
+        params = optax.apply_updates(state["params"], updates)
+        ema = state["ema"]
+        if self.config.ema_decay:
+            d = self.config.ema_decay
+            ema = jax.tree.map(lambda e, p: d * e + (1.0 - d) * p, ema, params)
+        metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), "lr": self.schedule(state["step"])}
+        return {"step": state["step"] + 1, "params": params, "frozen": state["frozen"], "opt_state": opt_state,
+                "ema": ema}, metrics
+
+    def _place_batch(self, batch: dict) -> dict:
+        if self.mesh is None:
+            return {k: jnp.asarray(v) for k, v in batch.items()}
+        from jax.sharding import NamedSharding, PartitionSpec
+
+        axes = tuple(a for a in ("data", "fsdp") if a in self.mesh.shape and self.mesh.shape[a] > 1) or None
+        out = {}
+        for k, v in batch.items():
+            spec = PartitionSpec(axes) if k not in ("null_text", "null_mask") else PartitionSpec()
+            out[k] = jax.device_put(jnp.asarray(v), NamedSharding(self.mesh, spec))
+        return out
+
+    def step(self, state: dict, batch: dict) -> tuple[dict, dict]:
+        """One optimiser step (``state`` is donated: use the returned one)."""
+        return self._step(state, self._place_batch(batch))
+
+    # -- the loop ----------------------------------------------------------------------------------------------
+
+    def fit(self, dataset, steps: int, *, run_dir: str | Path | None = None, save_every: int = 500,
+            keep: int = 3, log_every: int = 10, progress: bool = True,
+            on_metrics: Callable[[int, dict], None] | None = None, state: dict | None = None) -> dict:
+        """Train until ``steps`` optimiser steps are done and return the state.
+
+        With ``run_dir`` the run is resumable: it holds ``run.json`` (configs, checked on resume), orbax checkpoints
+        under ``checkpoints/`` every ``save_every`` steps and at the end (the last ``keep`` kept), and
+        ``metrics.jsonl``. Calling ``fit`` again on the same ``run_dir`` continues from the newest complete
+        checkpoint; a checkpoint whose write was interrupted is never picked (orbax commits by an atomic rename).
+        """
+        from tqdm.auto import tqdm
+
+        from sana_jax.training.checkpoints import RunDirectory
+
+        if steps < 1:
+            raise InputError(f"steps must be ≥ 1, got {steps}")
+        if dataset.size < 1:
+            raise InputError("the dataset is empty")
+        run = RunDirectory(run_dir, self, dataset, keep=keep) if run_dir is not None else None
+        if state is None:
+            state = run.restore_latest() if run is not None else None
+            state = self.init_state() if state is None else state
+        start = int(state["step"])
+        bar = tqdm(total=steps, initial=start, desc="training", disable=not progress, leave=False)
+        try:
+            for step in range(start, steps):
+                batch = dataset.batch(step, self.config.batch_size, seed=self.config.seed)
+                state, metrics = self.step(state, batch)
+                done = step + 1
+                if done % log_every == 0 or done == steps:
+                    metrics = {k: float(v) for k, v in metrics.items()}
+                    if run is not None:
+                        run.log(done, metrics)
+                    if on_metrics is not None:
+                        on_metrics(done, metrics)
+                    bar.set_postfix(loss=f"{metrics['loss']:.4f}")
+                if run is not None and (done % save_every == 0 or done == steps):
+                    run.save(done, state)
+                bar.update()
+        finally:
+            bar.close()
+            if run is not None:
+                run.close()
+        return state
+
+
+def steps_per_second(trainer: Trainer, dataset, steps: int) -> tuple[float, dict]:
+    """Time ``steps`` optimiser steps after one warm-up (compile) step; returns (steps/s, final metrics)."""
+    state = trainer.init_state()
+    state, metrics = trainer.step(state, dataset.batch(0, trainer.config.batch_size))
+    jax.block_until_ready(metrics)
+    start = time.perf_counter()
+    for i in range(steps):
+        state, metrics = trainer.step(state, dataset.batch(i + 1, trainer.config.batch_size))
+    jax.block_until_ready(metrics)
+    return steps / (time.perf_counter() - start), {k: float(v) for k, v in metrics.items()}
+
+
+def describe(trainer: Trainer) -> dict:
+    """Counts for logs and ``run.json``."""
+    sizes = {n: int(np.prod(np.shape(v))) for n, v in trainer._initial.items()}
+    return {"parameters": sum(sizes.values()), "trainable": sum(sizes[n] for n in trainer.trainable),
+            "trainable_tensors": len(trainer.trainable), "tensors": len(trainer.names)}
+
+
+def as_json(obj) -> str:
+    return json.dumps(obj, indent=2, sort_keys=True, default=str)
+
+
+__all__: Iterable[str] = ("TrainConfig", "Trainer", "make_optimizer", "learning_rate_schedule", "set_compute",
+                          "steps_per_second", "describe")
