@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import orbax.checkpoint as ocp
 
 from sana_jax.errors import CheckpointError
+from sana_jax.io.files import atomic_directory
 
 MANIFEST = "sana_jax.json"
 
@@ -23,21 +22,11 @@ MANIFEST = "sana_jax.json"
 def save(params: dict, manifest: dict, path: str | os.PathLike, overwrite: bool = False) -> Path:
     """Save a (nested) dict of arrays with ``manifest`` to ``path`` atomically."""
     path = Path(path).absolute()
-    if path.exists() and not overwrite:
-        raise CheckpointError(f"{path} exists; choose another destination or pass overwrite=True")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-    try:
+    with atomic_directory(path, overwrite=overwrite, error=CheckpointError) as tmp:
         with ocp.StandardCheckpointer() as ckptr:
             ckptr.save(tmp / "params", params)
             ckptr.wait_until_finished()
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
-        if path.exists():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return path
 
 

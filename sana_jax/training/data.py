@@ -19,14 +19,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from sana_jax.errors import CheckpointError, InputError
+from sana_jax.io.files import atomic_directory
 
 VIDEO_SUFFIXES = (".mp4", ".webm", ".mov", ".avi", ".gif", ".mkv")
 CACHE_FILES = ("latents", "text", "mask", "caption_index", "null_text", "null_mask")
@@ -69,22 +68,12 @@ class LatentDataset:
     def save(self, folder: str | os.PathLike, overwrite: bool = False) -> Path:
         """Write the cache atomically (temporary folder, then rename)."""
         folder = Path(folder).absolute()
-        if folder.exists() and not overwrite:
-            raise InputError(f"{folder} exists; choose another --out or remove it")
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))
-        try:
+        with atomic_directory(folder, overwrite=overwrite, error=InputError) as tmp:
             for name in CACHE_FILES:
                 np.save(tmp / f"{name}.npy", np.asarray(getattr(self, name)))
             meta = {**self.meta, "captions": self.captions, "size": self.size,
                     "latent_shape": list(np.shape(self.latents)[1:]), "text_shape": list(np.shape(self.text)[1:])}
             (tmp / "cache.json").write_text(json.dumps(meta, indent=2))
-            if folder.exists():
-                shutil.rmtree(folder)
-            os.replace(tmp, folder)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
         return folder
 
     def signature(self) -> dict:

@@ -1,4 +1,5 @@
-"""Input checks shared by the video VAEs: frame counts of the form 1 + s·k and sizes that are multiples of m."""
+"""Shared by the video VAEs: the pipeline protocol's common half, and input checks (frame counts of the form
+1 + s·k, sizes that are multiples of m)."""
 
 from __future__ import annotations
 
@@ -32,3 +33,23 @@ def check_video(shape: tuple[int, ...], *, frame_step: int, frame_offset: int, s
         if size % spatial or size == 0:
             lo, hi = nearest_valid(size, spatial)
             raise InputError(f"{what} {name} {size} is not a multiple of {spatial}: nearest valid {lo} or {hi}")
+
+
+class PipelineVAE:
+    """Mixin: what the pipelines call on every VAE (``SanaVideoPipeline``, the training cache).
+
+    A VAE provides ``compression`` → (temporal, spatial), ``decode_for_pipeline(latents, tile=)`` on normalised
+    latents, and ``encode`` → normalised posterior mean; ``causal_first_frame`` says whether frames are
+    1 + t·k (latent frame 0 holds video frame 0 alone: Wan, LTX-2) or t·k (DC-AE-V).
+    """
+
+    causal_first_frame = True
+
+    def latent_frames(self, num_frames: int) -> int:
+        """Latent frames of a ``num_frames`` video: 1 + t·k → 1 + k, or t·k → k."""
+        t = self.compression[0]
+        return (num_frames - 1) // t + 1 if self.causal_first_frame else num_frames // t
+
+    def encode_for_pipeline(self, video):
+        """Video (B, T, H, W, 3) in [-1, 1] → normalised posterior mean (an image is one frame)."""
+        return self.encode(video)

@@ -37,7 +37,7 @@ from flax import nnx
 from sana_jax.config import read_config_json
 from sana_jax.errors import ConfigError, InputError
 from sana_jax.nn.layers import DType
-from sana_jax.vae.common import check_video
+from sana_jax.vae.common import PipelineVAE, check_video
 from sana_jax.vae.dcae_v_blocks import ChunkConv3d, Downsample, ResStack, RMSNorm3d, Upsample
 from sana_jax.vae.tiling import tiled_apply
 
@@ -274,7 +274,7 @@ class Decoder(nnx.Module):
         return x, (None if cache is None else (c_in, tuple(c_stages), c_out))
 
 
-class DCAEVideo(nnx.Module):
+class DCAEVideo(PipelineVAE, nnx.Module):
     """DC-AE-V. Parameter tree ``encoder``/``decoder`` (``converters/dcae_v.py`` maps the DC-Gen state dict)."""
 
     def __init__(self, config: DCAEVConfig, *, dtype: DType = jnp.float32, param_dtype: DType = jnp.float32,
@@ -292,10 +292,6 @@ class DCAEVideo(nnx.Module):
     def compression(self) -> tuple[int, int]:
         """(temporal, spatial): video frames per latent frame, video pixels per latent pixel."""
         return self.config.temporal_compression, self.config.spatial_compression
-
-    def latent_frames(self, num_frames: int) -> int:
-        """Latent frames of a ``num_frames`` video (t·k frames → k)."""
-        return num_frames // self.config.temporal_compression
 
     def encode_for_pipeline(self, video: jax.Array) -> jax.Array:
         """Video (B, T, H, W, 3) → normalised latents (× ``scaling_factor``), scanned over chunks. A single frame

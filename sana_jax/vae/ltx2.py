@@ -24,7 +24,7 @@ from flax import nnx
 from sana_jax.errors import ConfigError, InputError
 from sana_jax.nn.embeddings import TimestepEmbedding, timestep_sinusoid
 from sana_jax.nn.layers import DType, param
-from sana_jax.vae.common import check_video
+from sana_jax.vae.common import PipelineVAE, check_video
 from sana_jax.vae.ltx2_blocks import (CausalConv3d, Downsampler, ResGroup, ResnetBlock, Upsampler, depth_to_space,
                                       pixel_norm, space_to_depth)
 from sana_jax.vae.tiling import tiled_apply
@@ -245,7 +245,7 @@ class Decoder(nnx.Module):
         return x.reshape(b, t, h, w, 3, p, p).transpose(0, 1, 2, 6, 3, 5, 4).reshape(b, t, h * p, w * p, 3)
 
 
-class LTX2VAE(nnx.Module):
+class LTX2VAE(PipelineVAE, nnx.Module):
     """Encoder + decoder + per-channel latent statistics. See the module docstring for the conventions."""
 
     def __init__(self, config: LTX2VAEConfig, *, dtype: DType = jnp.float32, param_dtype: DType = jnp.float32,
@@ -259,21 +259,10 @@ class LTX2VAE(nnx.Module):
 
     # -- pipeline protocol -------------------------------------------------------------------------------------------
 
-    #: Frame rule of the pipelines: frames = 1 + t·k (latent frame 0 holds video frame 0 alone).
-    causal_first_frame = True
-
     @property
     def compression(self) -> tuple[int, int]:
         """(temporal, spatial): video frames per latent frame after the first, video pixels per latent pixel."""
         return self.config.temporal_compression, self.config.spatial_compression
-
-    def latent_frames(self, num_frames: int) -> int:
-        """Latent frames of a ``num_frames`` video (1 + t·k frames → 1 + k)."""
-        return (num_frames - 1) // self.config.temporal_compression + 1
-
-    def encode_for_pipeline(self, video: jax.Array) -> jax.Array:
-        """Video (B, 1 + 8k, H, W, 3) → normalised posterior mean (an image is one frame)."""
-        return self.encode(video)
 
     def decode_for_pipeline(self, latents: jax.Array, *, tile: int | None = None) -> jax.Array:
         """Normalised latents → video, decoded at timestep 0 (diffusers' default) without added noise."""

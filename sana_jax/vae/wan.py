@@ -33,7 +33,7 @@ from flax import nnx
 from sana_jax.config import read_config_json
 from sana_jax.errors import ConfigError
 from sana_jax.nn.layers import DType
-from sana_jax.vae.common import check_video
+from sana_jax.vae.common import PipelineVAE, check_video
 from sana_jax.vae.tiling import tiled_apply
 from sana_jax.vae.wan_blocks import CausalConv3d, MidBlock, Pointwise, Resample, ResidualBlock, RMSNorm, UpBlock
 
@@ -198,7 +198,7 @@ class Decoder(nnx.Module):
         return x, (c_in, c_mid, tuple(c_up), c_out)
 
 
-class WanVAE(nnx.Module):
+class WanVAE(PipelineVAE, nnx.Module):
     """The Wan2.1 VAE. Parameter tree: ``encoder``, ``quant_conv``, ``post_quant_conv``, ``decoder`` with
     diffusers' sub-names (``converters/wan_vae.py`` maps the checkpoints)."""
 
@@ -213,21 +213,11 @@ class WanVAE(nnx.Module):
         self.decoder = Decoder(config, **kw)
 
     # ----------------------------------------------------------------------------------------------- pipeline protocol
-    #: Frame rule of the pipelines: frames = 1 + t·k (latent frame 0 holds video frame 0 alone).
-    causal_first_frame = True
 
     @property
     def compression(self) -> tuple[int, int]:
         """(temporal, spatial): video frames per latent frame after the first, video pixels per latent pixel."""
         return self.config.temporal_factor, self.config.spatial_factor
-
-    def latent_frames(self, num_frames: int) -> int:
-        """Latent frames of a ``num_frames`` video (1 + t·k frames → 1 + k)."""
-        return (num_frames - 1) // self.config.temporal_factor + 1
-
-    def encode_for_pipeline(self, video: jax.Array) -> jax.Array:
-        """Video (B, 1 + 4k, H, W, 3) → normalised posterior mean (an image is one frame)."""
-        return self.encode(video)
 
     def decode_for_pipeline(self, latents: jax.Array, *, tile: int | None = None) -> jax.Array:
         """Normalised latents → video in [-1, 1], one latent frame at a time (``chunked``: bounded memory)."""
