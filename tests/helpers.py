@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 from flax import nnx
 
 from sana_jax.models.sana_video import SanaVideoConfig, SanaVideoTransformer
@@ -17,3 +23,17 @@ def tiny_config(**over) -> SanaVideoConfig:
 
 def tiny_model(seed: int = 0, **over) -> SanaVideoTransformer:
     return SanaVideoTransformer(tiny_config(**over), rngs=nnx.Rngs(seed))
+
+
+ROOT = Path(__file__).resolve().parents[1]
+#: the meshes of the 8-fake-device tests (tests/parallel_cases.py)
+MESHES = ["data=2,context=4", "context=8", "tensor=2,context=4"]
+
+
+def run_parallel_cases(kind: str, meshes=MESHES) -> dict:
+    """Run ``tests/parallel_cases.py KIND MESH...`` in its own process (8 fake CPU devices) and return its JSON."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT), JAX_PLATFORMS="cpu")
+    out = subprocess.run([sys.executable, str(ROOT / "tests" / "parallel_cases.py"), kind, *meshes],
+                         capture_output=True, text=True, env=env, timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
