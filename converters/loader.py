@@ -29,8 +29,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from converters import (dcae_v, gemma, ltx2_connectors, ltx2_transformer, ltx2_upsampler, ltx2_vae, sana_video,
-                        wan_vae)
+from converters import (dcae_v, gemma, ltx2_connectors, ltx2_transformer, ltx2_upsampler, ltx2_vae, patch_vae,
+                        sana_video, wan_vae)
 from converters import tables
 from converters.nnx_state import flatten, merge
 from converters.safetensors_io import open_safetensors, save_safetensors
@@ -42,7 +42,7 @@ from sana_jax.io import checkpoints
 #: ``from_diffusers``/``to_diffusers``), MODEL, ``detect(keys)``, ``config_from_checkpoint(source, where)``,
 #: ``abstract(config, dtype)`` and ``load(source, config, where=, dtype=, progress=)``.
 FAMILIES = {m.FAMILY: m for m in (sana_video, ltx2_vae, wan_vae, ltx2_connectors, gemma, ltx2_transformer,
-                                   ltx2_upsampler, dcae_v)}
+                                   ltx2_upsampler, dcae_v, patch_vae)}
 BY_CLASS = {name: m for m in FAMILIES.values() for name in getattr(m, "MODEL_CLASS_NAMES", (m.MODEL_CLASS_NAME,))}
 
 WEIGHT_NAMES = ("diffusion_pytorch_model.safetensors.index.json", "diffusion_pytorch_model.safetensors",

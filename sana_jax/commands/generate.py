@@ -16,15 +16,23 @@ def add_parser(sub) -> None:
                     "SANA-Video denoising (the folder's scheduler, classifier-free guidance), VAE decoding, mp4. "
                     "Sizes and frame counts are checked before any weights are loaded. Defaults follow the "
                     "checkpoint: 480×832 for the 480p model, 704×1280 for the 720p one, 81 frames, 50 steps, "
-                    "guidance 6.")
+                    "guidance 6. Without --model the small model embedded in the package is used (64×64, 13 frames, "
+                    "20 steps, guidance 4; prompts like 'a red circle moving left').")
     gen.add_argument("prompt", help="the text prompt")
-    gen.add_argument("--model", default=None, help="diffusers SANA-Video pipeline folder (model_index.json)")
+    gen.add_argument("--model", default=None,
+                     help="diffusers SANA-Video pipeline folder (model_index.json); default: the small model embedded "
+                          "in the package (64×64 coloured shapes, e.g. 'a blue square moving up'), which runs in "
+                          "seconds on a CPU")
     gen.add_argument("--image", default=None, help="first frame (PNG/JPEG): image-to-video; resized to the video")
     gen.add_argument("--height", type=int, default=None, help="pixels (default: the checkpoint's resolution)")
     gen.add_argument("--width", type=int, default=None, help="pixels (default: the checkpoint's resolution)")
-    gen.add_argument("--frames", type=int, default=81, help="frame count: 1 + 4k (Wan VAE) or 1 + 8k (LTX-2 VAE)")
-    gen.add_argument("--steps", type=int, default=50, help="denoising steps")
-    gen.add_argument("--guidance", type=float, default=6.0, help="classifier-free guidance scale (1 = off)")
+    gen.add_argument("--frames", type=int, default=None,
+                     help="frame count: 1 + 4k (Wan VAE), 1 + 8k (LTX-2 VAE) or 4k (DC-AE-V, e.g. 80); default: the "
+                          "checkpoint's (81 for SANA-Video, 13 for the embedded model)")
+    gen.add_argument("--steps", type=int, default=None, help="denoising steps (default: the checkpoint's, 50 for "
+                                                              "SANA-Video)")
+    gen.add_argument("--guidance", type=float, default=None,
+                     help="classifier-free guidance scale, 1 = off (default: the checkpoint's, 6 for SANA-Video)")
     gen.add_argument("--seed", type=int, default=0, help="random seed (the same seed gives the same video)")
     gen.add_argument("--negative-prompt", default="", help="negative prompt for guidance")
     gen.add_argument("--motion-score", type=int, default=None,
@@ -81,19 +89,35 @@ def load_image(path: str, height: int, width: int):
     return np.asarray(img, dtype=np.uint8)
 
 
+def _resolve_defaults(args: argparse.Namespace, folder) -> tuple[int, int]:
+    """Fill --frames/--steps/--guidance left unset from the folder's defaults (the released checkpoints: 81 frames,
+    50 steps, guidance 6); return (height, width)."""
+    defaults = folder.defaults()
+    args.frames = args.frames or defaults.get("num_frames", 81)
+    args.steps = args.steps or defaults.get("num_inference_steps", 50)
+    args.guidance = defaults.get("guidance_scale", 6.0) if args.guidance is None else args.guidance
+    sample_size = folder.config("transformer").get("sample_size", 30)
+    height = args.height or defaults.get("height") or (704 if sample_size == 22 else 480)
+    width = args.width or defaults.get("width") or (1280 if sample_size == 22 else 832)
+    return height, width
+
+
 def run(args: argparse.Namespace) -> int:
     from sana_jax.errors import InputError
     from sana_jax.pipelines.components import PipelineFolder, check_video_size
 
     if args.model is None:
-        raise InputError("--model FOLDER is required: a diffusers SANA-Video pipeline folder "
-                         "(e.g. SANA-Video_2B_480p_diffusers)")
+        from sana_jax.demo import default_model_path
+
+        args.model = str(default_model_path())
+        if not args.quiet:
+            print(f"using the embedded default model ({args.model}: 64×64 coloured shapes moving; pass --model "
+                  "for a SANA-Video checkpoint)")
     folder = PipelineFolder.open(args.model)
-    sample_size = folder.config("transformer").get("sample_size", 30)
-    height = args.height or (704 if sample_size == 22 else 480)
-    width = args.width or (1280 if sample_size == 22 else 832)
+    height, width = _resolve_defaults(args, folder)
     # every check that needs no weights happens before loading them
-    check_video_size(height, width, args.frames, *folder.vae_factors(), folder.patch_size())
+    check_video_size(height, width, args.frames, *folder.vae_factors(), folder.patch_size(),
+                     causal_first_frame=folder.vae_spec().causal_first_frame)
     if args.image is not None:
         if not Path(args.image).is_file():
             raise InputError(f"--image {args.image}: no such file")

@@ -24,18 +24,6 @@ class VAESpec(NamedTuple):
     causal_first_frame: bool
 
 
-class FrameStep(int):
-    """A temporal compression factor that carries its VAE's frame rule (``causal_first_frame``), so that
-    ``check_video_size(h, w, frames, *folder.vae_factors(), patch)`` checks the right rule."""
-
-    causal_first_frame: bool
-
-    def __new__(cls, value: int, causal_first_frame: bool = True) -> "FrameStep":
-        step = super().__new__(cls, value)
-        step.causal_first_frame = bool(causal_first_frame)
-        return step
-
-
 def _wan_spec(config: dict, where: str) -> VAESpec:
     cfg = WanVAEConfig.from_diffusers(config, where)
     return VAESpec(cfg.temporal_factor, cfg.spatial_factor, WanVAE.causal_first_frame)
@@ -44,6 +32,13 @@ def _wan_spec(config: dict, where: str) -> VAESpec:
 def _ltx2_spec(config: dict, where: str) -> VAESpec:
     cfg = LTX2VAEConfig.from_diffusers(config, where)
     return VAESpec(cfg.temporal_compression, cfg.spatial_compression, LTX2VAE.causal_first_frame)
+
+
+def _patch_spec(config: dict, where: str) -> VAESpec:
+    from sana_jax.vae.patch import PatchVAE, PatchVAEConfig
+
+    cfg = PatchVAEConfig.from_diffusers(config, where)
+    return VAESpec(cfg.temporal_factor, cfg.spatial_factor, PatchVAE.causal_first_frame)
 
 
 def _dcae_v_spec(config: dict, where: str) -> VAESpec:
@@ -55,7 +50,8 @@ def _dcae_v_spec(config: dict, where: str) -> VAESpec:
 #: DC-AE-V has no diffusers class: its folder lists ``"vae": ["sana_jax", "DCAEVideo"]`` and ``vae/`` holds the
 #: ``config.json`` + ``diffusion_pytorch_model.safetensors`` that ``converters.export_safetensors`` writes.
 VAE_FACTORS: dict[str, Callable[[dict, str], VAESpec]] = {
-    wan.DIFFUSERS_CLASS: _wan_spec, ltx2.DIFFUSERS_CLASS: _ltx2_spec, dcae_v.CLASS_NAME: _dcae_v_spec}
+    wan.DIFFUSERS_CLASS: _wan_spec, ltx2.DIFFUSERS_CLASS: _ltx2_spec, dcae_v.CLASS_NAME: _dcae_v_spec,
+    "SanaJaxPatchVAE": _patch_spec}
 
 
 def latent_frames(num_frames: int, temporal: int, causal_first_frame: bool = True) -> int:
@@ -92,6 +88,12 @@ class PipelineFolder:
             raise CheckpointError(f"missing component {name!r}: no folder {folder}")
         return folder
 
+    def defaults(self) -> dict:
+        """Generation defaults stored by sana-jax under ``_sana_jax`` in ``model_index.json`` (empty for the
+        released folders): height, width, num_frames, num_inference_steps, guidance_scale, fps,
+        complex_human_instruction (None: no prefix), max_sequence_length."""
+        return dict(self.index.get("_sana_jax") or {})
+
     def class_name(self, name: str) -> str:
         entry = self.index.get(name)
         return entry[1] if entry else ""
@@ -111,9 +113,9 @@ class PipelineFolder:
         return VAE_FACTORS[cls](self.config("vae"), str(self.component("vae") / "config.json"))
 
     def vae_factors(self) -> tuple[int, int]:
-        """(temporal, spatial) compression; the temporal factor is a :class:`FrameStep` carrying the frame rule."""
-        t, s, causal = self.vae_spec()
-        return FrameStep(t, causal), s
+        """(temporal, spatial) compression (the frame rule is :meth:`vae_spec`'s ``causal_first_frame``)."""
+        t, s, _ = self.vae_spec()
+        return t, s
 
     def latent_shape(self, batch: int, num_frames: int, height: int, width: int) -> tuple[int, ...]:
         """Channels-last initial-noise shape for a video of this size (from the configs, no weights)."""
@@ -127,13 +129,10 @@ class PipelineFolder:
 
 
 def check_video_size(height: int, width: int, num_frames: int, temporal: int, spatial: int,
-                     patch: tuple[int, int, int] = (1, 1, 1), *, causal_first_frame: bool | None = None) -> None:
+                     patch: tuple[int, int, int] = (1, 1, 1), *, causal_first_frame: bool = True) -> None:
     """Raise :class:`InputError` with the nearest valid values unless the frame count follows the VAE's rule and
     height/width are multiples of spatial·patch. The rule is frames = 1 + temporal·k when ``causal_first_frame``
-    (Wan, LTX-2) and temporal·k otherwise (DC-AE-V); ``None`` takes it from ``temporal`` when that is a
-    :class:`FrameStep` (as :meth:`PipelineFolder.vae_factors` returns), else 1 + temporal·k."""
-    if causal_first_frame is None:
-        causal_first_frame = getattr(temporal, "causal_first_frame", True)
+    (Wan, LTX-2) and temporal·k otherwise (DC-AE-V)."""
     step, offset = int(temporal) * patch[0], 1 if causal_first_frame else 0
     if num_frames < max(offset, 1) or (num_frames - offset) % step:
         lo, hi = nearest_valid(num_frames, step, offset)

@@ -31,6 +31,14 @@ from sana_jax.text.sana_prompt import encode_for_guidance
 from sana_jax.text.tokenizer import Tokenizer
 
 
+#: Generation defaults of the released checkpoints (diffusers' ``SanaVideoPipeline``); a folder may override them
+#: under ``_sana_jax`` in ``model_index.json`` (the embedded default model does). ``complex_human_instruction``
+#: ``"style"`` means the prompt style's CHI prefix; None: no prefix. height/width None: by the DiT's sample size.
+GENERATION_DEFAULTS = {"height": None, "width": None, "num_frames": 81, "num_inference_steps": 50,
+                       "guidance_scale": 6.0, "fps": 16, "complex_human_instruction": "style",
+                       "max_sequence_length": 300}
+
+
 @dataclasses.dataclass
 class SanaVideoOutput(SavesVideo):
     """``frames`` uint8 (B, T, H, W, 3) (None when not decoded), ``latents`` normalised (B, T', H', W', C),
@@ -72,9 +80,15 @@ class SanaVideoPipeline:
     """Text-to-video (and image-to-video) with SANA-Video. Build with :meth:`from_pretrained`."""
 
     def __init__(self, transformer: SanaVideoTransformer, vae, text_encoder, tokenizer: Tokenizer,
-                 scheduler_config: dict, *, prompt_style: str = "diffusers", fps: int = 16, mesh=None):
+                 scheduler_config: dict, *, prompt_style: str = "diffusers", fps: int | None = None, mesh=None,
+                 defaults: dict | None = None):
         self.transformer, self.vae, self.text_encoder, self.tokenizer = transformer, vae, text_encoder, tokenizer
-        self.scheduler_config, self.prompt_style, self.fps, self.mesh = scheduler_config, prompt_style, fps, mesh
+        self.defaults = {**GENERATION_DEFAULTS, **(defaults or {})}
+        unknown = set(self.defaults) - set(GENERATION_DEFAULTS)
+        if unknown:
+            raise ConfigError(f"unknown generation defaults {sorted(unknown)}; known: {sorted(GENERATION_DEFAULTS)}")
+        self.fps = fps or self.defaults["fps"]
+        self.scheduler_config, self.prompt_style, self.mesh = scheduler_config, prompt_style, mesh
         self._dit_graph, self.dit_params = nnx.split(transformer)
         self._text_graph, self.text_params = nnx.split(text_encoder)
         self._vae_graph, self.vae_params = nnx.split(vae)
@@ -102,6 +116,7 @@ class SanaVideoPipeline:
         self._encode_text = jax.jit(lambda p, ids, mask: nnx.merge(text_graph, p)(ids, mask))
         self._decode = jax.jit(self._decode_impl, static_argnames=("tile",))
         self._encode_image = jax.jit(lambda p, x: nnx.merge(self._vae_graph, p).encode_for_pipeline(x))
+        self._encode_video = self._encode_image
 
     # -- construction ------------------------------------------------------------------------------------------------
 
@@ -124,7 +139,8 @@ class SanaVideoPipeline:
         tokenizer = Tokenizer.from_folder(pf.component("tokenizer"))
         scheduler = pf.config("scheduler", "scheduler_config.json")
         schedule_from_config(scheduler, 2)  # fail now on an unsupported scheduler, not after loading everything
-        return cls(transformer, vae, text_encoder, tokenizer, scheduler, prompt_style=prompt_style, mesh=mesh)
+        return cls(transformer, vae, text_encoder, tokenizer, scheduler, prompt_style=prompt_style, mesh=mesh,
+                   defaults=pf.defaults())
 
     # -- stages ------------------------------------------------------------------------------------------------------
 
@@ -136,6 +152,8 @@ class SanaVideoPipeline:
         return tuple(self.vae.compression)
 
     def default_size(self) -> tuple[int, int]:
+        if self.defaults["height"] and self.defaults["width"]:
+            return self.defaults["height"], self.defaults["width"]
         return (704, 1280) if self.transformer.config.sample_size == 22 else (480, 832)
 
     def encode_prompt(self, prompts: Sequence[str], negative_prompts: Sequence[str] | None, *,
@@ -144,8 +162,9 @@ class SanaVideoPipeline:
         def text_fn(ids, mask):
             return self._encode_text(self.text_params, jnp.asarray(ids), jnp.asarray(mask))
 
-        embeds, mask, neg, neg_mask = encode_for_guidance(prompts, negative_prompts, self.tokenizer, text_fn,
-                                                          style=self.prompt_style, motion_score=motion_score)
+        embeds, mask, neg, neg_mask = encode_for_guidance(
+            prompts, negative_prompts, self.tokenizer, text_fn, style=self.prompt_style, motion_score=motion_score,
+            max_sequence_length=self.defaults["max_sequence_length"], chi=self.defaults["complex_human_instruction"])
         cond = {"text": jnp.asarray(embeds), "mask": jnp.asarray(mask)}
         uncond = None if neg is None else {"text": jnp.asarray(neg), "mask": jnp.asarray(neg_mask)}
         return cond, uncond
@@ -158,6 +177,10 @@ class SanaVideoPipeline:
     def _decode_impl(self, params, latents, tile=None):
         return nnx.merge(self._vae_graph, params).decode_for_pipeline(latents, tile=tile)
 
+    def encode_video(self, video) -> jax.Array:
+        """Video (B, T, H, W, 3) float in [-1, 1] → normalised latents (the posterior mean), as training uses them."""
+        return self._encode_video(self.vae_params, jnp.asarray(video, jnp.float32))
+
     def decode(self, latents, *, tile: int | None = None) -> np.ndarray:
         """Normalised latents → uint8 frames (B, T, H, W, 3)."""
         return to_uint8(self._decode(self.vae_params, jnp.asarray(latents), tile=tile))
@@ -165,13 +188,17 @@ class SanaVideoPipeline:
     # -- the main call -----------------------------------------------------------------------------------------------
 
     def __call__(self, prompt: str | Sequence[str], *, negative_prompt: str | Sequence[str] = "",
-                 height: int | None = None, width: int | None = None, num_frames: int = 81,
-                 num_inference_steps: int = 50, guidance_scale: float = 6.0, seed: int = 0,
+                 height: int | None = None, width: int | None = None, num_frames: int | None = None,
+                 num_inference_steps: int | None = None, guidance_scale: float | None = None, seed: int = 0,
                  latents=None, image=None, motion_score: int | None = None, decode: bool = True,
                  vae_tile: int | None = None, progress: bool = True) -> SanaVideoOutput:
         """Generate a video. ``latents`` (B, T', H', W', C), if given, is the initial noise (else drawn from
-        ``seed``); ``image`` (H, W, 3) uint8 or float in [-1, 1] makes it image-to-video (frame 0 = the image)."""
+        ``seed``); ``image`` (H, W, 3) uint8 or float in [-1, 1] makes it image-to-video (frame 0 = the image).
+        Sizes, frames, steps and guidance left as None take the checkpoint's defaults (:attr:`defaults`)."""
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        num_frames = num_frames or self.defaults["num_frames"]
+        num_inference_steps = num_inference_steps or self.defaults["num_inference_steps"]
+        guidance_scale = self.defaults["guidance_scale"] if guidance_scale is None else guidance_scale
         default_h, default_w = self.default_size()
         height, width = height or default_h, width or default_w
         check_video_size(height, width, num_frames, *self.vae_factors, self.transformer.config.patch_size,

@@ -104,12 +104,15 @@ def encode_sana_prompts(prompts: Sequence[str], tokenizer, text_encoder: TextEnc
 
 def encode_for_guidance(prompts: Sequence[str], negative_prompts: Sequence[str] | None, tokenizer,
                         text_encoder: TextEncoderFn, *, style: str = "diffusers", motion_score: int | None = None,
-                        max_sequence_length: int = 300):
+                        max_sequence_length: int = 300, chi: Sequence[str] | str | None = "style"):
     """(embeds, mask, negative_embeds | None, negative_mask | None) as ``SanaVideoPipeline.encode_prompt`` gives
-    them; ``negative_prompts=None`` means no classifier-free guidance."""
+    them; ``negative_prompts=None`` means no classifier-free guidance. ``chi``: ``"style"`` for the style's
+    complex human instruction, a sequence of lines for another, None for none (prompts then encode like the
+    negative prompt: no prefix, no position selection)."""
     prompts = [with_motion_score(p, motion_score) for p in prompts]
     embeds, mask = encode_sana_prompts(prompts, tokenizer, text_encoder, style=style,
-                                       max_sequence_length=max_sequence_length)
+                                       max_sequence_length=max_sequence_length,
+                                       chi=None if chi == "style" else chi, use_chi=chi is not None)
     if negative_prompts is None:
         return embeds, mask, None, None
     neg, neg_mask = encode_sana_prompts(negative_prompts, tokenizer, text_encoder, style=style,

@@ -1,0 +1,192 @@
+"""``sana-jax train demo``: how the embedded default model is made, from nothing, on a CPU.
+
+1. Render the procedural clips (:mod:`sana_jax.demo.shapes`, seeded).
+2. Train the :class:`~sana_jax.vae.patch.PatchVAE` on them (reconstruction + a small KL term, optax Adam), then
+   measure its per-channel latent mean/std (the normalisation the pipeline applies).
+3. Write a pipeline folder (the VAE, a randomly initialised Gemma-2-architecture text encoder that stays frozen
+   — a fixed random feature map of the words, which the DiT learns to read — the word-level tokenizer, a fresh
+   SANA-Video DiT, the scheduler) and load it as a :class:`~sana_jax.pipelines.SanaVideoPipeline`.
+4. Cache latents and caption embeddings through that pipeline (:func:`sana_jax.training.build_cache`) and train
+   the DiT with :class:`sana_jax.training.Trainer` (flow matching, text dropout for guidance, EMA).
+5. Export the EMA weights in the diffusers layout into the folder.
+
+The same code, with the default arguments, produced ``sana_jax/default_model`` (its ``recipe.json`` records the
+arguments, the times and the demo-quality score).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+import converters
+from converters.safetensors_io import save_safetensors
+from sana_jax.demo import models, shapes
+from sana_jax.errors import InputError
+from sana_jax.io.files import atomic_directory
+
+DEFAULTS = {"clips": 3000, "vae_steps": 600, "vae_batch": 16, "dit_steps": 1200, "dit_batch": 24,
+            "learning_rate": 5e-4, "seed": 0}
+
+
+def render_clips(count: int, seed: int) -> tuple[np.ndarray, list[str]]:
+    frames, captions = [], []
+    for video, caption in shapes.dataset(count, size=models.SIZE, frames=models.FRAMES, seed=seed):
+        frames.append(video)
+        captions.append(caption)
+    return np.stack(frames), captions
+
+
+def train_vae(frames: np.ndarray, *, steps: int, batch: int, seed: int, kl_weight: float = 1e-4,
+              learning_rate: float = 1e-3, foreground_weight: float = 10.0, log=print):
+    """Train the PatchVAE on uint8 clips (N, T, H, W, 3); returns it with its latent statistics in the config.
+
+    The reconstruction error is weighted ``1 + foreground_weight`` on pixels that differ from the clip's background
+    (the median colour of its top and bottom rows): the moving shape covers ~5 % of the pixels, and unweighted the
+    autoencoder learns the background first and blurs the shape away."""
+    from sana_jax.vae.patch import PatchVAE
+
+    vae = PatchVAE(models.vae_config(), rngs=nnx.Rngs(seed))
+    graphdef, params = nnx.split(vae)
+    tx = optax.adam(optax.cosine_decay_schedule(learning_rate, steps, 0.05))
+    opt_state = tx.init(params)
+
+    def loss_fn(p, x, key):
+        model = nnx.merge(graphdef, p)
+        mean, logvar = model.posterior(x)
+        z = mean + jnp.exp(0.5 * logvar) * jax.random.normal(key, mean.shape)
+        border = jnp.concatenate([x[:, :, 0], x[:, :, -1]], axis=2).reshape(x.shape[0], -1, 3)
+        background = jnp.median(border, axis=1)[:, None, None, None]
+        weight = 1.0 + foreground_weight * (jnp.linalg.norm(x - background, axis=-1, keepdims=True) > 0.2)
+        error = jnp.square(model.decode(z, normalized=False) - x)
+        rec = jnp.sum(weight * error) / (jnp.sum(weight) * x.shape[-1])
+        kl = 0.5 * jnp.mean(jnp.square(mean) + jnp.exp(logvar) - 1.0 - logvar)
+        return rec + kl_weight * kl, rec
+
+    @jax.jit
+    def step(p, o, x, key):
+        (_, rec), grads = jax.value_and_grad(loss_fn, has_aux=True)(p, x, key)
+        updates, o = tx.update(grads, o, p)
+        return optax.apply_updates(p, updates), o, rec
+
+    rng = np.random.default_rng(seed)
+    for i in range(steps):
+        x = frames[rng.integers(len(frames), size=batch)].astype(np.float32) / 127.5 - 1.0
+        params, opt_state, rec = step(params, opt_state, x, jax.random.key(i))
+        if (i + 1) % 100 == 0 or i + 1 == steps:
+            log(f"vae step {i + 1}/{steps}: reconstruction mse {float(rec):.4f}")
+    vae = nnx.merge(graphdef, params)
+    encode = jax.jit(lambda x: vae.encode(x, normalized=False))
+    mus = np.concatenate([np.asarray(encode(frames[i:i + 64].astype(np.float32) / 127.5 - 1.0))
+                          for i in range(0, min(len(frames), 512), 64)])
+    flat = mus.reshape(-1, mus.shape[-1])
+    stats = {"latents_mean": flat.mean(0).tolist(), "latents_std": (flat.std(0) + 1e-6).tolist()}
+    trained = PatchVAE(models.vae_config(**stats), rngs=nnx.Rngs(0))
+    nnx.update(trained, nnx.state(vae))
+    return trained
+
+
+def write_component(folder: Path, model, weights_name: str = "diffusion_pytorch_model.safetensors") -> None:
+    """``config.json`` + safetensors in the converters' layout for ``model`` (any supported family)."""
+    family = converters.loader._family_of(model)
+    folder.mkdir(parents=True, exist_ok=True)
+    save_safetensors(family.export(model), folder / weights_name, metadata={"format": "pt"})
+    (folder / "config.json").write_text(json.dumps(model.config.to_diffusers(), indent=2))
+
+
+def write_pipeline_folder(folder: Path, transformer, vae, text_encoder) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    write_component(folder / "transformer", transformer)
+    write_component(folder / "vae", vae)
+    write_component(folder / "text_encoder", text_encoder, "model.safetensors")
+    models.write_tokenizer(folder / "tokenizer")
+    (folder / "scheduler").mkdir(exist_ok=True)
+    (folder / "scheduler" / "scheduler_config.json").write_text(json.dumps(models.SCHEDULER, indent=2))
+    (folder / "model_index.json").write_text(json.dumps(models.model_index(), indent=2))
+    return folder
+
+
+def evaluate(pipe, prompts: list[str], *, seed: int = 0, batch: int = 8) -> dict:
+    """Generate one video per prompt and score colour and direction with :func:`shapes.measure`."""
+    results = []
+    for start in range(0, len(prompts), batch):
+        chunk = prompts[start:start + batch]
+        out = pipe(chunk, seed=seed + start, progress=False)
+        for prompt, video in zip(chunk, out.frames):
+            want = shapes.parse_prompt(prompt)
+            got = shapes.measure(video)
+            results.append({"prompt": prompt, "colour": got[0], "direction": got[1],
+                            "colour_ok": got[0] == want[0], "direction_ok": got[1] == want[1]})
+    both = sum(r["colour_ok"] and r["direction_ok"] for r in results)
+    return {"score": both / len(results), "colour": sum(r["colour_ok"] for r in results) / len(results),
+            "direction": sum(r["direction_ok"] for r in results) / len(results), "videos": results}
+
+
+def make_default_model(out: str | Path, *, work: str | Path | None = None, progress: bool = True, log=print,
+                       overwrite: bool = False, **overrides) -> dict:
+    """Run the whole recipe; ``out`` becomes a pipeline folder like ``sana_jax/default_model``. Returns the record
+    written to ``out/recipe.json``."""
+    from sana_jax.models.gemma import Gemma
+    from sana_jax.models.sana_video import SanaVideoTransformer
+    from sana_jax.pipelines import SanaVideoPipeline
+    from sana_jax.training import TrainConfig, Trainer, build_cache
+
+    args = {**DEFAULTS, **overrides}
+    unknown = set(args) - set(DEFAULTS)
+    if unknown:
+        raise InputError(f"unknown demo settings {sorted(unknown)}; known: {sorted(DEFAULTS)}")
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise InputError(f"{out} exists; choose another --out or pass --overwrite")
+    work = Path(work) if work is not None else out.with_name(out.name + ".work")
+    times, seed = {}, args["seed"]
+    start = time.perf_counter()
+    frames, captions = render_clips(args["clips"], seed)
+    times["render_s"] = time.perf_counter() - start
+    log(f"rendered {len(frames)} clips in {times['render_s']:.0f} s")
+
+    start = time.perf_counter()
+    vae = train_vae(frames, steps=args["vae_steps"], batch=args["vae_batch"], seed=seed, log=log)
+    times["vae_s"] = time.perf_counter() - start
+
+    rngs = nnx.Rngs(seed + 1)
+    text_encoder = Gemma(models.text_encoder_config(), rngs=rngs)
+    transformer = SanaVideoTransformer(models.transformer_config(), rngs=rngs)
+    stage = write_pipeline_folder(work / "pipeline", transformer, vae, text_encoder)
+    pipe = SanaVideoPipeline.from_pretrained(stage)
+
+    start = time.perf_counter()
+    dataset = build_cache(pipe, zip(frames, captions), batch_size=64, progress=progress,
+                          meta={"source": "sana_jax.demo.shapes", "seed": seed})
+    times["cache_s"] = time.perf_counter() - start
+    log(f"cached {dataset.size} clips, {len(dataset.captions)} distinct captions in {times['cache_s']:.0f} s")
+
+    config = TrainConfig(learning_rate=args["learning_rate"], warmup_steps=min(100, args["dit_steps"] // 10),
+                         lr_schedule="cosine",
+                         total_steps=args["dit_steps"], ema_decay=0.995, text_dropout=0.1, flow_shift=3.0,
+                         batch_size=args["dit_batch"], seed=seed)
+    trainer = Trainer(pipe.transformer, config)
+    start = time.perf_counter()
+    state = trainer.fit(dataset, args["dit_steps"], run_dir=work / "run", save_every=250, log_every=50,
+                        progress=progress, on_metrics=lambda s, m: log(f"dit step {s}: loss {m['loss']:.4f}")
+                        if s % 250 == 0 else None)
+    times["dit_s"] = time.perf_counter() - start
+
+    final = trainer.model_from(state, ema=True)
+    with atomic_directory(out, overwrite=overwrite, error=InputError) as tmp:
+        write_pipeline_folder(tmp, final, pipe.vae, pipe.text_encoder)
+        start = time.perf_counter()
+        quality = evaluate(SanaVideoPipeline.from_pretrained(tmp), shapes.held_out_prompts(), seed=seed)
+        times["evaluate_s"] = time.perf_counter() - start
+        record = {"settings": args, "times": times, "quality_on_held_out": quality,
+                  "device": jax.devices()[0].device_kind, "jax": jax.__version__}
+        (tmp / "recipe.json").write_text(json.dumps(record, indent=2))
+    log(f"wrote {out}: held-out colour+direction score {quality['score']:.0%}")
+    return record
