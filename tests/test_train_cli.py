@@ -114,4 +114,4 @@ def test_cli_errors_are_one_line(folders, tmp_path, capsys):
     assert "no videos" in capsys.readouterr().err
     assert main(["cache", str(folders / "videos"), "--model", str(folders / "pipeline"), "--out",
                  str(tmp_path / "c"), "--frames", "6", "--height", "16", "--width", "16"]) == 2
-    assert "1 + 4·k" in capsys.readouterr().err or "nearest valid" in capsys.readouterr().err
+    assert "must be 1 + 4·k; nearest valid 5 or 9" in capsys.readouterr().err

@@ -1,6 +1,6 @@
 """The embedded default model family: configurations, the word-level tokenizer, and the pipeline folder layout.
 
-Sizes (64×64 pixels, 13 frames → latents 13 × 8 × 8 × 16, 208 DiT tokens) are chosen so that ``sana-jax generate``
+Sizes (64×64 pixels, 9 frames → latents 9 × 8 × 8 × 16, 144 DiT tokens) are chosen so that ``sana-jax generate``
 with no ``--model`` writes its mp4 in well under a minute on two CPU cores:
 
 * text encoder: a Gemma-2 architecture (2 layers, width 64) over a word-level tokenizer of the dataset's
@@ -24,7 +24,7 @@ from sana_jax.vae.patch import PatchVAEConfig
 
 SPECIAL_TOKENS = ("<pad>", "<eos>", "<bos>", "<unk>")
 MAX_SEQUENCE_LENGTH = 12
-SIZE, FRAMES, FPS = 64, 13, 8
+SIZE, FRAMES, FPS = 64, 9, 8
 
 #: Generation defaults of the default model (stored in ``model_index.json`` under ``_sana_jax``; diffusers ignores
 #: keys that start with an underscore). No complex-human-instruction prefix: the tokenizer knows only the

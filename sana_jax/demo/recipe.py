@@ -32,8 +32,8 @@ from sana_jax.demo import models, shapes
 from sana_jax.errors import InputError
 from sana_jax.io.files import atomic_directory
 
-DEFAULTS = {"clips": 3000, "vae_steps": 600, "vae_batch": 16, "dit_steps": 1200, "dit_batch": 24,
-            "learning_rate": 5e-4, "seed": 0}
+DEFAULTS = {"clips": 3000, "vae_steps": 600, "vae_batch": 16, "dit_steps": 1000, "dit_batch": 32,
+            "learning_rate": 5e-4, "ema_decay": 0.99, "seed": 0, "vae_from": None}
 
 
 def render_clips(count: int, seed: int) -> tuple[np.ndarray, list[str]]:
@@ -153,7 +153,11 @@ def make_default_model(out: str | Path, *, work: str | Path | None = None, progr
     log(f"rendered {len(frames)} clips in {times['render_s']:.0f} s")
 
     start = time.perf_counter()
-    vae = train_vae(frames, steps=args["vae_steps"], batch=args["vae_batch"], seed=seed, log=log)
+    if args["vae_from"]:  # a PatchVAE folder trained by an earlier run of this recipe (it does not depend on frames)
+        vae = converters.load(args["vae_from"])
+        log(f"reusing the VAE of {args['vae_from']}")
+    else:
+        vae = train_vae(frames, steps=args["vae_steps"], batch=args["vae_batch"], seed=seed, log=log)
     times["vae_s"] = time.perf_counter() - start
 
     rngs = nnx.Rngs(seed + 1)
@@ -170,7 +174,7 @@ def make_default_model(out: str | Path, *, work: str | Path | None = None, progr
 
     config = TrainConfig(learning_rate=args["learning_rate"], warmup_steps=min(100, args["dit_steps"] // 10),
                          lr_schedule="cosine",
-                         total_steps=args["dit_steps"], ema_decay=0.995, text_dropout=0.1, flow_shift=3.0,
+                         total_steps=args["dit_steps"], ema_decay=args["ema_decay"], text_dropout=0.1, flow_shift=3.0,
                          batch_size=args["dit_batch"], seed=seed)
     trainer = Trainer(pipe.transformer, config)
     start = time.perf_counter()
