@@ -78,8 +78,8 @@ def test_generate_without_model_uses_the_default(tmp_path, capsys):
     out = tmp_path / "square.mp4"
     assert main(["generate", "a blue square moving up", "--out", str(out), "-q"]) == 0
     printed = capsys.readouterr().out
-    assert "embedded default model" in printed and "13 frames, 64×64" in printed
+    assert "embedded default model" in printed and "9 frames, 64×64" in printed
     frames = read_video(out)
-    assert frames.shape == (13, 64, 64, 3)
+    assert frames.shape == (9, 64, 64, 3)
     colour, _direction = shapes.measure(frames, threshold=70.0)
     assert colour == "blue"

@@ -16,7 +16,7 @@ def add_parser(sub) -> None:
                     "SANA-Video denoising (the folder's scheduler, classifier-free guidance), VAE decoding, mp4. "
                     "Sizes and frame counts are checked before any weights are loaded. Defaults follow the "
                     "checkpoint: 480×832 for the 480p model, 704×1280 for the 720p one, 81 frames, 50 steps, "
-                    "guidance 6. Without --model the small model embedded in the package is used (64×64, 13 frames, "
+                    "guidance 6. Without --model the small model embedded in the package is used (64×64, 9 frames, "
                     "20 steps, guidance 4; prompts like 'a red circle moving left').")
     gen.add_argument("prompt", help="the text prompt")
     gen.add_argument("--model", default=None,
@@ -28,7 +28,7 @@ def add_parser(sub) -> None:
     gen.add_argument("--width", type=int, default=None, help="pixels (default: the checkpoint's resolution)")
     gen.add_argument("--frames", type=int, default=None,
                      help="frame count: 1 + 4k (Wan VAE), 1 + 8k (LTX-2 VAE) or 4k (DC-AE-V, e.g. 80); default: the "
-                          "checkpoint's (81 for SANA-Video, 13 for the embedded model)")
+                          "checkpoint's (81 for SANA-Video, 9 for the embedded model)")
     gen.add_argument("--steps", type=int, default=None, help="denoising steps (default: the checkpoint's, 50 for "
                                                               "SANA-Video)")
     gen.add_argument("--guidance", type=float, default=None,
@@ -110,9 +110,8 @@ def run(args: argparse.Namespace) -> int:
         from sana_jax.demo import default_model_path
 
         args.model = str(default_model_path())
-        if not args.quiet:
-            print(f"using the embedded default model ({args.model}: 64×64 coloured shapes moving; pass --model "
-                  "for a SANA-Video checkpoint)")
+        print(f"using the embedded default model ({args.model}: 64×64 coloured shapes; pass --model for a "
+              "SANA-Video checkpoint)")
     folder = PipelineFolder.open(args.model)
     height, width = _resolve_defaults(args, folder)
     # every check that needs no weights happens before loading them
