@@ -86,7 +86,8 @@ def main() -> None:
     else:
         from sana_jax.demo import models
 
-        config, shape, text_len = models.transformer_config(), (5, 8, 8, 8), models.MAX_SEQUENCE_LENGTH
+        config, text_len = models.transformer_config(), models.MAX_SEQUENCE_LENGTH
+        shape = (models.FRAMES, models.SIZE // 8, models.SIZE // 8, config.in_channels)
         batch = args.batch_size or 32
         variants = [(args.dtype, args.remat)] if args.dtype else [("float32", False), ("bfloat16", True)]
         name = f"train_small_{jax.devices()[0].platform}"
