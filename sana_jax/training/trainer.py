@@ -152,8 +152,9 @@ class Trainer:
     def init_state(self) -> dict:
         """Step 0: trainable weights as float32 master copies, the rest as given, fresh optimiser and EMA."""
         trainable = set(self.trainable)
-        params = {n: self._place(n, jnp.asarray(self._initial[n], jnp.float32)) for n in self.trainable}
-        frozen = {n: self._place(n, v) for n, v in self._initial.items() if n not in trainable}
+        # copies: the train step donates the state, and the initial weights must survive for the next init_state
+        params = {n: self._place(n, jnp.array(self._initial[n], jnp.float32, copy=True)) for n in self.trainable}
+        frozen = {n: self._place(n, jnp.array(v, copy=True)) for n, v in self._initial.items() if n not in trainable}
         opt_state = jax.jit(self.tx.init)(params)
         ema = jax.tree.map(jnp.copy, params) if self.config.ema_decay else {}
         return {"step": jnp.zeros((), jnp.int32), "params": params, "frozen": frozen, "opt_state": opt_state,
