@@ -15,10 +15,8 @@ checkpoint therefore continues bit-for-bit as the uninterrupted run would (on CP
 from __future__ import annotations
 
 import dataclasses
-import json
 import re
-import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
 
 import jax
@@ -259,28 +257,8 @@ class Trainer:
         return state
 
 
-def steps_per_second(trainer: Trainer, dataset, steps: int) -> tuple[float, dict]:
-    """Time ``steps`` optimiser steps after one warm-up (compile) step; returns (steps/s, final metrics)."""
-    state = trainer.init_state()
-    state, metrics = trainer.step(state, dataset.batch(0, trainer.config.batch_size))
-    jax.block_until_ready(metrics)
-    start = time.perf_counter()
-    for i in range(steps):
-        state, metrics = trainer.step(state, dataset.batch(i + 1, trainer.config.batch_size))
-    jax.block_until_ready(metrics)
-    return steps / (time.perf_counter() - start), {k: float(v) for k, v in metrics.items()}
-
-
 def describe(trainer: Trainer) -> dict:
     """Counts for logs and ``run.json``."""
     sizes = {n: int(np.prod(np.shape(v))) for n, v in trainer._initial.items()}
     return {"parameters": sum(sizes.values()), "trainable": sum(sizes[n] for n in trainer.trainable),
             "trainable_tensors": len(trainer.trainable), "tensors": len(trainer.names)}
-
-
-def as_json(obj) -> str:
-    return json.dumps(obj, indent=2, sort_keys=True, default=str)
-
-
-__all__: Iterable[str] = ("TrainConfig", "Trainer", "make_optimizer", "learning_rate_schedule", "set_compute",
-                          "steps_per_second", "describe")
