@@ -314,6 +314,20 @@ class LoraFusedSource(Mapping):
         w = np.asarray(w)
         return (w.astype(np.float32) + np.float32(scale) * (b @ a)).astype(w.dtype)
 
+    def read_slice(self, name: str, index: tuple[slice, ...]) -> np.ndarray:
+        """``self[name][index]`` reading only that block of ``W`` (sharded loading): for a 2-D ``W`` (out, in),
+        ``(W + s·B@A)[rows, cols] = W[rows, cols] + s·B[rows] @ A[:, cols]``, so only B's rows and A's columns
+        are needed besides the block itself."""
+        w = tables.read_slice(self.source, name, index)
+        if name not in self.deltas:
+            return w
+        down, up, scale = self.deltas[name]
+        rows = index[0] if len(index) > 0 else slice(None)
+        cols = index[1] if len(index) > 1 else slice(None)
+        a = tables.read_slice(self.lora, down, (slice(None), cols)).astype(np.float32)
+        b = tables.read_slice(self.lora, up, (rows, slice(None))).astype(np.float32)
+        return (w.astype(np.float32) + np.float32(scale) * (b @ a)).astype(w.dtype)
+
     def shape(self, name: str) -> tuple[int, ...]:
         return tables._shape_of(self.source, name)
 

@@ -387,6 +387,40 @@ def test_lora_fusion_peft_and_kohya_names_on_native_file(reference, native_file,
     assert rel_err(got_v, want_v) <= TOL and rel_err(got_a, want_a) <= TOL
 
 
+class _SliceOnly(dict):
+    """A source that serves blocks only (``read_slice``); reading a whole tensor fails the test."""
+
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        self.reads = []
+
+    def __getitem__(self, name):
+        raise AssertionError(f"{name} read whole")
+
+    def read_slice(self, name, index):
+        self.reads.append((name, index))
+        return dict.__getitem__(self, name)[index]
+
+    def shape(self, name):
+        return dict.__getitem__(self, name).shape
+
+
+def test_lora_fused_source_reads_blocks_only():
+    """Sharded loading reads ``(W + s·B@A)[rows, cols]`` as ``W[rows, cols] + s·B[rows] @ A[:, cols]``: the same
+    block as slicing the fused whole, and never a whole tensor."""
+    rng = np.random.default_rng(0)
+    w, a, b = (rng.standard_normal(s).astype(np.float32) for s in ((6, 5), (2, 5), (6, 2)))
+    bias = rng.standard_normal(6).astype(np.float32)
+    source = _SliceOnly({"proj_in.weight": w, "proj_in.bias": bias})
+    lora = _SliceOnly({"proj_in.lora_A.weight": a, "proj_in.lora_B.weight": b})
+    fused = conv.fuse_lora(source, lora, 0.7)
+    whole = w + np.float32(0.7) * (b @ a)
+    for index in [(slice(0, 3), slice(None)), (slice(3, 6), slice(1, 4)), (slice(None),), ()]:
+        np.testing.assert_allclose(tables.read_slice(fused, "proj_in.weight", index), whole[index], rtol=1e-6)
+    np.testing.assert_array_equal(tables.read_slice(fused, "proj_in.bias", (slice(2, 4),)), bias[2:4])
+    assert ("proj_in.lora_B.weight", (slice(3, 6), slice(None))) in lora.reads
+
+
 def test_lora_that_does_not_fit_is_refused(reference):
     ref, folder, _ = reference
     source = conv.as_diffusers(open_safetensors(folder / "diffusion_pytorch_model.safetensors"), "x")
