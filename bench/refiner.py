@@ -180,7 +180,7 @@ def main(argv=None) -> int:
 
     # the weights, once: to the host, then into JAX (only one copy of the model on the device at a time)
     state = {k: v.detach().to("cpu") for k, v in ref.state_dict().items()}
-    del ref
+    ref = None  # free the torch model before JAX loads its copy (run_torch above closes over ref)
     gc.collect()
     if use_cuda:
         torch.cuda.empty_cache()

@@ -164,7 +164,9 @@ def main() -> int:
                          "bytes_in_hlo_text": per_step, "projected_speedup_8xH100": t1 / t8,
                          "projected_forward_ms_8xH100": t8 * 1e3, "single_gpu_forward_ms": t1 * 1e3}
         print(f"{spec:22s} {moved / 2**20:9.1f} MiB/device/forward  ×{t1 / t8:.2f} projected", flush=True)
-    result = {"benchmark": "scaling", "device": device_description(), "config": "720p 2B, 16×22×40 latents (121 frames: the 11 latent frames of 81 do not split over 4 or 8 devices), CFG 2",
+    result = {"benchmark": "scaling", "device": device_description(),
+              "config": "720p 2B, 16×22×40 latents (121 frames: the 11 latent frames of 81 do not split "
+              "over 4 or 8 devices), CFG 2",
               "assumptions": {"peak_bf16_tflops": PEAK / 1e12, "mfu": MFU, "link_GBps": LINK / 1e9,
                               "overlap": "none (pessimistic)", "flops_per_token": FLOPS_PER_TOKEN,
                               "collectives_in_scan_body": f"×{layers} layers"},

@@ -94,7 +94,8 @@ def abstract(config: LTX2ConnectorsConfig, dtype=jnp.float32):
 def load(source: Mapping, config: LTX2ConnectorsConfig, *, where: str, dtype=None, progress=None
          ) -> LTX2TextConnectors:
     source = as_diffusers(source, where)
-    return tables.load_module(diffusers_rules(config), abstract, config, source, where=where, dtype=dtype, dtype_key="text_proj_in.weight",
+    return tables.load_module(diffusers_rules(config), abstract, config, source, where=where, dtype=dtype,
+                              dtype_key="text_proj_in.weight",
                               progress=progress)
 
 

@@ -151,7 +151,8 @@ def as_diffusers(source: Mapping, cfg: LTX2VAEConfig, where: str) -> Mapping:
 def load(source: Mapping, config: LTX2VAEConfig, *, where: str, dtype=None, progress=None) -> LTX2VAE:
     """Build an :class:`LTX2VAE` from a checkpoint in either layout; every VAE key must be consumed."""
     source = as_diffusers(source, config, where)
-    return tables.load_module(diffusers_rules(config), abstract, config, source, where=where, dtype=dtype, dtype_key="encoder.conv_in.conv.weight",
+    return tables.load_module(diffusers_rules(config), abstract, config, source, where=where, dtype=dtype,
+                              dtype_key="encoder.conv_in.conv.weight",
                               progress=progress)
 
 

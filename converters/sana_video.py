@@ -172,7 +172,8 @@ def abstract(config: SanaVideoConfig, dtype=jnp.float32):
 def load(source: Mapping, config: SanaVideoConfig, *, where: str, dtype=None, progress=None) -> SanaVideoTransformer:
     """Build a :class:`SanaVideoTransformer` from a checkpoint in either layout; every key must be consumed."""
     source = as_diffusers(source, where)
-    return tables.load_module(DIFFUSERS_RULES, abstract, config, source, where=where, dtype=dtype, dtype_key="patch_embedding.weight",
+    return tables.load_module(DIFFUSERS_RULES, abstract, config, source, where=where, dtype=dtype,
+                              dtype_key="patch_embedding.weight",
                               progress=progress)
 
 

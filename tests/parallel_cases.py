@@ -314,7 +314,8 @@ def case_train(spec: str) -> dict:
             "sharded": float("fsdp" in str(kernel.sharding.spec)) if "fsdp" in spec else 1.0}
 
 
-CASES = {"train": case_train, "cli": case_cli, "pipeline": case_pipeline, "dit": case_dit, "sampling": case_sampling, "vae": case_vae, "refiner": case_refiner}
+CASES = {"train": case_train, "cli": case_cli, "pipeline": case_pipeline, "dit": case_dit, "sampling": case_sampling,
+         "vae": case_vae, "refiner": case_refiner}
 
 if __name__ == "__main__":
     kind, specs = sys.argv[1], sys.argv[2:]

@@ -544,4 +544,5 @@ class RefinePipeline:
         return RefineOutput(frames, np.asarray(out), timings, fps=int(fps or self.fps))
 
 
-__all__ = ["RefineOutput", "RefinePipeline", "decode_latents", "load_latents", "refine_latents", "save_latents", "upsample_latents", "DEFAULT_FPS", "STAGE2_SIGMA0"]
+__all__ = ["RefineOutput", "RefinePipeline", "decode_latents", "load_latents", "refine_latents", "save_latents",
+           "upsample_latents", "DEFAULT_FPS", "STAGE2_SIGMA0"]

@@ -94,7 +94,8 @@ class SanaVideoPipeline:
         self._vae_graph, self.vae_params = nnx.split(vae)
         dit_graph = self._dit_graph
         tokens = None
-        if mesh is not None:  # DiT weights per the logical-axis rules; batch (CFG halves) over data, frames over context
+        # DiT weights per the logical-axis rules; batch (CFG halves) over data, frames over context
+        if mesh is not None:
             from jax.sharding import NamedSharding, PartitionSpec
 
             from sana_jax.parallel.rules import shard_state
