@@ -7,6 +7,17 @@ import os
 # torch's OpenMP workers spin while XLA computes in the same process and starve it (bench/README.md): be passive.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+# XLA's persistent compilation cache: many tests compile the same programs again (a pipeline reloaded by the CLI,
+# the 8-fake-device subprocesses, a model rebuilt from the same folder), and on 2 CPU cores compiling is most of the
+# suite's time. The cache key is the whole HLO plus the XLA version and flags, so a hit is the identical executable.
+# Set through the environment so the subprocesses that tests start share it; SANA_JAX_TEST_COMPILE_CACHE="" turns
+# it off.
+_CACHE = os.environ.get("SANA_JAX_TEST_COMPILE_CACHE",
+                        os.path.join(os.path.dirname(os.path.dirname(__file__)), ".pytest_cache", "jax-compile"))
+if _CACHE:
+    os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", _CACHE)
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.1")
+
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402

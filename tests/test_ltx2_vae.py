@@ -122,30 +122,34 @@ def test_decode_noise_mixing_matches_the_diffusers_pipeline(reference, rel_err):
 def test_tiled_and_chunked_decode_match_untiled(tcond_reference, rel_err):
     """Tiles and chunks see less context than the whole clip, so inside the blended overlaps the output differs by
     the decoder's sensitivity to what lies beyond the border (3×3×3 convs at four scales: a receptive field wider
-    than these tiny tiles, and random weights make it large). Measured (tcond, 5×6×7 latents), max relative error:
-    spatial tile 4/overlap 2: 0.43, tile 5/3: 0.22, tile 6/4: 0.13; temporal chunk 3/overlap 1: 0.37, 4/2: 0.16.
-    A misaligned blend would not shrink with more overlap; a single tile/chunk is exactly the untiled decode."""
+    than these tiny tiles, and random weights make it large). Measured (tcond), max relative error: 2×6×7 latents,
+    spatial tile 4/overlap 2: 0.30, tile 5/3: 0.21, tile 6/4: 0.14; 5×2×2 latents, temporal chunk 3/overlap 1:
+    0.32, 4/2: 0.12. A misaligned blend would not shrink with more overlap; a single tile/chunk is exactly the
+    untiled decode. (Spatial and temporal use separate small clips: the decoder upsamples 8× in time and 32× in
+    space, and one clip large in both made this the suite's slowest test.)"""
     _, _, ours = tcond_reference
-    z = latents(frames=5, h=6, w=7)
-    whole = np.asarray(ours.decode(z, timestep=0.05))
 
-    def err(**kw):
-        out = np.asarray(ours.decode(z, timestep=0.05, **kw))
-        assert out.shape == whole.shape
-        return rel_err(out, whole)
+    def errors(z, configs):
+        whole = np.asarray(ours.decode(z, timestep=0.05))
+        out = []
+        for kw in configs:
+            tiled = np.asarray(ours.decode(z, timestep=0.05, **kw))
+            assert tiled.shape == whole.shape
+            out.append(rel_err(tiled, whole))
+        return out
 
-    spatial = [err(tile=4, overlap=2), err(tile=5, overlap=3), err(tile=6, overlap=4)]
-    temporal = [err(frames_per_chunk=3, frame_overlap=1), err(frames_per_chunk=4, frame_overlap=2)]
-    assert spatial == sorted(spatial, reverse=True) and spatial[-1] < 0.3, spatial
-    assert temporal[1] < temporal[0] < 0.6, temporal
-    np.testing.assert_allclose(np.asarray(ours.decode(z, timestep=0.05, tile=8)), whole, rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(np.asarray(ours.decode(z, timestep=0.05, frames_per_chunk=5)), whole, rtol=1e-5,
-                               atol=1e-5)
+    spatial = errors(latents(frames=2, h=6, w=7)[:1], [dict(tile=4, overlap=2), dict(tile=6, overlap=4), dict(tile=8)])
+    temporal = errors(latents(frames=5, h=2, w=2)[:1], [dict(frames_per_chunk=3, frame_overlap=1),
+                                                         dict(frames_per_chunk=4, frame_overlap=2),
+                                                         dict(frames_per_chunk=5)])
+    assert spatial[1] < spatial[0] < 0.4 and spatial[2] <= 1e-5, spatial
+    assert temporal[1] < temporal[0] < 0.6 and temporal[2] <= 1e-5, temporal
 
 
 def test_tiled_decode_memory_is_flat_in_resolution(tcond_reference):
     """Compiled working memory (XLA's temp buffers) of a tiled decode hardly grows with the video, while the
-    untiled decode's grows with it (measured 5.1 → 7.3 MB tiled vs 7.1 → 63.7 MB untiled for 8² → 24² latents)."""
+    untiled decode's grows with it (measured, jax 0.10.2 CPU: 108 → 111 MB tiled vs 191 → 1,720 MB untiled for
+    2×8² → 2×24² latents)."""
     import jax
     from flax import nnx
 
@@ -163,7 +167,7 @@ def test_tiled_decode_memory_is_flat_in_resolution(tcond_reference):
 
 def test_tiled_encode_shape_and_single_tile_identity(tcond_reference):
     _, _, ours = tcond_reference
-    x = video(9, 96, 128)
+    x = video(1, 64, 128)[:1]  # one frame: tiling is spatial only
     whole = np.asarray(ours.encode(x))
     assert np.asarray(ours.encode(x, tile=64, overlap=32)).shape == whole.shape
     np.testing.assert_allclose(np.asarray(ours.encode(x, tile=128)), whole, rtol=1e-5, atol=1e-5)
