@@ -131,12 +131,15 @@ class PipelineFolder:
 def check_video_size(height: int, width: int, num_frames: int, temporal: int, spatial: int,
                      patch: tuple[int, int, int] = (1, 1, 1), *, causal_first_frame: bool = True) -> None:
     """Raise :class:`InputError` with the nearest valid values unless the frame count follows the VAE's rule and
-    height/width are multiples of spatial·patch. The rule is frames = 1 + temporal·k when ``causal_first_frame``
-    (Wan, LTX-2) and temporal·k otherwise (DC-AE-V)."""
-    step, offset = int(temporal) * patch[0], 1 if causal_first_frame else 0
+    height/width are multiples of spatial·patch. The VAE makes 1 + (frames − 1)/temporal latent frames when
+    ``causal_first_frame`` (Wan, LTX-2, PatchVAE) and frames/temporal otherwise (DC-AE-V), and the DiT needs a
+    multiple of its temporal patch p of them: frames = 1 + temporal·(p − 1) + temporal·p·k, or temporal·p·k.
+    (With p = 1, the usual case, that is 1 + temporal·k.)"""
+    step = int(temporal) * patch[0]
+    offset = 1 + int(temporal) * (patch[0] - 1) if causal_first_frame else 0
     if num_frames < max(offset, 1) or (num_frames - offset) % step:
         lo, hi = nearest_valid(num_frames, step, offset)
-        form = f"1 + {step}·k" if offset else f"a multiple of {step} ({step}·k)"
+        form = f"{offset} + {step}·k" if offset else f"a multiple of {step} ({step}·k)"
         nearest = str(lo) if lo == hi else f"{lo} or {hi}"
         raise InputError(f"--frames {num_frames}: the frame count must be {form}; nearest valid {nearest}")
     for name, size, p in (("height", height, patch[1]), ("width", width, patch[2])):
