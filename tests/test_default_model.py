@@ -43,8 +43,9 @@ def test_held_out_prompts_are_unseen_combinations():
         assert any(t[1] == shape and t[2] == direction for t in shapes.TRAIN_TRIPLES)
 
 
-def test_measure_reads_rendered_clips():
-    for frames, caption in shapes.dataset(24, seed=11):
+@pytest.mark.parametrize("paths", shapes.PATHS)
+def test_measure_reads_rendered_clips(paths):
+    for frames, caption in shapes.dataset(24, seed=11, paths=paths):
         assert shapes.measure(frames) == shapes.parse_prompt(caption), caption
     assert shapes.measure(np.full((17, 64, 64, 3), 90, np.uint8)) == (None, None)
 

@@ -12,6 +12,7 @@ from flax import nnx
 import converters
 from sana_jax.cli import main
 from sana_jax.demo import models, recipe, shapes
+from sana_jax.errors import InputError
 from sana_jax.models.gemma import Gemma, GemmaConfig
 from sana_jax.models.sana_video import SanaVideoConfig, SanaVideoTransformer
 from sana_jax.training import LatentDataset
@@ -115,3 +116,26 @@ def test_cli_errors_are_one_line(folders, tmp_path, capsys):
     assert main(["cache", str(folders / "videos"), "--model", str(folders / "pipeline"), "--out",
                  str(tmp_path / "c"), "--frames", "6", "--height", "16", "--width", "16"]) == 2
     assert "must be 1 + 4·k; nearest valid 5 or 9" in capsys.readouterr().err
+
+
+def test_demo_options_reach_the_recipe(tmp_path, monkeypatch, capsys):
+    """``sana-jax train demo`` passes exactly the options given (the rest stay the recipe's DEFAULTS, which made
+    the shipped model) and refuses unknown values before any work."""
+    seen = {}
+
+    def fake(out, **kw):
+        seen.update(kw, out=out)
+        return {"times": {"dit_s": 1.0}}
+
+    monkeypatch.setattr(recipe, "make_default_model", fake)
+    assert main(["train", "demo", "--out", str(tmp_path / "m"), "--dit-steps", "7", "--dit-batch", "4", "--lr", "2e-3",
+                 "--paths", "crossing", "--timestep-sampling", "uniform", "-q"]) == 0
+    assert {k: seen[k] for k in ("dit_steps", "dit_batch", "learning_rate", "paths", "timestep_sampling")} == {
+        "dit_steps": 7, "dit_batch": 4, "learning_rate": 2e-3, "paths": "crossing", "timestep_sampling": "uniform"}
+    assert not {"clips", "vae_from"} & set(seen)
+    with pytest.raises(SystemExit):
+        main(["train", "demo", "--out", str(tmp_path / "m"), "--paths", "diagonal"])
+    assert "invalid choice" in capsys.readouterr().err
+    monkeypatch.undo()
+    with pytest.raises(InputError, match="unknown demo settings"):
+        recipe.make_default_model(tmp_path / "n", warp_speed=True)

@@ -79,6 +79,14 @@ def add_parser(sub) -> None:
                     "held-out score). With the defaults it took 35 minutes on 2 CPU cores (VAE 11, DiT 22).")
     demo.add_argument("--out", required=True, help="pipeline folder to write")
     demo.add_argument("--dit-steps", type=int, default=None, help="DiT steps (default 1000)")
+    demo.add_argument("--dit-batch", type=int, default=None, help="DiT batch size (default 32)")
+    demo.add_argument("--lr", type=float, default=None, help="DiT peak learning rate (default 5e-4)")
+    demo.add_argument("--paths", choices=("anywhere", "crossing"), default=None,
+                      help="anywhere: shapes travel half the frame from a random start (default); crossing: they "
+                           "cross the frame edge to edge, so the direction fixes the position in every frame")
+    demo.add_argument("--timestep-sampling", choices=("logit_normal", "uniform"), default=None,
+                      help="training noise levels: SANA's logit-normal (default) or uniform before the shift "
+                           "(trains the high-noise end, where sampling decides the layout, as often as the rest)")
     demo.add_argument("--clips", type=int, default=None, help="rendered clips (default 3000)")
     demo.add_argument("--vae-from", default=None, metavar="FOLDER",
                       help="reuse a trained VAE (e.g. sana_jax/default_model/vae) instead of training one")
@@ -183,8 +191,10 @@ def run_adapt(args: argparse.Namespace) -> int:
 def run_demo(args: argparse.Namespace) -> int:
     from sana_jax.demo.recipe import make_default_model
 
-    overrides = {k: v for k, v in (("dit_steps", args.dit_steps), ("clips", args.clips),
-                                   ("vae_from", args.vae_from)) if v is not None}
+    overrides = {k: v for k, v in (("dit_steps", args.dit_steps), ("clips", args.clips), ("vae_from", args.vae_from),
+                                   ("dit_batch", args.dit_batch), ("learning_rate", args.lr),
+                                   ("paths", args.paths), ("timestep_sampling", args.timestep_sampling))
+                 if v is not None}
     record = make_default_model(args.out, progress=not args.quiet, overwrite=args.overwrite, **overrides)
     print(f"times (s): {json.dumps({k: round(v) for k, v in record['times'].items()})}")
     return 0

@@ -33,12 +33,13 @@ from sana_jax.errors import InputError
 from sana_jax.io.files import atomic_directory
 
 DEFAULTS = {"clips": 3000, "vae_steps": 600, "vae_batch": 16, "dit_steps": 1000, "dit_batch": 32,
-            "learning_rate": 5e-4, "ema_decay": 0.99, "seed": 0, "vae_from": None}
+            "learning_rate": 5e-4, "ema_decay": 0.99, "seed": 0, "vae_from": None, "paths": "anywhere",
+            "timestep_sampling": "logit_normal"}
 
 
-def render_clips(count: int, seed: int) -> tuple[np.ndarray, list[str]]:
+def render_clips(count: int, seed: int, paths: str = "anywhere") -> tuple[np.ndarray, list[str]]:
     frames, captions = [], []
-    for video, caption in shapes.dataset(count, size=models.SIZE, frames=models.FRAMES, seed=seed):
+    for video, caption in shapes.dataset(count, size=models.SIZE, frames=models.FRAMES, seed=seed, paths=paths):
         frames.append(video)
         captions.append(caption)
     return np.stack(frames), captions
@@ -148,7 +149,9 @@ def make_default_model(out: str | Path, *, work: str | Path | None = None, progr
     work = Path(work) if work is not None else out.with_name(out.name + ".work")
     times, seed = {}, args["seed"]
     start = time.perf_counter()
-    frames, captions = render_clips(args["clips"], seed)
+    if args["paths"] not in shapes.PATHS:
+        raise InputError(f"paths must be one of {shapes.PATHS}, got {args['paths']!r}")
+    frames, captions = render_clips(args["clips"], seed, args["paths"])
     times["render_s"] = time.perf_counter() - start
     log(f"rendered {len(frames)} clips in {times['render_s']:.0f} s")
 
@@ -173,7 +176,7 @@ def make_default_model(out: str | Path, *, work: str | Path | None = None, progr
     log(f"cached {dataset.size} clips, {len(dataset.captions)} distinct captions in {times['cache_s']:.0f} s")
 
     config = TrainConfig(learning_rate=args["learning_rate"], warmup_steps=min(100, args["dit_steps"] // 10),
-                         lr_schedule="cosine",
+                         lr_schedule="cosine", timestep_sampling=args["timestep_sampling"],
                          total_steps=args["dit_steps"], ema_decay=args["ema_decay"], text_dropout=0.1, flow_shift=3.0,
                          batch_size=args["dit_batch"], seed=seed)
     trainer = Trainer(pipe.transformer, config)

@@ -60,21 +60,37 @@ class Clip:
         return caption(self.colour, self.shape, self.direction, self.background if with_background else None)
 
 
+PATHS = ("anywhere", "crossing")
+
+
 def random_clip(rng: np.random.Generator, triple: tuple[str, str, str], size: int, frames: int,
-                background: str | None = None) -> Clip:
-    """Start position and speed such that the shape stays fully inside the frame for the whole clip."""
+                background: str | None = None, paths: str = "anywhere") -> Clip:
+    """A clip whose shape stays fully inside the frame for the whole clip.
+
+    ``paths="anywhere"``: it travels about half the frame from a random start. ``"crossing"``: it enters near one
+    edge and crosses to the opposite one (start jittered by 5 % of the frame), so the direction word alone fixes
+    where the shape is in every frame; across the motion it is anywhere."""
+    if paths not in PATHS:
+        raise ValueError(f"paths must be one of {PATHS}, got {paths!r}")
     colour, shape, direction = triple
     radius = rng.uniform(0.11, 0.15) * size
-    speed = rng.uniform(0.45, 0.6) * size / (frames - 1)  # travels about half the frame
-    travel = speed * (frames - 1)
     dx, dy = DIRECTIONS[direction]
     lo, hi = radius + 1, size - radius - 1
+    if paths == "crossing":
+        jitter = 0.05 * size
+        travel = (hi - lo) - jitter
+        speed = travel / (frames - 1)
+        lo_start, hi_start = lo + jitter, hi - jitter  # the start lies within ``jitter`` of its edge
+    else:
+        speed = rng.uniform(0.45, 0.6) * size / (frames - 1)  # travels about half the frame
+        travel = speed * (frames - 1)
+        lo_start, hi_start = hi - travel, lo + travel
 
     def start(d):  # along the motion: leave room for the travel; across it: anywhere
         if d > 0:
-            return rng.uniform(lo, hi - travel)
+            return rng.uniform(lo, min(lo_start, hi - travel))
         if d < 0:
-            return rng.uniform(lo + travel, hi)
+            return rng.uniform(max(hi_start, lo + travel), hi)
         return rng.uniform(lo, hi)
 
     bg = background or str(rng.choice(list(BACKGROUNDS)))
@@ -104,12 +120,12 @@ def render(clip: Clip, size: int, frames: int) -> np.ndarray:
 
 
 def dataset(count: int, *, size: int = 64, frames: int = 17, seed: int = 0, background_caption_rate: float = 0.5,
-            triples=TRAIN_TRIPLES):
+            triples=TRAIN_TRIPLES, paths: str = "anywhere"):
     """``count`` (frames uint8 (T, size, size, 3), caption) pairs drawn from the training triples."""
     rng = np.random.default_rng(seed)
     for _ in range(count):
         triple = triples[rng.integers(len(triples))]
-        clip = random_clip(rng, triple, size, frames)
+        clip = random_clip(rng, triple, size, frames, paths=paths)
         yield render(clip, size, frames), clip.caption(rng.random() < background_caption_rate)
 
 
