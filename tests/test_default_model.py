@@ -66,7 +66,8 @@ def test_demo_colour_follows_unseen_prompts(held_out):
 
 
 @pytest.mark.xfail(strict=True, reason="the shipped DiT (1,000 CPU steps) draws the right shape and colour but has "
-                                       "not learned motion yet; the issue's bar needs longer training")
+                                       "not learned motion yet (recipe variants tried: bench/results/"
+                                       "default_model_motion_experiments_cpu.json)")
 def test_demo_quality_on_held_out_prompts(held_out):
     """The issue's bar: colour AND direction right in ≥ 80 % of the 16 unseen combinations. Strict: once a
     retrained model passes, this xfail fails and must be turned back into a plain test."""
