@@ -9,6 +9,8 @@ import os
 import time
 from pathlib import Path
 
+from sana_jax.demo.shapes import PATHS
+
 
 def _optimisation_args(p) -> None:
     g = p.add_argument_group("optimisation")
@@ -81,7 +83,7 @@ def add_parser(sub) -> None:
     demo.add_argument("--dit-steps", type=int, default=None, help="DiT steps (default 1000)")
     demo.add_argument("--dit-batch", type=int, default=None, help="DiT batch size (default 32)")
     demo.add_argument("--lr", type=float, default=None, help="DiT peak learning rate (default 5e-4)")
-    demo.add_argument("--paths", choices=("anywhere", "crossing"), default=None,
+    demo.add_argument("--paths", choices=PATHS, default=None,
                       help="anywhere: shapes travel half the frame from a random start (default); crossing: they "
                            "cross the frame edge to edge, so the direction fixes the position in every frame")
     demo.add_argument("--timestep-sampling", choices=("logit_normal", "uniform"), default=None,

@@ -149,8 +149,6 @@ def make_default_model(out: str | Path, *, work: str | Path | None = None, progr
     work = Path(work) if work is not None else out.with_name(out.name + ".work")
     times, seed = {}, args["seed"]
     start = time.perf_counter()
-    if args["paths"] not in shapes.PATHS:
-        raise InputError(f"paths must be one of {shapes.PATHS}, got {args['paths']!r}")
     frames, captions = render_clips(args["clips"], seed, args["paths"])
     times["render_s"] = time.perf_counter() - start
     log(f"rendered {len(frames)} clips in {times['render_s']:.0f} s")

@@ -16,6 +16,8 @@ import itertools
 
 import numpy as np
 
+from sana_jax.errors import InputError
+
 COLOURS = {
     "red": (220, 40, 40), "green": (40, 180, 60), "blue": (50, 90, 235),
     "yellow": (240, 215, 40), "purple": (150, 60, 210), "cyan": (40, 205, 215),
@@ -71,26 +73,22 @@ def random_clip(rng: np.random.Generator, triple: tuple[str, str, str], size: in
     edge and crosses to the opposite one (start jittered by 5 % of the frame), so the direction word alone fixes
     where the shape is in every frame; across the motion it is anywhere."""
     if paths not in PATHS:
-        raise ValueError(f"paths must be one of {PATHS}, got {paths!r}")
+        raise InputError(f"paths must be one of {PATHS}, got {paths!r}")
     colour, shape, direction = triple
     radius = rng.uniform(0.11, 0.15) * size
     dx, dy = DIRECTIONS[direction]
     lo, hi = radius + 1, size - radius - 1
-    if paths == "crossing":
-        jitter = 0.05 * size
-        travel = (hi - lo) - jitter
-        speed = travel / (frames - 1)
-        lo_start, hi_start = lo + jitter, hi - jitter  # the start lies within ``jitter`` of its edge
+    if paths == "crossing":  # the travel leaves 5 % of the frame for the start: within that of its edge
+        speed = ((hi - lo) - 0.05 * size) / (frames - 1)
     else:
         speed = rng.uniform(0.45, 0.6) * size / (frames - 1)  # travels about half the frame
-        travel = speed * (frames - 1)
-        lo_start, hi_start = hi - travel, lo + travel
+    travel = speed * (frames - 1)
 
     def start(d):  # along the motion: leave room for the travel; across it: anywhere
         if d > 0:
-            return rng.uniform(lo, min(lo_start, hi - travel))
+            return rng.uniform(lo, hi - travel)
         if d < 0:
-            return rng.uniform(max(hi_start, lo + travel), hi)
+            return rng.uniform(lo + travel, hi)
         return rng.uniform(lo, hi)
 
     bg = background or str(rng.choice(list(BACKGROUNDS)))
