@@ -1,0 +1,117 @@
+"""Where the default model's flow-matching error sits, by noise level, against what is learnable there.
+
+    python bench/default_model_sigma.py                          # the shipped model, the data it was trained on
+    python bench/default_model_sigma.py --model OUT --paths crossing   # a model from `sana-jax train demo`
+
+For each of the 16 held-out prompts it renders clips of that exact (colour, shape, direction), encodes them, and
+measures the DiT's velocity error ``mean((v̂ − (ε − x0))²)`` at several σ on fixed noise. At σ = 1 the input is pure
+noise, so the best possible prediction is ``v = ε − E[x0 | prompt]`` and its error is the spread of the clips
+around their mean. Three such references are printed beside the model:
+
+* ``zero``: ``E[x0] = 0`` (latents are normalised, so this is the "knows nothing" prior);
+* ``frame_mean``: each frame's spatial mean latent (background colour, no shape, no position);
+* ``conditional_mean``: the mean latent of other clips with the same prompt: the shape's path is in it.
+
+It also reads the motion out of the σ = 1 prediction (``x0̂ = x_σ − σ·v̂``, averaged over noise draws): how far the
+shape's latent centroid moves along the prompt's direction from the first frame to the last, against the same read
+from the clips' mean. The sampler's first steps run at σ ≈ 1 (DPM-solver++, shift 3: 1.0, 0.98, 0.97, …); a model
+whose σ = 1 prediction holds no motion lays out the video from the noise alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+from bench.common import device_description, write_result  # noqa: E402
+
+SIGMAS = (1.0, 0.99, 0.97, 0.95, 0.9, 0.7, 0.5)
+
+
+def centroid_travel(latents: np.ndarray, direction: tuple[int, int]) -> float:
+    """Displacement (latent cells) along ``direction`` of the centroid of the latent's deviation from each frame's
+    spatial median, first frame to last. ``latents``: (T, h, w, C)."""
+    t, h, w, c = latents.shape
+    median = np.median(latents.reshape(t, h * w, c), axis=1)[:, None, None]
+    weight = np.linalg.norm(latents - median, axis=-1)
+    weight = np.maximum(weight - np.median(weight, axis=(1, 2), keepdims=True), 0.0) + 1e-9
+    ys, xs = np.mgrid[:h, :w]
+    cx = (weight * xs).sum((1, 2)) / weight.sum((1, 2))
+    cy = (weight * ys).sum((1, 2)) / weight.sum((1, 2))
+    dx, dy = direction
+    return float((cx[-1] - cx[0]) * dx + (cy[-1] - cy[0]) * dy)
+
+
+def measure_prompt(pipe, triple, *, paths: str, clips: int, evaluate: int, seed: int) -> dict:
+    from sana_jax.demo import models, shapes
+
+    rng = np.random.default_rng(seed)
+    videos = [shapes.render(shapes.random_clip(rng, triple, models.SIZE, models.FRAMES, paths=paths), models.SIZE,
+                            models.FRAMES) for _ in range(clips)]
+    x0 = np.asarray(pipe.encode_video(np.stack(videos).astype(np.float32) / 127.5 - 1.0))
+    x0, others = x0[:evaluate], x0[evaluate:]  # the references come from clips the error is not measured on
+    cond, _ = pipe.encode_prompt([shapes.caption(*triple)] * evaluate, None)
+    noise = np.asarray(jax.random.normal(jax.random.key(seed), x0.shape))
+    target = noise - x0
+    errors, x0_hat = {}, None
+    for sigma in SIGMAS:
+        x_t = (1.0 - sigma) * x0 + sigma * noise
+        v = np.asarray(pipe.transformer(jnp.asarray(x_t), cond["text"], jnp.full((evaluate,), sigma * 1000.0),
+                                        cond["mask"]))
+        errors[f"{sigma:g}"] = float(np.mean(np.square(v - target)))
+        if sigma == 1.0:
+            x0_hat = (x_t - sigma * v).mean(0)
+
+    def prior_error(mean):
+        return float(np.mean(np.square(x0 - mean)))  # at σ = 1: v = ε − mean, error = x0 − mean
+
+    frame_mean = others.mean(axis=(0, 2, 3), keepdims=True)[0]
+    direction = shapes.DIRECTIONS[triple[2]]
+    return {"prompt": shapes.caption(*triple), "model": errors,
+            "sigma_1_references": {"zero": prior_error(0.0), "frame_mean": prior_error(frame_mean),
+                                   "conditional_mean": prior_error(others.mean(0))},
+            "travel_cells": {"model_sigma_1": centroid_travel(x0_hat, direction),
+                             "clips_mean": centroid_travel(others.mean(0), direction)}}
+
+
+def main() -> None:
+    from sana_jax.demo import default_model_path, shapes
+    from sana_jax.pipelines import SanaVideoPipeline
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default=str(default_model_path()), help="pipeline folder (default: shipped)")
+    parser.add_argument("--paths", choices=shapes.PATHS, default="anywhere", help="the clips' paths (as trained)")
+    parser.add_argument("--clips", type=int, default=40, help="clips per prompt (evaluated + reference)")
+    parser.add_argument("--evaluate", type=int, default=8, help="clips per prompt the error is measured on")
+    parser.add_argument("--name", default="default_model_sigma_cpu", help="results file name")
+    args = parser.parse_args()
+
+    pipe = SanaVideoPipeline.from_pretrained(args.model)
+    rows = [measure_prompt(pipe, triple, paths=args.paths, clips=args.clips, evaluate=args.evaluate, seed=i)
+            for i, triple in enumerate(shapes.HELD_OUT)]
+
+    def average(get):
+        return float(np.mean([get(r) for r in rows]))
+
+    summary = {"model": {s: average(lambda r, s=s: r["model"][s]) for s in rows[0]["model"]},
+               "sigma_1_references": {k: average(lambda r, k=k: r["sigma_1_references"][k])
+                                      for k in rows[0]["sigma_1_references"]},
+               "travel_cells": {k: average(lambda r, k=k: r["travel_cells"][k]) for k in rows[0]["travel_cells"]}}
+    print("velocity error by σ:", {k: round(v, 3) for k, v in summary["model"].items()})
+    print("σ = 1 references:", {k: round(v, 3) for k, v in summary["sigma_1_references"].items()})
+    print("travel along the prompt's direction (latent cells):",
+          {k: round(v, 2) for k, v in summary["travel_cells"].items()})
+    result = {"device": device_description(), "model": args.model, "paths": args.paths, "clips": args.clips,
+              "evaluate": args.evaluate, "summary": summary, "prompts": rows}
+    print("wrote", write_result(args.name, result))
+
+
+if __name__ == "__main__":
+    main()
