@@ -96,20 +96,27 @@ def case_sampling(spec: str) -> dict:
     return {"rel": rel(got, want)}
 
 
+@functools.cache
+def _vae_setup():
+    """A tiny LTX-2 VAE and its one-device decode (computed once for all meshes). One latent pixel: the halos
+    under test are temporal; 8 latent frames so that ``context=8`` gets one each."""
+    from sana_jax.vae.ltx2 import LTX2VAE, LTX2VAEConfig
+
+    cfg = LTX2VAEConfig(latent_channels=8, block_out_channels=(16, 32, 64, 128), layers_per_block=(1, 1, 1, 1, 1),
+                        decoder_block_out_channels=(16, 32, 64), decoder_layers_per_block=(1, 1, 1, 1))
+    graphdef, state = nnx.split(LTX2VAE(cfg, rngs=nnx.Rngs(0)))
+    z = np.random.default_rng(3).standard_normal((2, 8, 1, 1, 8)).astype(np.float32)
+    fn = jax.jit(lambda st, zz: nnx.merge(graphdef, st).decode(zz, timestep=0.05))
+    return graphdef, state, z, fn, fn(state, z)
+
+
 def case_vae(spec: str) -> dict:
     """LTX-2 VAE decode with the latent frames split over ``context`` (temporal halos in every conv)."""
     from jax.sharding import NamedSharding, PartitionSpec as P
 
     from sana_jax.parallel.rules import shard_state
-    from sana_jax.vae.ltx2 import LTX2VAE, LTX2VAEConfig
 
-    cfg = LTX2VAEConfig(latent_channels=8, block_out_channels=(16, 32, 64, 128), layers_per_block=(1, 1, 1, 1, 1),
-                        decoder_block_out_channels=(16, 32, 64), decoder_layers_per_block=(1, 1, 1, 1))
-    vae = LTX2VAE(cfg, rngs=nnx.Rngs(0))
-    graphdef, state = nnx.split(vae)
-    z = np.random.default_rng(3).standard_normal((2, 8, 2, 2, 8)).astype(np.float32)
-    fn = jax.jit(lambda st, zz: nnx.merge(graphdef, st).decode(zz, timestep=0.05))
-    want = fn(state, z)
+    graphdef, state, z, fn, want = _vae_setup()
     mesh = make_mesh(spec)
     got = fn(shard_state(state, mesh), jax.device_put(z, NamedSharding(mesh, P("data", "context"))))
     return {"rel": rel(got, want)}

@@ -84,7 +84,7 @@ def test_two_process_distributed_forward():
         s.bind(("localhost", 0))
         port = s.getsockname()[1]
     env = dict(os.environ, PYTHONPATH=str(ROOT), JAX_PLATFORMS="cpu")
-    env.pop("XLA_FLAGS", None)
+    env["XLA_FLAGS"] = os.environ.get("XLA_FLAGS", "").replace("--xla_force_host_platform_device_count=8", "")
     procs = [subprocess.Popen([sys.executable, str(ROOT / "tests" / "distributed_case.py"), str(port), str(i)],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) for i in range(2)]
     outs = [p.communicate(timeout=600) for p in procs]
