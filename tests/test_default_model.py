@@ -50,6 +50,23 @@ def test_measure_reads_rendered_clips(paths):
     assert shapes.measure(np.full((17, 64, 64, 3), 90, np.uint8)) == (None, None)
 
 
+def test_latent_centroid_travel_reads_motion():
+    """The motion read of bench/default_model_sigma.py: a bump moving one latent cell per frame travels T − 1 cells
+    along its direction (less the pull of the noise floor towards the centre), minus that against it, nothing across
+    it, and a still bump none."""
+    from bench.default_model_sigma import centroid_travel
+
+    z = np.random.default_rng(0).normal(0.0, 0.01, (5, 8, 8, 4))
+    still = z.copy()
+    for t in range(5):
+        z[t, 3, 1 + t] += 2.0  # (row 3, column 1 + t): moving right
+        still[t, 3, 3] += 2.0
+    assert 3.6 < centroid_travel(z, shapes.DIRECTIONS["right"]) <= 4.0
+    assert centroid_travel(z, shapes.DIRECTIONS["left"]) == -centroid_travel(z, shapes.DIRECTIONS["right"])
+    assert centroid_travel(z, shapes.DIRECTIONS["down"]) == pytest.approx(0.0, abs=0.05)
+    assert centroid_travel(still, shapes.DIRECTIONS["right"]) == pytest.approx(0.0, abs=0.05)
+
+
 @pytest.fixture(scope="module")
 def held_out(pipe):
     result = recipe.evaluate(pipe, shapes.held_out_prompts(), seed=0)
