@@ -1,4 +1,5 @@
-"""Reading configuration files (shared by every config dataclass's ``from_json``)."""
+"""Reading configuration files (shared by every config dataclass's ``from_json``), and option values that the CLI
+needs when it builds its parser, which must not import JAX."""
 
 from __future__ import annotations
 
@@ -6,6 +7,9 @@ import json
 from pathlib import Path
 
 from sana_jax.errors import ConfigError
+
+#: Training noise-level distributions (:func:`sana_jax.training.flow.sample_sigmas`).
+TIMESTEP_SAMPLING = ("logit_normal", "uniform")
 
 
 def read_config_json(path: str | Path) -> dict:

@@ -9,6 +9,7 @@ import os
 import time
 from pathlib import Path
 
+from sana_jax.config import TIMESTEP_SAMPLING
 from sana_jax.demo.shapes import PATHS
 
 
@@ -86,7 +87,7 @@ def add_parser(sub) -> None:
     demo.add_argument("--paths", choices=PATHS, default=None,
                       help="anywhere: shapes travel half the frame from a random start (default); crossing: they "
                            "cross the frame edge to edge, so the direction fixes the position in every frame")
-    demo.add_argument("--timestep-sampling", choices=("logit_normal", "uniform"), default=None,
+    demo.add_argument("--timestep-sampling", choices=TIMESTEP_SAMPLING, default=None,
                       help="training noise levels: SANA's logit-normal (default) or uniform before the shift "
                            "(trains the high-noise end, where sampling decides the layout, as often as the rest)")
     demo.add_argument("--clips", type=int, default=None, help="rendered clips (default 3000)")

@@ -12,9 +12,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from sana_jax.config import TIMESTEP_SAMPLING
 from sana_jax.errors import InputError
-
-TIMESTEP_SAMPLING = ("logit_normal", "uniform")
 
 
 def shift_sigmas(u: jax.Array, shift: float) -> jax.Array:
