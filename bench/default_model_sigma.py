@@ -12,6 +12,13 @@ around their mean. Three such references are printed beside the model:
 * ``frame_mean``: each frame's spatial mean latent (background colour, no shape, no position);
 * ``conditional_mean``: the mean latent of other clips with the same prompt: the shape's path is in it.
 
+At every σ it also prints the error of the **ideal denoiser** (:func:`ideal_velocity`): the exact posterior mean
+``E[x0 | x_σ]`` over the reference clips of the prompt. It is what a DiT that had fitted this data would reach, so the
+gap between the two rows is how far the model is from learnt, σ by σ. With a finite reference set that posterior
+collapses onto the nearest reference as σ falls, so below σ ≈ 0.7 its error is an over-estimate (it rises again at
+0.5); at high σ, where the layout is decided, it is tight. ``--sample`` runs that same ideal denoiser
+through the pipeline's own sampler, decoder and scorer on the 16 prompts, which checks everything but the DiT.
+
 It also reads the motion out of the σ = 1 prediction (``x0̂ = x_σ − σ·v̂``, averaged over noise draws): how far the
 shape's latent centroid moves along the prompt's direction from the first frame to the last, against the same read
 from the clips' mean. The sampler's first steps run at σ ≈ 1 (DPM-solver++, shift 3: 1.0, 0.98, 0.97, …); a model
@@ -49,6 +56,49 @@ def centroid_travel(latents: np.ndarray, direction: tuple[int, int]) -> float:
     return float((cx[-1] - cx[0]) * dx + (cy[-1] - cy[0]) * dy)
 
 
+def ideal_velocity(references):
+    """The velocity of the ideal denoiser for a data set of clean latents ``references`` (N, T, h, w, C), as a
+    sampler ``model_fn(params, x, t, cond)``. For ``x_σ = (1 − σ)·x0 + σ·ε`` with ``x0`` drawn from the references,
+    ``p(x0_i | x_σ) ∝ exp(−‖x_σ − (1 − σ)·x0_i‖² / 2σ²)``; ``x0̂`` is that posterior's mean and ``v = (x_σ − x0̂)/σ``
+    (since ``v = ε − x0``). ``params`` and ``cond`` are ignored: it only knows the one prompt's clips."""
+    bank = jnp.asarray(references, jnp.float32)
+
+    def model_fn(params, x, t, cond):
+        sigma = jnp.maximum(jnp.broadcast_to(jnp.asarray(t, jnp.float32).reshape(-1), (x.shape[0],)) / 1000.0, 1e-4)
+        distance = jnp.sum(jnp.square(x[:, None] - (1.0 - sigma)[:, None, None, None, None, None] * bank[None]),
+                           axis=(2, 3, 4, 5))
+        weights = jax.nn.softmax(-distance / (2.0 * sigma[:, None] ** 2), axis=1)
+        x0_hat = jnp.einsum("bn,nthwc->bthwc", weights, bank)
+        return (x - x0_hat) / sigma[:, None, None, None, None]
+
+    return model_fn
+
+
+def render_latents(pipe, triple, *, paths: str, count: int, seed: int) -> np.ndarray:
+    """``count`` clips of exactly ``triple`` (colour, shape, direction), encoded: (count, T', h, w, C)."""
+    from sana_jax.demo import models, shapes
+
+    rng = np.random.default_rng(seed)
+    videos = [shapes.render(shapes.random_clip(rng, triple, models.SIZE, models.FRAMES, paths=paths), models.SIZE,
+                            models.FRAMES) for _ in range(count)]
+    return np.asarray(pipe.encode_video(np.stack(videos).astype(np.float32) / 127.5 - 1.0))
+
+
+def sample_with_ideal_denoiser(pipe, triple, references, *, seed: int) -> tuple[str | None, str | None]:
+    """Generate the prompt's video with the pipeline's sampler, decoder and defaults, but the ideal denoiser of
+    ``references`` in place of the DiT (no guidance: it has no unconditional branch); returns what
+    :func:`shapes.measure` reads from it."""
+    from sana_jax.demo import shapes
+
+    dit = pipe._model_fn
+    pipe._model_fn = ideal_velocity(references)
+    try:
+        frames = pipe(shapes.caption(*triple), seed=seed, guidance_scale=1.0, progress=False).frames[0]
+    finally:
+        pipe._model_fn = dit
+    return shapes.measure(frames)
+
+
 def jitted_velocity(pipe):
     """The pipeline's DiT as one compiled function of (latents, text, timestep, mask): every σ and prompt reuses it."""
     from flax import nnx
@@ -59,21 +109,21 @@ def jitted_velocity(pipe):
 
 
 def measure_prompt(pipe, velocity, triple, *, paths: str, clips: int, evaluate: int, seed: int) -> dict:
-    from sana_jax.demo import models, shapes
+    from sana_jax.demo import shapes
 
-    rng = np.random.default_rng(seed)
-    videos = [shapes.render(shapes.random_clip(rng, triple, models.SIZE, models.FRAMES, paths=paths), models.SIZE,
-                            models.FRAMES) for _ in range(clips)]
-    x0 = np.asarray(pipe.encode_video(np.stack(videos).astype(np.float32) / 127.5 - 1.0))
+    x0 = render_latents(pipe, triple, paths=paths, count=clips, seed=seed)
     x0, others = x0[:evaluate], x0[evaluate:]  # the references come from clips the error is not measured on
+    ideal = jax.jit(ideal_velocity(others))
     cond, _ = pipe.encode_prompt([shapes.caption(*triple)] * evaluate, None)
     noise = np.asarray(jax.random.normal(jax.random.key(seed), x0.shape))
     target = noise - x0
-    errors, x0_hat = {}, None
+    errors, ideal_errors, x0_hat = {}, {}, None
     for sigma in SIGMAS:
         x_t = (1.0 - sigma) * x0 + sigma * noise
         v = np.asarray(velocity(jnp.asarray(x_t), cond["text"], jnp.full((evaluate,), sigma * 1000.0), cond["mask"]))
         errors[f"{sigma:g}"] = float(np.mean(np.square(v - target)))
+        v_ideal = np.asarray(ideal(None, jnp.asarray(x_t), jnp.float32(sigma * 1000.0), None))
+        ideal_errors[f"{sigma:g}"] = float(np.mean(np.square(v_ideal - target)))
         if sigma == 1.0:
             x0_hat = (x_t - sigma * v).mean(0)
 
@@ -82,7 +132,7 @@ def measure_prompt(pipe, velocity, triple, *, paths: str, clips: int, evaluate: 
 
     frame_mean = others.mean(axis=(0, 2, 3), keepdims=True)[0]
     direction = shapes.DIRECTIONS[triple[2]]
-    return {"prompt": shapes.caption(*triple), "model": errors,
+    return {"prompt": shapes.caption(*triple), "model": errors, "ideal_denoiser": ideal_errors,
             "sigma_1_references": {"zero": prior_error(0.0), "frame_mean": prior_error(frame_mean),
                                    "conditional_mean": prior_error(others.mean(0))},
             "travel_cells": {"model_sigma_1": centroid_travel(x0_hat, direction),
@@ -96,8 +146,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default=str(default_model_path()), help="pipeline folder (default: shipped)")
     parser.add_argument("--paths", choices=shapes.PATHS, default="anywhere", help="the clips' paths (as trained)")
-    parser.add_argument("--clips", type=int, default=40, help="clips per prompt (evaluated + reference)")
+    parser.add_argument("--clips", type=int, default=264, help="clips per prompt (evaluated + reference)")
     parser.add_argument("--evaluate", type=int, default=8, help="clips per prompt the error is measured on")
+    parser.add_argument("--sample", action="store_true",
+                        help="also generate each prompt's video with the ideal denoiser in place of the DiT")
     parser.add_argument("--name", default="default_model_sigma_cpu", help="results file name")
     args = parser.parse_args()
 
@@ -110,10 +162,21 @@ def main() -> None:
         return float(np.mean([get(r) for r in rows]))
 
     summary = {"model": {s: average(lambda r, s=s: r["model"][s]) for s in rows[0]["model"]},
+               "ideal_denoiser": {s: average(lambda r, s=s: r["ideal_denoiser"][s]) for s in rows[0]["model"]},
                "sigma_1_references": {k: average(lambda r, k=k: r["sigma_1_references"][k])
                                       for k in rows[0]["sigma_1_references"]},
                "travel_cells": {k: average(lambda r, k=k: r["travel_cells"][k]) for k in rows[0]["travel_cells"]}}
     print("velocity error by σ:", {k: round(v, 3) for k, v in summary["model"].items()})
+    print("ideal denoiser by σ:", {k: round(v, 3) for k, v in summary["ideal_denoiser"].items()})
+    if args.sample:
+        for i, (row, triple) in enumerate(zip(rows, shapes.HELD_OUT)):
+            references = render_latents(pipe, triple, paths=args.paths, count=args.clips - args.evaluate, seed=1000 + i)
+            colour, direction = sample_with_ideal_denoiser(pipe, triple, references, seed=i)
+            row["ideal_denoiser_sampled"] = {"colour": colour, "direction": direction,
+                                             "right": (colour, direction) == (triple[0], triple[2])}
+        summary["ideal_denoiser_sampled_right"] = sum(r["ideal_denoiser_sampled"]["right"] for r in rows) / len(rows)
+        print(f"ideal denoiser through the pipeline: colour and direction right in "
+              f"{summary['ideal_denoiser_sampled_right']:.0%} of {len(rows)} prompts")
     print("σ = 1 references:", {k: round(v, 3) for k, v in summary["sigma_1_references"].items()})
     print("travel along the prompt's direction (latent cells):",
           {k: round(v, 2) for k, v in summary["travel_cells"].items()})
