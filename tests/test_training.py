@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from sana_jax.errors import ConfigError
+from sana_jax.errors import ConfigError, InputError
 from sana_jax.models.sana_video import SanaVideoConfig, SanaVideoTransformer
 from sana_jax.training import LatentDataset, TrainConfig, Trainer
 from sana_jax.training.checkpoints import read_metrics
@@ -68,6 +68,22 @@ def test_flow_objective_pieces():
     np.testing.assert_allclose(np.asarray(v), -1.0)
 
 
+def test_pure_noise_fraction_trains_sigma_one():
+    """A share of the σ draws becomes exactly 1 (where sampling starts); with 0 the draws are unchanged, so runs
+    made before the option existed reproduce."""
+    key = jax.random.key(3)
+    plain = sample_sigmas(key, 4096, shift=3.0)
+    np.testing.assert_array_equal(np.asarray(sample_sigmas(key, 4096, shift=3.0, pure_noise_fraction=0.0)),
+                                  np.asarray(plain))
+    mixed = np.asarray(sample_sigmas(key, 4096, shift=3.0, sampling="uniform", pure_noise_fraction=0.25))
+    assert np.mean(mixed == 1.0) == pytest.approx(0.25, abs=0.03)
+    assert float(np.mean(np.asarray(plain) > 0.97)) < 0.02  # logit-normal + shift 3 hardly reaches the top
+    with pytest.raises(InputError, match="pure_noise_fraction"):
+        sample_sigmas(key, 4, pure_noise_fraction=1.0)
+    with pytest.raises(ConfigError, match="pure_noise_fraction"):
+        TrainConfig(pure_noise_fraction=-0.1)
+
+
 def test_loss_decreases_on_tiny_overfit_set():
     data = tiny_dataset(4)
     trainer = Trainer(tiny_model(), TrainConfig(learning_rate=3e-3, batch_size=4, timestep_sampling="uniform"))
@@ -111,6 +127,16 @@ def test_resume_refuses_other_settings(tmp_path):
     trainer_for(TrainConfig(batch_size=4)).fit(data, 1, run_dir=tmp_path, progress=False)
     with pytest.raises(ConfigError, match="different train"):
         Trainer(tiny_model(), TrainConfig(batch_size=2)).fit(data, 2, run_dir=tmp_path, progress=False)
+    with pytest.raises(ConfigError, match="different train"):
+        Trainer(tiny_model(), TrainConfig(batch_size=4, pure_noise_fraction=0.25)).fit(data, 2, run_dir=tmp_path,
+                                                                                      progress=False)
+    # a run started before a setting existed resumes, as long as the setting keeps its default
+    run_file = tmp_path / "run.json"
+    signature = json.loads(run_file.read_text())
+    del signature["train"]["pure_noise_fraction"]
+    run_file.write_text(json.dumps(signature))
+    state = trainer_for(TrainConfig(batch_size=4)).fit(data, 2, run_dir=tmp_path, progress=False)
+    assert int(state["step"]) == 2
 
 
 _INTERRUPTED_SAVE = textwrap.dedent("""

@@ -33,6 +33,9 @@ def _optimisation_args(p) -> None:
     g.add_argument("--text-dropout", type=float, default=0.1,
                    help="probability of training on the empty prompt (what guidance uses)")
     g.add_argument("--flow-shift", type=float, default=3.0, help="timestep shift of the logit-normal sampling")
+    g.add_argument("--pure-noise-fraction", type=float, default=0.0, metavar="P",
+                   help="train this share of samples at σ = 1 exactly (pure noise), where sampling starts and the "
+                        "logit-normal draws almost never go (default 0: SANA's recipe)")
     g.add_argument("--seed", type=int, default=0, help="noise, timesteps and data order are functions of it")
     g.add_argument("--save-every", type=int, default=500, help="checkpoint interval in steps")
     g.add_argument("--keep", type=int, default=3, help="checkpoints kept")
@@ -90,6 +93,8 @@ def add_parser(sub) -> None:
     demo.add_argument("--timestep-sampling", choices=TIMESTEP_SAMPLING, default=None,
                       help="training noise levels: SANA's logit-normal (default) or uniform before the shift "
                            "(trains the high-noise end, where sampling decides the layout, as often as the rest)")
+    demo.add_argument("--pure-noise-fraction", type=float, default=None, metavar="P",
+                      help="train this share of DiT samples at σ = 1 exactly, where sampling starts (default 0)")
     demo.add_argument("--clips", type=int, default=None, help="rendered clips (default 3000)")
     demo.add_argument("--vae-from", default=None, metavar="FOLDER",
                       help="reuse a trained VAE (e.g. sana_jax/default_model/vae) instead of training one")
@@ -104,6 +109,7 @@ def _train_config(args, total_steps: int):
     return TrainConfig(learning_rate=args.lr, warmup_steps=args.warmup, lr_schedule=args.schedule,
                        total_steps=total_steps, weight_decay=args.weight_decay, grad_clip=args.grad_clip or None,
                        ema_decay=args.ema, compute_dtype=args.dtype, remat=args.remat, flow_shift=args.flow_shift,
+                       pure_noise_fraction=args.pure_noise_fraction,
                        text_dropout=args.text_dropout, trainable=args.trainable, batch_size=args.batch_size,
                        seed=args.seed)
 
@@ -196,7 +202,8 @@ def run_demo(args: argparse.Namespace) -> int:
 
     overrides = {k: v for k, v in (("dit_steps", args.dit_steps), ("clips", args.clips), ("vae_from", args.vae_from),
                                    ("dit_batch", args.dit_batch), ("learning_rate", args.lr),
-                                   ("paths", args.paths), ("timestep_sampling", args.timestep_sampling))
+                                   ("paths", args.paths), ("timestep_sampling", args.timestep_sampling),
+                                   ("pure_noise_fraction", args.pure_noise_fraction))
                  if v is not None}
     record = make_default_model(args.out, progress=not args.quiet, overwrite=args.overwrite, **overrides)
     print(f"times (s): {json.dumps({k: round(v) for k, v in record['times'].items()})}")

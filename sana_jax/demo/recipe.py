@@ -34,7 +34,7 @@ from sana_jax.io.files import atomic_directory
 
 DEFAULTS = {"clips": 3000, "vae_steps": 600, "vae_batch": 16, "dit_steps": 1000, "dit_batch": 32,
             "learning_rate": 5e-4, "ema_decay": 0.99, "seed": 0, "vae_from": None, "paths": "anywhere",
-            "timestep_sampling": "logit_normal"}
+            "timestep_sampling": "logit_normal", "pure_noise_fraction": 0.0}
 
 
 def render_clips(count: int, seed: int, paths: str = "anywhere") -> tuple[np.ndarray, list[str]]:
@@ -175,6 +175,7 @@ def make_default_model(out: str | Path, *, work: str | Path | None = None, progr
 
     config = TrainConfig(learning_rate=args["learning_rate"], warmup_steps=min(100, args["dit_steps"] // 10),
                          lr_schedule="cosine", timestep_sampling=args["timestep_sampling"],
+                         pure_noise_fraction=args["pure_noise_fraction"],
                          total_steps=args["dit_steps"], ema_decay=args["ema_decay"], text_dropout=0.1, flow_shift=3.0,
                          batch_size=args["dit_batch"], seed=seed)
     trainer = Trainer(pipe.transformer, config)

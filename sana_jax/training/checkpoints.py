@@ -19,6 +19,12 @@ RUN_FILE = "run.json"
 METRICS_FILE = "metrics.jsonl"
 
 
+def _train_defaults() -> dict:
+    from sana_jax.training.trainer import TrainConfig
+
+    return json.loads(json.dumps(TrainConfig().to_dict()))
+
+
 def run_signature(trainer, dataset) -> dict:
     """What must not change between a run and its resumption."""
     from sana_jax.training.trainer import describe
@@ -41,6 +47,8 @@ class RunDirectory:
                 previous = json.loads(run_file.read_text())
             except (OSError, json.JSONDecodeError) as e:
                 raise CheckpointError(f"{run_file}: unreadable ({e})") from e
+            if isinstance(previous.get("train"), dict):  # settings added since the run began count as their default
+                previous["train"] = {**_train_defaults(), **previous["train"]}
             changed = sorted(k for k in signature if previous.get(k) != json.loads(json.dumps(signature[k])))
             if changed:
                 raise ConfigError(f"{self.path} holds a run with a different {', '.join(changed)}; resume with the "

@@ -46,6 +46,7 @@ class TrainConfig:
     remat: bool = False  # rematerialise each DiT block in the backward pass
     flow_shift: float = 3.0
     timestep_sampling: str = "logit_normal"
+    pure_noise_fraction: float = 0.0  # share of samples trained at σ = 1 exactly, where sampling starts
     text_dropout: float = 0.0  # probability of training a sample on the empty prompt (for guidance)
     trainable: str | None = None  # regular expression over parameter names (re.search); None: all
     batch_size: int = 8
@@ -61,6 +62,8 @@ class TrainConfig:
             raise ConfigError(f"timestep_sampling must be one of {TIMESTEP_SAMPLING}")
         if self.compute_dtype not in ("float32", "bfloat16"):
             raise ConfigError(f"compute_dtype must be 'float32' or 'bfloat16', got {self.compute_dtype!r}")
+        if not 0.0 <= self.pure_noise_fraction < 1.0:
+            raise ConfigError(f"pure_noise_fraction must be in [0, 1), got {self.pure_noise_fraction}")
         if not 0.0 <= self.text_dropout < 1.0:
             raise ConfigError(f"text_dropout must be in [0, 1), got {self.text_dropout}")
         if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
@@ -177,6 +180,7 @@ class Trainer:
         model = nnx.merge(self._graphdef, jax.tree_util.tree_unflatten(self._treedef, leaves))
         return flow_matching_loss(model, batch["latents"], batch["text"], batch["mask"], key,
                                   shift=cfg.flow_shift, sampling=cfg.timestep_sampling,
+                                  pure_noise_fraction=cfg.pure_noise_fraction,
                                   null_text=batch.get("null_text"), null_mask=batch.get("null_mask"),
                                   text_dropout=cfg.text_dropout)
 
