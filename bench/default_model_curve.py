@@ -3,6 +3,7 @@ training goes on.
 
     python bench/default_model_curve.py            # 3,000 steps of the shipped recipe at batch 8, ~30 min on 2 cores
     python bench/default_model_curve.py --steps 250 500 --batch 4 --name my_curve
+    python bench/default_model_curve.py --timestep-sampling uniform --pure-noise-fraction 0.25 --name ..._top_cpu
 
 It trains the demo DiT as ``sana-jax train demo`` does (the shipped PatchVAE, 3,000 procedural clips, text dropout
 0.1, flow shift 3, EMA 0.99) but at a constant learning rate after warm-up, so the curve is not bent by a decay
@@ -51,6 +52,7 @@ def build_pipeline(work: Path, paths: str, clips: int, seed: int):
 def main() -> None:
     import tempfile
 
+    from sana_jax.config import TIMESTEP_SAMPLING
     from sana_jax.demo import recipe, shapes
     from sana_jax.pipelines import SanaVideoPipeline
     from sana_jax.training import TrainConfig, Trainer
@@ -61,6 +63,9 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8, help="clips per step")
     parser.add_argument("--lr", type=float, default=5e-4, help="learning rate after 100 warm-up steps")
     parser.add_argument("--paths", choices=shapes.PATHS, default="anywhere", help="the clips' paths")
+    parser.add_argument("--timestep-sampling", choices=TIMESTEP_SAMPLING, default="logit_normal",
+                        help="training noise levels (as `sana-jax train demo`)")
+    parser.add_argument("--pure-noise-fraction", type=float, default=0.0, help="share of samples at σ = 1")
     parser.add_argument("--prompts", type=int, default=8, help="held-out prompts the velocity error is measured on")
     parser.add_argument("--clips", type=int, default=136, help="clips per prompt for the error (8 evaluated)")
     parser.add_argument("--name", default="default_model_curve_cpu", help="results file name")
@@ -73,7 +78,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         pipe, dataset = build_pipeline(Path(tmp), args.paths, clips=3000, seed=0)
         config = TrainConfig(learning_rate=args.lr, warmup_steps=100, lr_schedule="constant", ema_decay=0.99,
-                             text_dropout=0.1, flow_shift=3.0, batch_size=args.batch, seed=0)
+                             text_dropout=0.1, flow_shift=3.0, batch_size=args.batch, seed=0,
+                             timestep_sampling=args.timestep_sampling, pure_noise_fraction=args.pure_noise_fraction)
         trainer = Trainer(pipe.transformer, config)
         state = None
         for step in args.steps:
