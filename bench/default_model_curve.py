@@ -29,31 +29,12 @@ from bench.common import device_description, write_result  # noqa: E402
 from bench.default_model_sigma import jitted_velocity, measure_prompt  # noqa: E402
 
 
-def build_pipeline(work: Path, paths: str, clips: int, seed: int):
-    """A demo pipeline folder with a fresh DiT and the shipped VAE, and the latent/text cache of ``clips`` clips."""
-    from flax import nnx
-
-    import converters
-    from sana_jax.demo import default_model_path, models, recipe
-    from sana_jax.models.gemma import Gemma
-    from sana_jax.models.sana_video import SanaVideoTransformer
-    from sana_jax.pipelines import SanaVideoPipeline
-    from sana_jax.training import build_cache
-
-    frames, captions = recipe.render_clips(clips, seed, paths)
-    rngs = nnx.Rngs(seed + 1)
-    dit = SanaVideoTransformer(models.transformer_config(), rngs=rngs)
-    stage = recipe.write_pipeline_folder(work / "pipeline", dit, converters.load(str(default_model_path() / "vae")),
-                                         Gemma(models.text_encoder_config(), rngs=rngs))
-    pipe = SanaVideoPipeline.from_pretrained(stage)
-    return pipe, build_cache(pipe, zip(frames, captions), batch_size=64, progress=False, meta={"seed": seed})
-
-
 def main() -> None:
     import tempfile
 
+    import converters
     from sana_jax.config import TIMESTEP_SAMPLING
-    from sana_jax.demo import recipe, shapes
+    from sana_jax.demo import default_model_path, recipe, shapes
     from sana_jax.pipelines import SanaVideoPipeline
     from sana_jax.training import TrainConfig, Trainer
 
@@ -76,7 +57,9 @@ def main() -> None:
     start = time.perf_counter()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        pipe, dataset = build_pipeline(Path(tmp), args.paths, clips=3000, seed=0)
+        frames, captions = recipe.render_clips(recipe.DEFAULTS["clips"], 0, args.paths)
+        vae = converters.load(str(default_model_path() / "vae"))
+        pipe, dataset = recipe.untrained_pipeline(Path(tmp), vae, frames, captions, seed=0)
         config = TrainConfig(learning_rate=args.lr, warmup_steps=100, lr_schedule="constant", ema_decay=0.99,
                              text_dropout=0.1, flow_shift=3.0, batch_size=args.batch, seed=0,
                              timestep_sampling=args.timestep_sampling, pure_noise_fraction=args.pure_noise_fraction)

@@ -56,22 +56,19 @@ def centroid_travel(latents: np.ndarray, direction: tuple[int, int]) -> float:
     return float((cx[-1] - cx[0]) * dx + (cy[-1] - cy[0]) * dy)
 
 
-def ideal_velocity(references):
-    """The velocity of the ideal denoiser for a data set of clean latents ``references`` (N, T, h, w, C), as a
-    sampler ``model_fn(params, x, t, cond)``. For ``x_σ = (1 − σ)·x0 + σ·ε`` with ``x0`` drawn from the references,
+@jax.jit
+def ideal_velocity(references, x, t, cond=None):
+    """The velocity of the ideal denoiser for a data set of clean latents ``references`` (N, T, h, w, C), in the
+    sampler's ``model_fn(params, x, t, cond)`` form with the references as ``params`` (one function, so it compiles
+    once per shape whatever the prompt). For ``x_σ = (1 − σ)·x0 + σ·ε`` with ``x0`` drawn from the references,
     ``p(x0_i | x_σ) ∝ exp(−‖x_σ − (1 − σ)·x0_i‖² / 2σ²)``; ``x0̂`` is that posterior's mean and ``v = (x_σ − x0̂)/σ``
-    (since ``v = ε − x0``). ``params`` and ``cond`` are ignored: it only knows the one prompt's clips."""
-    bank = jnp.asarray(references, jnp.float32)
-
-    def model_fn(params, x, t, cond):
-        sigma = jnp.maximum(jnp.broadcast_to(jnp.asarray(t, jnp.float32).reshape(-1), (x.shape[0],)) / 1000.0, 1e-4)
-        distance = jnp.sum(jnp.square(x[:, None] - (1.0 - sigma)[:, None, None, None, None, None] * bank[None]),
-                           axis=(2, 3, 4, 5))
-        weights = jax.nn.softmax(-distance / (2.0 * sigma[:, None] ** 2), axis=1)
-        x0_hat = jnp.einsum("bn,nthwc->bthwc", weights, bank)
-        return (x - x0_hat) / sigma[:, None, None, None, None]
-
-    return model_fn
+    (since ``v = ε − x0``). ``cond`` is ignored: it only knows the one prompt's clips."""
+    sigma = jnp.maximum(jnp.broadcast_to(jnp.asarray(t, jnp.float32).reshape(-1), (x.shape[0],)) / 1000.0, 1e-4)
+    distance = jnp.sum(jnp.square(x[:, None] - (1.0 - sigma)[:, None, None, None, None, None] * references[None]),
+                       axis=(2, 3, 4, 5))
+    weights = jax.nn.softmax(-distance / (2.0 * sigma[:, None] ** 2), axis=1)
+    x0_hat = jnp.einsum("bn,nthwc->bthwc", weights, references)
+    return (x - x0_hat) / sigma[:, None, None, None, None]
 
 
 def render_latents(pipe, triple, *, paths: str, count: int, seed: int) -> np.ndarray:
@@ -90,12 +87,12 @@ def sample_with_ideal_denoiser(pipe, triple, references, *, seed: int) -> tuple[
     :func:`shapes.measure` reads from it."""
     from sana_jax.demo import shapes
 
-    dit = pipe._model_fn
-    pipe._model_fn = ideal_velocity(references)
+    dit = pipe._model_fn, pipe.dit_params
+    pipe._model_fn, pipe.dit_params = ideal_velocity, jnp.asarray(references, jnp.float32)
     try:
         frames = pipe(shapes.caption(*triple), seed=seed, guidance_scale=1.0, progress=False).frames[0]
     finally:
-        pipe._model_fn = dit
+        pipe._model_fn, pipe.dit_params = dit
     return shapes.measure(frames)
 
 
@@ -113,7 +110,7 @@ def measure_prompt(pipe, velocity, triple, *, paths: str, clips: int, evaluate: 
 
     x0 = render_latents(pipe, triple, paths=paths, count=clips, seed=seed)
     x0, others = x0[:evaluate], x0[evaluate:]  # the references come from clips the error is not measured on
-    ideal = jax.jit(ideal_velocity(others))
+    references = jnp.asarray(others, jnp.float32)
     cond, _ = pipe.encode_prompt([shapes.caption(*triple)] * evaluate, None)
     noise = np.asarray(jax.random.normal(jax.random.key(seed), x0.shape))
     target = noise - x0
@@ -122,7 +119,7 @@ def measure_prompt(pipe, velocity, triple, *, paths: str, clips: int, evaluate: 
         x_t = (1.0 - sigma) * x0 + sigma * noise
         v = np.asarray(velocity(jnp.asarray(x_t), cond["text"], jnp.full((evaluate,), sigma * 1000.0), cond["mask"]))
         errors[f"{sigma:g}"] = float(np.mean(np.square(v - target)))
-        v_ideal = np.asarray(ideal(None, jnp.asarray(x_t), jnp.float32(sigma * 1000.0), None))
+        v_ideal = np.asarray(ideal_velocity(references, jnp.asarray(x_t), jnp.float32(sigma * 1000.0)))
         ideal_errors[f"{sigma:g}"] = float(np.mean(np.square(v_ideal - target)))
         if sigma == 1.0:
             x0_hat = (x_t - sigma * v).mean(0)

@@ -74,14 +74,14 @@ def test_ideal_denoiser_through_the_pipeline_makes_the_prompted_video(pipe):
     DiT's alone."""
     from bench.default_model_sigma import ideal_velocity, render_latents, sample_with_ideal_denoiser
 
-    dit = pipe._model_fn
+    dit, dit_params = pipe._model_fn, pipe.dit_params
     for i, triple in enumerate(shapes.HELD_OUT[:4]):
         references = render_latents(pipe, triple, paths="anywhere", count=64, seed=100 + i)
         assert sample_with_ideal_denoiser(pipe, triple, references, seed=i) == (triple[0], triple[2]), triple
     x = np.asarray(references[:2])  # at σ → 0 the posterior mean is the reference itself: velocity (x − x0)/σ = 0
-    v = ideal_velocity(references)(None, x, np.float32(1e-3), None)
+    v = ideal_velocity(references, x, np.float32(1e-3))
     assert float(np.abs(v).max()) < 1e-3
-    assert pipe._model_fn is dit  # the DiT is put back
+    assert pipe._model_fn is dit and pipe.dit_params is dit_params  # the DiT is put back
 
 
 @pytest.fixture(scope="module")

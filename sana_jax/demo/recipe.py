@@ -130,14 +130,29 @@ def evaluate(pipe, prompts: list[str], *, seed: int = 0, batch: int = 8) -> dict
             "direction": sum(r["direction_ok"] for r in results) / len(results), "videos": results}
 
 
+def untrained_pipeline(work: Path, vae, frames: np.ndarray, captions: list[str], *, seed: int, progress: bool = False):
+    """The recipe's starting point: a pipeline folder under ``work`` with a freshly initialised DiT and text encoder
+    (``nnx.Rngs(seed + 1)``) beside ``vae``, and the latent/text cache of the clips. Returns ``(pipe, dataset)``."""
+    from sana_jax.models.gemma import Gemma
+    from sana_jax.models.sana_video import SanaVideoTransformer
+    from sana_jax.pipelines import SanaVideoPipeline
+    from sana_jax.training import build_cache
+
+    rngs = nnx.Rngs(seed + 1)
+    text_encoder = Gemma(models.text_encoder_config(), rngs=rngs)
+    transformer = SanaVideoTransformer(models.transformer_config(), rngs=rngs)
+    pipe = SanaVideoPipeline.from_pretrained(write_pipeline_folder(work / "pipeline", transformer, vae, text_encoder))
+    dataset = build_cache(pipe, zip(frames, captions), batch_size=64, progress=progress,
+                          meta={"source": "sana_jax.demo.shapes", "seed": seed})
+    return pipe, dataset
+
+
 def make_default_model(out: str | Path, *, work: str | Path | None = None, progress: bool = True, log=print,
                        overwrite: bool = False, **overrides) -> dict:
     """Run the whole recipe; ``out`` becomes a pipeline folder like ``sana_jax/default_model``. Returns the record
     written to ``out/recipe.json``."""
-    from sana_jax.models.gemma import Gemma
-    from sana_jax.models.sana_video import SanaVideoTransformer
     from sana_jax.pipelines import SanaVideoPipeline
-    from sana_jax.training import TrainConfig, Trainer, build_cache
+    from sana_jax.training import TrainConfig, Trainer
 
     args = {**DEFAULTS, **overrides}
     unknown = set(args) - set(DEFAULTS)
@@ -161,15 +176,8 @@ def make_default_model(out: str | Path, *, work: str | Path | None = None, progr
         vae = train_vae(frames, steps=args["vae_steps"], batch=args["vae_batch"], seed=seed, log=log)
     times["vae_s"] = time.perf_counter() - start
 
-    rngs = nnx.Rngs(seed + 1)
-    text_encoder = Gemma(models.text_encoder_config(), rngs=rngs)
-    transformer = SanaVideoTransformer(models.transformer_config(), rngs=rngs)
-    stage = write_pipeline_folder(work / "pipeline", transformer, vae, text_encoder)
-    pipe = SanaVideoPipeline.from_pretrained(stage)
-
     start = time.perf_counter()
-    dataset = build_cache(pipe, zip(frames, captions), batch_size=64, progress=progress,
-                          meta={"source": "sana_jax.demo.shapes", "seed": seed})
+    pipe, dataset = untrained_pipeline(work, vae, frames, captions, seed=seed, progress=progress)
     times["cache_s"] = time.perf_counter() - start
     log(f"cached {dataset.size} clips, {len(dataset.captions)} distinct captions in {times['cache_s']:.0f} s")
 
