@@ -2,6 +2,7 @@
 
     python bench/default_model_sigma.py                          # the shipped model, the data it was trained on
     python bench/default_model_sigma.py --model OUT --paths crossing   # a model from `sana-jax train demo`
+    python bench/default_model_sigma.py --sample --handover 0.95 0.9 0.85 0.8 0.7 0.6   # what the results hold
 
 For each of the 16 held-out prompts it renders clips of that exact (colour, shape, direction), encodes them, and
 measures the DiT's velocity error ``mean((v̂ − (ε − x0))²)`` at several σ on fixed noise. At σ = 1 the input is pure
@@ -18,6 +19,12 @@ gap between the two rows is how far the model is from learnt, σ by σ. With a f
 collapses onto the nearest reference as σ falls, so below σ ≈ 0.7 its error is an over-estimate (it rises again at
 0.5); at high σ, where the layout is decided, it is tight. ``--sample`` runs that same ideal denoiser
 through the pipeline's own sampler, decoder and scorer on the 16 prompts, which checks everything but the DiT.
+``--handover S`` samples with the ideal denoiser while σ > S and the DiT below it: the highest S that still gives
+the prompted videos is the noise level below which the DiT keeps the layout it is handed.
+
+Beside each error it prints a **localisation error**: the mean distance, in latent cells, between where the
+prediction ``x0̂`` and the clean clip have the shape in each frame (:func:`frame_centroids`). It says whether a
+denoiser finds the shape in the noise, which the layout and so the motion depend on.
 
 It also reads the motion out of the σ = 1 prediction (``x0̂ = x_σ − σ·v̂``, averaged over noise draws): how far the
 shape's latent centroid moves along the prompt's direction from the first frame to the last, against the same read
@@ -28,6 +35,7 @@ whose σ = 1 prediction holds no motion lays out the video from the noise alone.
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 from pathlib import Path
 
@@ -39,21 +47,32 @@ import numpy as np  # noqa: E402
 
 from bench.common import device_description, write_result  # noqa: E402
 
-SIGMAS = (1.0, 0.99, 0.97, 0.95, 0.9, 0.7, 0.5)
+SIGMAS = (1.0, 0.99, 0.97, 0.95, 0.9, 0.8, 0.7, 0.5)
 
 
-def centroid_travel(latents: np.ndarray, direction: tuple[int, int]) -> float:
-    """Displacement (latent cells) along ``direction`` of the centroid of the latent's deviation from each frame's
-    spatial median, first frame to last. ``latents``: (T, h, w, C)."""
+def frame_centroids(latents: np.ndarray) -> np.ndarray:
+    """(T, 2) x, y (latent cells) of the centroid of each frame's deviation from its spatial median latent, the
+    median deviation subtracted so that the background does not pull it to the centre. ``latents``: (T, h, w, C)."""
     t, h, w, c = latents.shape
     median = np.median(latents.reshape(t, h * w, c), axis=1)[:, None, None]
     weight = np.linalg.norm(latents - median, axis=-1)
     weight = np.maximum(weight - np.median(weight, axis=(1, 2), keepdims=True), 0.0) + 1e-9
     ys, xs = np.mgrid[:h, :w]
-    cx = (weight * xs).sum((1, 2)) / weight.sum((1, 2))
-    cy = (weight * ys).sum((1, 2)) / weight.sum((1, 2))
-    dx, dy = direction
-    return float((cx[-1] - cx[0]) * dx + (cy[-1] - cy[0]) * dy)
+    return np.stack([(weight * xs).sum((1, 2)) / weight.sum((1, 2)), (weight * ys).sum((1, 2)) / weight.sum((1, 2))],
+                    axis=-1)
+
+
+def centroid_travel(latents: np.ndarray, direction: tuple[int, int]) -> float:
+    """Displacement (latent cells) along ``direction`` of :func:`frame_centroids`, first frame to last."""
+    centres = frame_centroids(latents)
+    return float((centres[-1] - centres[0]) @ np.asarray(direction, np.float64))
+
+
+def localisation_error(x0_hat: np.ndarray, x0: np.ndarray) -> float:
+    """Mean distance (latent cells) between the per-frame centroids of predicted and true clean clips (N, T, h, w, C):
+    how well a denoiser puts the shape where the noisy input has it, frame by frame."""
+    return float(np.mean([np.linalg.norm(frame_centroids(a) - frame_centroids(b), axis=-1).mean()
+                          for a, b in zip(x0_hat, x0)]))
 
 
 @jax.jit
@@ -81,19 +100,42 @@ def render_latents(pipe, triple, *, paths: str, count: int, seed: int) -> np.nda
     return np.asarray(pipe.encode_video(np.stack(videos).astype(np.float32) / 127.5 - 1.0))
 
 
-def sample_with_ideal_denoiser(pipe, triple, references, *, seed: int) -> tuple[str | None, str | None]:
+def sample_with_ideal_denoiser(pipe, triple, references, *, seed: int,
+                               handover: float = 0.0) -> tuple[str | None, str | None]:
     """Generate the prompt's video with the pipeline's sampler, decoder and defaults, but the ideal denoiser of
-    ``references`` in place of the DiT (no guidance: it has no unconditional branch); returns what
-    :func:`shapes.measure` reads from it."""
+    ``references`` in place of the DiT while σ > ``handover``; returns what :func:`shapes.measure` reads from it.
+
+    ``handover = 0``: the ideal denoiser throughout, without guidance (it has no unconditional branch). Otherwise the
+    DiT takes over below ``handover`` with the pipeline's guidance (above it both guidance halves get the same ideal
+    velocity, so guidance changes nothing there). The highest handover that still gives the prompted video is the
+    noise level below which the DiT keeps a layout it is handed."""
     from sana_jax.demo import shapes
 
     dit = pipe._model_fn, pipe.dit_params
-    pipe._model_fn, pipe.dit_params = ideal_velocity, jnp.asarray(references, jnp.float32)
+    references = jnp.asarray(references, jnp.float32)
+    if handover > 0.0:
+        pipe._model_fn, pipe.dit_params = _handover_fn(dit[0]), (dit[1], references, jnp.float32(handover))
+        options = {}
+    else:
+        pipe._model_fn, pipe.dit_params = ideal_velocity, references
+        options = {"guidance_scale": 1.0}
     try:
-        frames = pipe(shapes.caption(*triple), seed=seed, guidance_scale=1.0, progress=False).frames[0]
+        frames = pipe(shapes.caption(*triple), seed=seed, progress=False, **options).frames[0]
     finally:
         pipe._model_fn, pipe.dit_params = dit
     return shapes.measure(frames)
+
+
+@functools.lru_cache(maxsize=4)
+def _handover_fn(dit_fn):
+    """A sampler ``model_fn`` over params ``(dit_params, references, handover)``: ideal above σ = handover, the DiT
+    below (one object per DiT function, so the sampling loop compiles once)."""
+    def model_fn(params, x, t, cond):
+        dit_params, references, handover = params
+        sigma = jnp.asarray(t, jnp.float32).reshape(-1)[0] / 1000.0
+        return jax.lax.cond(sigma > handover, lambda: ideal_velocity(references, x, t).astype(x.dtype),
+                            lambda: dit_fn(dit_params, x, t, cond))
+    return model_fn
 
 
 def jitted_velocity(pipe):
@@ -114,13 +156,15 @@ def measure_prompt(pipe, velocity, triple, *, paths: str, clips: int, evaluate: 
     cond, _ = pipe.encode_prompt([shapes.caption(*triple)] * evaluate, None)
     noise = np.asarray(jax.random.normal(jax.random.key(seed), x0.shape))
     target = noise - x0
-    errors, ideal_errors, x0_hat = {}, {}, None
+    errors, ideal_errors, located, ideal_located, x0_hat = {}, {}, {}, {}, None
     for sigma in SIGMAS:
         x_t = (1.0 - sigma) * x0 + sigma * noise
         v = np.asarray(velocity(jnp.asarray(x_t), cond["text"], jnp.full((evaluate,), sigma * 1000.0), cond["mask"]))
         errors[f"{sigma:g}"] = float(np.mean(np.square(v - target)))
         v_ideal = np.asarray(ideal_velocity(references, jnp.asarray(x_t), jnp.float32(sigma * 1000.0)))
         ideal_errors[f"{sigma:g}"] = float(np.mean(np.square(v_ideal - target)))
+        located[f"{sigma:g}"] = localisation_error(x_t - sigma * v, x0)
+        ideal_located[f"{sigma:g}"] = localisation_error(x_t - sigma * v_ideal, x0)
         if sigma == 1.0:
             x0_hat = (x_t - sigma * v).mean(0)
 
@@ -130,6 +174,7 @@ def measure_prompt(pipe, velocity, triple, *, paths: str, clips: int, evaluate: 
     frame_mean = others.mean(axis=(0, 2, 3), keepdims=True)[0]
     direction = shapes.DIRECTIONS[triple[2]]
     return {"prompt": shapes.caption(*triple), "model": errors, "ideal_denoiser": ideal_errors,
+            "localisation_cells": {"model": located, "ideal_denoiser": ideal_located},
             "sigma_1_references": {"zero": prior_error(0.0), "frame_mean": prior_error(frame_mean),
                                    "conditional_mean": prior_error(others.mean(0))},
             "travel_cells": {"model_sigma_1": centroid_travel(x0_hat, direction),
@@ -147,6 +192,8 @@ def main() -> None:
     parser.add_argument("--evaluate", type=int, default=8, help="clips per prompt the error is measured on")
     parser.add_argument("--sample", action="store_true",
                         help="also generate each prompt's video with the ideal denoiser in place of the DiT")
+    parser.add_argument("--handover", type=float, nargs="*", default=[], metavar="S",
+                        help="also generate with the ideal denoiser above σ = S and the DiT below, for each S")
     parser.add_argument("--name", default="default_model_sigma_cpu", help="results file name")
     args = parser.parse_args()
 
@@ -162,18 +209,26 @@ def main() -> None:
                "ideal_denoiser": {s: average(lambda r, s=s: r["ideal_denoiser"][s]) for s in rows[0]["model"]},
                "sigma_1_references": {k: average(lambda r, k=k: r["sigma_1_references"][k])
                                       for k in rows[0]["sigma_1_references"]},
-               "travel_cells": {k: average(lambda r, k=k: r["travel_cells"][k]) for k in rows[0]["travel_cells"]}}
+               "travel_cells": {k: average(lambda r, k=k: r["travel_cells"][k]) for k in rows[0]["travel_cells"]},
+               "localisation_cells": {who: {s: average(lambda r, s=s, who=who: r["localisation_cells"][who][s])
+                                            for s in rows[0]["model"]} for who in ("model", "ideal_denoiser")}}
     print("velocity error by σ:", {k: round(v, 3) for k, v in summary["model"].items()})
     print("ideal denoiser by σ:", {k: round(v, 3) for k, v in summary["ideal_denoiser"].items()})
-    if args.sample:
+    for who, by_sigma in summary["localisation_cells"].items():
+        print(f"{who}: per-frame shape position error (latent cells) by σ:",
+              {k: round(v, 2) for k, v in by_sigma.items()})
+    if args.sample or args.handover:
+        handovers = ([0.0] if args.sample else []) + args.handover
         for i, (row, triple) in enumerate(zip(rows, shapes.HELD_OUT)):
             references = render_latents(pipe, triple, paths=args.paths, count=args.clips - args.evaluate, seed=1000 + i)
-            colour, direction = sample_with_ideal_denoiser(pipe, triple, references, seed=i)
-            row["ideal_denoiser_sampled"] = {"colour": colour, "direction": direction,
-                                             "right": (colour, direction) == (triple[0], triple[2])}
-        summary["ideal_denoiser_sampled_right"] = sum(r["ideal_denoiser_sampled"]["right"] for r in rows) / len(rows)
-        print(f"ideal denoiser through the pipeline: colour and direction right in "
-              f"{summary['ideal_denoiser_sampled_right']:.0%} of {len(rows)} prompts")
+            for handover in handovers:
+                colour, direction = sample_with_ideal_denoiser(pipe, triple, references, seed=i, handover=handover)
+                row.setdefault("ideal_denoiser_sampled", {})[f"{handover:g}"] = {
+                    "colour": colour, "direction": direction, "right": (colour, direction) == (triple[0], triple[2])}
+        summary["ideal_denoiser_sampled_right"] = {
+            f"{h:g}": sum(r["ideal_denoiser_sampled"][f"{h:g}"]["right"] for r in rows) / len(rows) for h in handovers}
+        print("colour and direction right with the ideal denoiser above σ (0: throughout) and the DiT below:",
+              {k: f"{v:.0%}" for k, v in summary["ideal_denoiser_sampled_right"].items()})
     print("σ = 1 references:", {k: round(v, 3) for k, v in summary["sigma_1_references"].items()})
     print("travel along the prompt's direction (latent cells):",
           {k: round(v, 2) for k, v in summary["travel_cells"].items()})

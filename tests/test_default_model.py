@@ -71,13 +71,16 @@ def test_ideal_denoiser_through_the_pipeline_makes_the_prompted_video(pipe):
     """Everything around the DiT (scheduler, sampling loop, VAE decode, scorer) is right: with the exact posterior
     mean of clips of the prompt in place of the DiT (bench/default_model_sigma.py), the pipeline's own sampling makes
     videos whose colour and direction :func:`shapes.measure` reads as prompted. So a low held-out score is the
-    DiT's alone."""
+    DiT's alone. Handing over from the ideal denoiser to the DiT part-way down the schedule works too."""
     from bench.default_model_sigma import ideal_velocity, render_latents, sample_with_ideal_denoiser
 
     dit, dit_params = pipe._model_fn, pipe.dit_params
     for i, triple in enumerate(shapes.HELD_OUT[:4]):
         references = render_latents(pipe, triple, paths="anywhere", count=64, seed=100 + i)
         assert sample_with_ideal_denoiser(pipe, triple, references, seed=i) == (triple[0], triple[2]), triple
+        if i < 2:  # handed a layout at σ = 0.6, the DiT finishes it (bench: it spoils one handed over at σ ≥ 0.9)
+            got = sample_with_ideal_denoiser(pipe, triple, references, seed=i, handover=0.6)
+            assert got == (triple[0], triple[2]), (triple, got)
     x = np.asarray(references[:2])  # at σ → 0 the posterior mean is the reference itself: velocity (x − x0)/σ = 0
     v = ideal_velocity(references, x, np.float32(1e-3))
     assert float(np.abs(v).max()) < 1e-3

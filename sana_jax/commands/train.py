@@ -95,6 +95,8 @@ def add_parser(sub) -> None:
                            "(trains the high-noise end, where sampling decides the layout, as often as the rest)")
     demo.add_argument("--pure-noise-fraction", type=float, default=None, metavar="P",
                       help="train this share of DiT samples at σ = 1 exactly, where sampling starts (default 0)")
+    demo.add_argument("--ema-decay", type=float, default=None, metavar="D",
+                      help="EMA of the DiT weights that is exported (default 0.99; longer runs want e.g. 0.999)")
     demo.add_argument("--clips", type=int, default=None, help="rendered clips (default 3000)")
     demo.add_argument("--vae-from", default=None, metavar="FOLDER",
                       help="reuse a trained VAE (e.g. sana_jax/default_model/vae) instead of training one")
@@ -203,7 +205,8 @@ def run_demo(args: argparse.Namespace) -> int:
     overrides = {k: v for k, v in (("dit_steps", args.dit_steps), ("clips", args.clips), ("vae_from", args.vae_from),
                                    ("dit_batch", args.dit_batch), ("learning_rate", args.lr),
                                    ("paths", args.paths), ("timestep_sampling", args.timestep_sampling),
-                                   ("pure_noise_fraction", args.pure_noise_fraction))
+                                   ("pure_noise_fraction", args.pure_noise_fraction),
+                                   ("ema_decay", args.ema_decay))
                  if v is not None}
     record = make_default_model(args.out, progress=not args.quiet, overwrite=args.overwrite, **overrides)
     print(f"times (s): {json.dumps({k: round(v) for k, v in record['times'].items()})}")
