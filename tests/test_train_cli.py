@@ -129,8 +129,8 @@ def test_demo_options_reach_the_recipe(tmp_path, monkeypatch, capsys):
 
     monkeypatch.setattr(recipe, "make_default_model", fake)
     assert main(["train", "demo", "--out", str(tmp_path / "m"), "--dit-steps", "7", "--dit-batch", "4", "--lr", "2e-3",
-                 "--paths", "crossing", "--timestep-sampling", "uniform", "--pure-noise-fraction", "0.25", "--ema-decay", "0.999",
-                 "-q"]) == 0
+                 "--paths", "crossing", "--timestep-sampling", "uniform", "--pure-noise-fraction", "0.25",
+                 "--ema-decay", "0.999", "-q"]) == 0
     assert {k: seen[k] for k in ("dit_steps", "dit_batch", "learning_rate", "paths", "timestep_sampling",
                                  "pure_noise_fraction", "ema_decay")} == {
         "dit_steps": 7, "dit_batch": 4, "learning_rate": 2e-3, "paths": "crossing", "timestep_sampling": "uniform",
