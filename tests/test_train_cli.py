@@ -12,7 +12,7 @@ from flax import nnx
 import converters
 from sana_jax.cli import main
 from sana_jax.demo import models, recipe, shapes
-from sana_jax.errors import InputError
+from sana_jax.errors import ConfigError, InputError
 from sana_jax.models.gemma import Gemma, GemmaConfig
 from sana_jax.models.sana_video import SanaVideoConfig, SanaVideoTransformer
 from sana_jax.training import LatentDataset
@@ -142,3 +142,7 @@ def test_demo_options_reach_the_recipe(tmp_path, monkeypatch, capsys):
     monkeypatch.undo()
     with pytest.raises(InputError, match="unknown demo settings"):
         recipe.make_default_model(tmp_path / "n", warp_speed=True)
+    for bad in ({"ema_decay": 1.5}, {"pure_noise_fraction": -0.1}):  # refused before rendering or any file
+        with pytest.raises(ConfigError, match=next(iter(bad))):
+            recipe.make_default_model(tmp_path / "n", **bad)
+    assert not list(tmp_path.glob("n*"))

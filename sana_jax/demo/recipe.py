@@ -163,6 +163,12 @@ def make_default_model(out: str | Path, *, work: str | Path | None = None, progr
         raise InputError(f"{out} exists; choose another --out or pass --overwrite")
     work = Path(work) if work is not None else out.with_name(out.name + ".work")
     times, seed = {}, args["seed"]
+    # built first so that a bad setting (an EMA decay of 1.5, a negative fraction) is refused before any work
+    config = TrainConfig(learning_rate=args["learning_rate"], warmup_steps=min(100, args["dit_steps"] // 10),
+                         lr_schedule="cosine", timestep_sampling=args["timestep_sampling"],
+                         pure_noise_fraction=args["pure_noise_fraction"],
+                         total_steps=args["dit_steps"], ema_decay=args["ema_decay"], text_dropout=0.1, flow_shift=3.0,
+                         batch_size=args["dit_batch"], seed=seed)
     start = time.perf_counter()
     frames, captions = render_clips(args["clips"], seed, args["paths"])
     times["render_s"] = time.perf_counter() - start
@@ -181,11 +187,6 @@ def make_default_model(out: str | Path, *, work: str | Path | None = None, progr
     times["cache_s"] = time.perf_counter() - start
     log(f"cached {dataset.size} clips, {len(dataset.captions)} distinct captions in {times['cache_s']:.0f} s")
 
-    config = TrainConfig(learning_rate=args["learning_rate"], warmup_steps=min(100, args["dit_steps"] // 10),
-                         lr_schedule="cosine", timestep_sampling=args["timestep_sampling"],
-                         pure_noise_fraction=args["pure_noise_fraction"],
-                         total_steps=args["dit_steps"], ema_decay=args["ema_decay"], text_dropout=0.1, flow_shift=3.0,
-                         batch_size=args["dit_batch"], seed=seed)
     trainer = Trainer(pipe.transformer, config)
     start = time.perf_counter()
     state = trainer.fit(dataset, args["dit_steps"], run_dir=work / "run", save_every=250, log_every=50,
