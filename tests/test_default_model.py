@@ -50,6 +50,44 @@ def test_measure_reads_rendered_clips(paths):
     assert shapes.measure(np.full((17, 64, 64, 3), 90, np.uint8)) == (None, None)
 
 
+def test_lane_paths_cross_the_middle():
+    """``paths="lane"``: the shape crosses the frame edge to edge along its direction and stays within
+    LANE_JITTER of the middle across it, so the prompt alone nearly fixes where it is in every frame."""
+    rng = np.random.default_rng(3)
+    for triple in [("red", "circle", d) for d in shapes.DIRECTIONS]:
+        clip = shapes.random_clip(rng, triple, 64, 9, paths="lane")
+        dx, dy = shapes.DIRECTIONS[triple[2]]
+        across = clip.y0 if dx else clip.x0
+        assert abs(across - 32) <= shapes.LANE_JITTER * 64
+        start, travel = (clip.x0 if dx else clip.y0), clip.speed * 8
+        assert travel > 0.6 * 64 and clip.radius < start + (dx + dy) * travel < 64 - clip.radius
+
+
+def test_recipe_can_start_from_an_earlier_dit(tmp_path):
+    """``dit_from``: the DiT and text encoder come from that pipeline folder, weight for weight; a folder without
+    them is refused by name."""
+    import converters
+    from flax import nnx
+
+    from sana_jax.errors import InputError
+
+    frames, captions = recipe.render_clips(4, seed=0)
+    vae = converters.load(DEFAULT / "vae")
+    pipe, dataset = recipe.untrained_pipeline(tmp_path, vae, frames, captions, seed=0, dit_from=DEFAULT)
+    assert dataset.size == 4
+    shipped = converters.load(DEFAULT / "transformer")
+    for a, b in zip(jax_leaves(nnx.state(pipe.transformer)), jax_leaves(nnx.state(shipped))):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(InputError, match="not a demo pipeline folder"):
+        recipe.untrained_pipeline(tmp_path / "b", vae, frames, captions, seed=0, dit_from=DEFAULT / "vae")
+
+
+def jax_leaves(state):
+    import jax
+
+    return [np.asarray(x) for x in jax.tree_util.tree_leaves(state)]
+
+
 def test_latent_centroid_travel_reads_motion():
     """The motion read of bench/default_model_sigma.py: a bump moving one latent cell per frame travels T − 1 cells
     along its direction (less the pull of the noise floor towards the centre), minus that against it, nothing across

@@ -135,7 +135,9 @@ def test_demo_options_reach_the_recipe(tmp_path, monkeypatch, capsys):
                                  "pure_noise_fraction", "ema_decay")} == {
         "dit_steps": 7, "dit_batch": 4, "learning_rate": 2e-3, "paths": "crossing", "timestep_sampling": "uniform",
         "pure_noise_fraction": 0.25, "ema_decay": 0.999}
-    assert not {"clips", "vae_from"} & set(seen)
+    assert not {"clips", "vae_from", "dit_from"} & set(seen)
+    assert main(["train", "demo", "--out", str(tmp_path / "m"), "--dit-from", "earlier", "--paths", "lane", "-q"]) == 0
+    assert seen["dit_from"] == "earlier" and seen["paths"] == "lane"
     with pytest.raises(SystemExit):
         main(["train", "demo", "--out", str(tmp_path / "m"), "--paths", "diagonal"])
     assert "invalid choice" in capsys.readouterr().err

@@ -89,7 +89,9 @@ def add_parser(sub) -> None:
     demo.add_argument("--lr", type=float, default=None, help="DiT peak learning rate (default 5e-4)")
     demo.add_argument("--paths", choices=PATHS, default=None,
                       help="anywhere: shapes travel half the frame from a random start (default); crossing: they "
-                           "cross the frame edge to edge, so the direction fixes the position in every frame")
+                           "cross the frame edge to edge, so the direction fixes the position along the motion in "
+                           "every frame; lane: crossing, near the middle across the motion too, so the prompt alone "
+                           "nearly fixes every frame")
     demo.add_argument("--timestep-sampling", choices=TIMESTEP_SAMPLING, default=None,
                       help="training noise levels: SANA's logit-normal (default) or uniform before the shift "
                            "(trains the high-noise end, where sampling decides the layout, as often as the rest)")
@@ -100,6 +102,9 @@ def add_parser(sub) -> None:
     demo.add_argument("--clips", type=int, default=None, help="rendered clips (default 3000)")
     demo.add_argument("--vae-from", default=None, metavar="FOLDER",
                       help="reuse a trained VAE (e.g. sana_jax/default_model/vae) instead of training one")
+    demo.add_argument("--dit-from", default=None, metavar="FOLDER",
+                      help="start the DiT (and its text encoder) from an earlier demo pipeline folder instead of "
+                           "from scratch: continue a run, e.g. on other --paths")
     demo.add_argument("--overwrite", action="store_true", help="replace --out")
     demo.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     demo.set_defaults(run=run_demo)
@@ -203,6 +208,7 @@ def run_demo(args: argparse.Namespace) -> int:
     from sana_jax.demo.recipe import make_default_model
 
     overrides = {k: v for k, v in (("dit_steps", args.dit_steps), ("clips", args.clips), ("vae_from", args.vae_from),
+                                   ("dit_from", args.dit_from),
                                    ("dit_batch", args.dit_batch), ("learning_rate", args.lr),
                                    ("paths", args.paths), ("timestep_sampling", args.timestep_sampling),
                                    ("pure_noise_fraction", args.pure_noise_fraction),

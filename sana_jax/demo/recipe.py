@@ -33,8 +33,8 @@ from sana_jax.errors import InputError
 from sana_jax.io.files import atomic_directory
 
 DEFAULTS = {"clips": 3000, "vae_steps": 600, "vae_batch": 16, "dit_steps": 1000, "dit_batch": 32,
-            "learning_rate": 5e-4, "ema_decay": 0.99, "seed": 0, "vae_from": None, "paths": "anywhere",
-            "timestep_sampling": "logit_normal", "pure_noise_fraction": 0.0}
+            "learning_rate": 5e-4, "ema_decay": 0.99, "seed": 0, "vae_from": None, "dit_from": None,
+            "paths": "anywhere", "timestep_sampling": "logit_normal", "pure_noise_fraction": 0.0}
 
 
 def render_clips(count: int, seed: int, paths: str = "anywhere") -> tuple[np.ndarray, list[str]]:
@@ -130,17 +130,30 @@ def evaluate(pipe, prompts: list[str], *, seed: int = 0, batch: int = 8) -> dict
             "direction": sum(r["direction_ok"] for r in results) / len(results), "videos": results}
 
 
-def untrained_pipeline(work: Path, vae, frames: np.ndarray, captions: list[str], *, seed: int, progress: bool = False):
+def untrained_pipeline(work: Path, vae, frames: np.ndarray, captions: list[str], *, seed: int, progress: bool = False,
+                       dit_from: str | Path | None = None):
     """The recipe's starting point: a pipeline folder under ``work`` with a freshly initialised DiT and text encoder
-    (``nnx.Rngs(seed + 1)``) beside ``vae``, and the latent/text cache of the clips. Returns ``(pipe, dataset)``."""
+    (``nnx.Rngs(seed + 1)``) beside ``vae``, and the latent/text cache of the clips. Returns ``(pipe, dataset)``.
+
+    ``dit_from``: a pipeline folder written by an earlier run of this recipe; its DiT and its text encoder (the DiT
+    has learnt to read that one) are the starting point instead, so a run can continue another on other data."""
     from sana_jax.models.gemma import Gemma
     from sana_jax.models.sana_video import SanaVideoTransformer
     from sana_jax.pipelines import SanaVideoPipeline
     from sana_jax.training import build_cache
 
-    rngs = nnx.Rngs(seed + 1)
-    text_encoder = Gemma(models.text_encoder_config(), rngs=rngs)
-    transformer = SanaVideoTransformer(models.transformer_config(), rngs=rngs)
+    if dit_from is not None:
+        start = Path(dit_from)
+        if not (start / "transformer").is_dir() or not (start / "text_encoder").is_dir():
+            raise InputError(f"dit_from {start} is not a demo pipeline folder (it needs transformer/ and "
+                             "text_encoder/)")
+        transformer, text_encoder = converters.load(start / "transformer"), converters.load(start / "text_encoder")
+        if transformer.config != models.transformer_config():
+            raise InputError(f"dit_from {start}: its DiT is not the demo's configuration")
+    else:
+        rngs = nnx.Rngs(seed + 1)
+        text_encoder = Gemma(models.text_encoder_config(), rngs=rngs)
+        transformer = SanaVideoTransformer(models.transformer_config(), rngs=rngs)
     pipe = SanaVideoPipeline.from_pretrained(write_pipeline_folder(work / "pipeline", transformer, vae, text_encoder))
     dataset = build_cache(pipe, zip(frames, captions), batch_size=64, progress=progress,
                           meta={"source": "sana_jax.demo.shapes", "seed": seed})
@@ -183,7 +196,8 @@ def make_default_model(out: str | Path, *, work: str | Path | None = None, progr
     times["vae_s"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    pipe, dataset = untrained_pipeline(work, vae, frames, captions, seed=seed, progress=progress)
+    pipe, dataset = untrained_pipeline(work, vae, frames, captions, seed=seed, progress=progress,
+                                       dit_from=args["dit_from"])
     times["cache_s"] = time.perf_counter() - start
     log(f"cached {dataset.size} clips, {len(dataset.captions)} distinct captions in {times['cache_s']:.0f} s")
 

@@ -62,7 +62,8 @@ class Clip:
         return caption(self.colour, self.shape, self.direction, self.background if with_background else None)
 
 
-PATHS = ("anywhere", "crossing")
+PATHS = ("anywhere", "crossing", "lane")
+LANE_JITTER = 0.1  # "lane" paths: the centre across the motion is within this share of the frame of the middle
 
 
 def random_clip(rng: np.random.Generator, triple: tuple[str, str, str], size: int, frames: int,
@@ -71,14 +72,15 @@ def random_clip(rng: np.random.Generator, triple: tuple[str, str, str], size: in
 
     ``paths="anywhere"``: it travels about half the frame from a random start. ``"crossing"``: it enters near one
     edge and crosses to the opposite one (start jittered by 5 % of the frame), so the direction word alone fixes
-    where the shape is in every frame; across the motion it is anywhere."""
+    where the shape is in every frame; across the motion it is anywhere. ``"lane"``: crossing, and across the motion
+    it stays within :data:`LANE_JITTER` of the frame's middle, so the prompt alone nearly fixes every frame."""
     if paths not in PATHS:
         raise InputError(f"paths must be one of {PATHS}, got {paths!r}")
     colour, shape, direction = triple
     radius = rng.uniform(0.11, 0.15) * size
     dx, dy = DIRECTIONS[direction]
     lo, hi = radius + 1, size - radius - 1
-    if paths == "crossing":  # the travel leaves 5 % of the frame for the start: within that of its edge
+    if paths in ("crossing", "lane"):  # the travel leaves 5 % of the frame for the start: within that of its edge
         speed = ((hi - lo) - 0.05 * size) / (frames - 1)
     else:
         speed = rng.uniform(0.45, 0.6) * size / (frames - 1)  # travels about half the frame
@@ -89,6 +91,8 @@ def random_clip(rng: np.random.Generator, triple: tuple[str, str, str], size: in
             return rng.uniform(lo, hi - travel)
         if d < 0:
             return rng.uniform(lo + travel, hi)
+        if paths == "lane":
+            return size / 2 + rng.uniform(-LANE_JITTER, LANE_JITTER) * size
         return rng.uniform(lo, hi)
 
     bg = background or str(rng.choice(list(BACKGROUNDS)))
