@@ -65,27 +65,25 @@ def test_lane_paths_cross_the_middle():
 
 def test_recipe_can_start_from_an_earlier_dit(tmp_path):
     """``dit_from``: the DiT and text encoder come from that pipeline folder, weight for weight; a folder without
-    them is refused by name."""
+    them is refused by name, before anything is rendered or written."""
     import converters
-    from flax import nnx
+    from converters.nnx_state import flat_params
 
     from sana_jax.errors import InputError
 
+    transformer, text_encoder = recipe.starting_models(0, DEFAULT)
+    for model, component in ((transformer, "transformer"), (text_encoder, "text_encoder")):
+        got, want = flat_params(model), flat_params(converters.load(DEFAULT / component))
+        assert got.keys() == want.keys()
+        for name in want:
+            np.testing.assert_array_equal(np.asarray(got[name]), np.asarray(want[name]), err_msg=name)
     frames, captions = recipe.render_clips(4, seed=0)
-    vae = converters.load(DEFAULT / "vae")
-    pipe, dataset = recipe.untrained_pipeline(tmp_path, vae, frames, captions, seed=0, dit_from=DEFAULT)
-    assert dataset.size == 4
-    shipped = converters.load(DEFAULT / "transformer")
-    for a, b in zip(jax_leaves(nnx.state(pipe.transformer)), jax_leaves(nnx.state(shipped))):
-        np.testing.assert_array_equal(a, b)
+    pipe, dataset = recipe.untrained_pipeline(tmp_path, converters.load(DEFAULT / "vae"), frames, captions, seed=0,
+                                              start=(transformer, text_encoder))
+    assert dataset.size == 4 and pipe.transformer.config == transformer.config
     with pytest.raises(InputError, match="not a demo pipeline folder"):
-        recipe.untrained_pipeline(tmp_path / "b", vae, frames, captions, seed=0, dit_from=DEFAULT / "vae")
-
-
-def jax_leaves(state):
-    import jax
-
-    return [np.asarray(x) for x in jax.tree_util.tree_leaves(state)]
+        recipe.make_default_model(tmp_path / "n", dit_from=DEFAULT / "vae")
+    assert not list(tmp_path.glob("n*"))
 
 
 def test_latent_centroid_travel_reads_motion():

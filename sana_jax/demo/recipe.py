@@ -130,30 +130,36 @@ def evaluate(pipe, prompts: list[str], *, seed: int = 0, batch: int = 8) -> dict
             "direction": sum(r["direction_ok"] for r in results) / len(results), "videos": results}
 
 
-def untrained_pipeline(work: Path, vae, frames: np.ndarray, captions: list[str], *, seed: int, progress: bool = False,
-                       dit_from: str | Path | None = None):
-    """The recipe's starting point: a pipeline folder under ``work`` with a freshly initialised DiT and text encoder
-    (``nnx.Rngs(seed + 1)``) beside ``vae``, and the latent/text cache of the clips. Returns ``(pipe, dataset)``.
-
-    ``dit_from``: a pipeline folder written by an earlier run of this recipe; its DiT and its text encoder (the DiT
-    has learnt to read that one) are the starting point instead, so a run can continue another on other data."""
+def starting_models(seed: int, dit_from: str | Path | None = None):
+    """``(transformer, text_encoder)`` the DiT training starts from: freshly initialised (``nnx.Rngs(seed + 1)``),
+    or, with ``dit_from``, those of a pipeline folder written by an earlier run of this recipe (the DiT has learnt to
+    read that text encoder), so that a run can continue another on other data. A folder that is not such a
+    pipeline is refused here, before any rendering or training."""
     from sana_jax.models.gemma import Gemma
     from sana_jax.models.sana_video import SanaVideoTransformer
+
+    if dit_from is None:
+        rngs = nnx.Rngs(seed + 1)
+        text_encoder = Gemma(models.text_encoder_config(), rngs=rngs)
+        return SanaVideoTransformer(models.transformer_config(), rngs=rngs), text_encoder
+    start = Path(dit_from)
+    if not (start / "transformer").is_dir() or not (start / "text_encoder").is_dir():
+        raise InputError(f"dit_from {start} is not a demo pipeline folder (it needs transformer/ and text_encoder/)")
+    transformer, text_encoder = converters.load(start / "transformer"), converters.load(start / "text_encoder")
+    if transformer.config != models.transformer_config() or text_encoder.config != models.text_encoder_config():
+        raise InputError(f"dit_from {start}: its DiT or text encoder is not the demo's configuration")
+    return transformer, text_encoder
+
+
+def untrained_pipeline(work: Path, vae, frames: np.ndarray, captions: list[str], *, seed: int, progress: bool = False,
+                       start: tuple | None = None):
+    """The recipe's starting point: a pipeline folder under ``work`` with the DiT and text encoder ``start``
+    (default: :func:`starting_models` of ``seed``) beside ``vae``, and the latent/text cache of the clips.
+    Returns ``(pipe, dataset)``."""
     from sana_jax.pipelines import SanaVideoPipeline
     from sana_jax.training import build_cache
 
-    if dit_from is not None:
-        start = Path(dit_from)
-        if not (start / "transformer").is_dir() or not (start / "text_encoder").is_dir():
-            raise InputError(f"dit_from {start} is not a demo pipeline folder (it needs transformer/ and "
-                             "text_encoder/)")
-        transformer, text_encoder = converters.load(start / "transformer"), converters.load(start / "text_encoder")
-        if transformer.config != models.transformer_config():
-            raise InputError(f"dit_from {start}: its DiT is not the demo's configuration")
-    else:
-        rngs = nnx.Rngs(seed + 1)
-        text_encoder = Gemma(models.text_encoder_config(), rngs=rngs)
-        transformer = SanaVideoTransformer(models.transformer_config(), rngs=rngs)
+    transformer, text_encoder = start if start is not None else starting_models(seed)
     pipe = SanaVideoPipeline.from_pretrained(write_pipeline_folder(work / "pipeline", transformer, vae, text_encoder))
     dataset = build_cache(pipe, zip(frames, captions), batch_size=64, progress=progress,
                           meta={"source": "sana_jax.demo.shapes", "seed": seed})
@@ -182,6 +188,7 @@ def make_default_model(out: str | Path, *, work: str | Path | None = None, progr
                          pure_noise_fraction=args["pure_noise_fraction"],
                          total_steps=args["dit_steps"], ema_decay=args["ema_decay"], text_dropout=0.1, flow_shift=3.0,
                          batch_size=args["dit_batch"], seed=seed)
+    start_models = starting_models(seed, args["dit_from"])
     start = time.perf_counter()
     frames, captions = render_clips(args["clips"], seed, args["paths"])
     times["render_s"] = time.perf_counter() - start
@@ -197,7 +204,7 @@ def make_default_model(out: str | Path, *, work: str | Path | None = None, progr
 
     start = time.perf_counter()
     pipe, dataset = untrained_pipeline(work, vae, frames, captions, seed=seed, progress=progress,
-                                       dit_from=args["dit_from"])
+                                       start=start_models)
     times["cache_s"] = time.perf_counter() - start
     log(f"cached {dataset.size} clips, {len(dataset.captions)} distinct captions in {times['cache_s']:.0f} s")
 
