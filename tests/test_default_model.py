@@ -103,6 +103,39 @@ def test_latent_centroid_travel_reads_motion():
     assert centroid_travel(still, shapes.DIRECTIONS["right"]) == pytest.approx(0.0, abs=0.05)
 
 
+
+def test_sigma1_probe_separates_prompted_motion_from_drift():
+    """bench/default_model_sigma1_probe.py: a prediction that moves the shape right whatever the prompt has no
+    prompted travel (its per-direction reads +, −, 0, 0 cancel); one that follows each prompt has it."""
+    from bench.default_model_sigma1_probe import prompted_travel
+
+    def moving(direction):
+        dx, dy = shapes.DIRECTIONS[direction]
+        z = np.zeros((5, 8, 8, 4))
+        for t in range(5):
+            z[t, 3 + dy * t // 2, 3 + dx * t // 2] += 2.0
+        return z
+
+    drift = prompted_travel({d: moving("right") for d in shapes.DIRECTIONS})
+    assert drift["by_direction"]["right"] > 1.5 and drift["by_direction"]["left"] < -1.5
+    assert drift["prompted"] == pytest.approx(0.0, abs=1e-6)
+    assert prompted_travel({d: moving(d) for d in shapes.DIRECTIONS})["prompted"] > 1.5
+
+
+def test_sigma1_bounds_order_what_each_predictor_knows():
+    """The σ = 1 bounds of the probe: knowing the caption can only help, and the direction word is the part of the
+    caption that places the shape; latents that depend on nothing but the caption have a zero caption bound."""
+    from bench.default_model_sigma1_probe import sigma1_bounds
+
+    rng = np.random.default_rng(0)
+    captions = [shapes.caption("red", "circle", d) for d in shapes.DIRECTIONS] * 8
+    per_caption = {c: rng.normal(size=(3, 4, 4, 2)) for c in set(captions)}
+    exact = np.stack([per_caption[c] for c in captions])
+    bounds = sigma1_bounds(exact, captions)
+    assert bounds["caption"] == pytest.approx(0.0, abs=1e-12)
+    assert bounds["zero"] >= bounds["data_mean"] >= bounds["caption_without_direction"] > bounds["caption"]
+    noisy = sigma1_bounds(exact + rng.normal(size=exact.shape), captions)
+    assert noisy["caption"] == pytest.approx(1.0, abs=0.15)
 def test_ideal_denoiser_through_the_pipeline_makes_the_prompted_video(pipe):
     """Everything around the DiT (scheduler, sampling loop, VAE decode, scorer) is right: with the exact posterior
     mean of clips of the prompt in place of the DiT (bench/default_model_sigma.py), the pipeline's own sampling makes
