@@ -72,20 +72,13 @@ def prompted_travel(x0_hats: dict[str, np.ndarray]) -> dict:
     return {"by_direction": each, "prompted": float(np.mean(list(each.values())))}
 
 
-def render_training_set(pipe, count: int, *, paths: str, background: str, seed: int):
-    """(latents, captions): ``count`` clips of the training triples as the recipe draws them, or all on one fixed,
-    never-named ``background``."""
-    from sana_jax.demo import models, shapes
+def encode_training_set(pipe, count: int, *, paths: str, background: str, seed: int):
+    """(latents, captions): ``count`` clips as the recipe renders them, or all on one fixed, never-named
+    ``background``, encoded by ``pipe``'s VAE."""
+    from sana_jax.demo.recipe import render_clips
 
-    rng = np.random.default_rng(seed)
-    videos, captions = [], []
-    for _ in range(count):
-        triple = shapes.TRAIN_TRIPLES[rng.integers(len(shapes.TRAIN_TRIPLES))]
-        fixed = None if background == "any" else background
-        clip = shapes.random_clip(rng, triple, models.SIZE, models.FRAMES, background=fixed, paths=paths)
-        videos.append(shapes.render(clip, models.SIZE, models.FRAMES))
-        captions.append(clip.caption(fixed is None and bool(rng.random() < 0.5)))
-    latents = np.concatenate([np.asarray(pipe.encode_video(np.stack(videos[i:i + 128]).astype(np.float32) / 127.5 - 1))
+    videos, captions = render_clips(count, seed, paths, background=None if background == "any" else background)
+    latents = np.concatenate([np.asarray(pipe.encode_video(videos[i:i + 128].astype(np.float32) / 127.5 - 1))
                               for i in range(0, count, 128)])
     return latents, captions
 
@@ -123,7 +116,7 @@ def main() -> None:
     args = parser.parse_args()
 
     pipe = SanaVideoPipeline.from_pretrained(args.model)
-    latents, captions = render_training_set(pipe, args.clips, paths=args.paths, background=args.background,
+    latents, captions = encode_training_set(pipe, args.clips, paths=args.paths, background=args.background,
                                             seed=args.seed)
     cond, _ = pipe.encode_prompt(captions, None)
     text, mask = np.asarray(cond["text"]), np.asarray(cond["mask"])
@@ -176,8 +169,8 @@ def main() -> None:
             print(f"step {i + 1}: loss {readings[-1]['loss']:.3f}, travel along the prompt {travel['prompted']:+.2f} "
                   f"cells (by direction {({d: round(t, 2) for d, t in travel['by_direction'].items()})})", flush=True)
 
-    clips_travel = prompted_travel({d: latents[[i for i, c in enumerate(captions) if c.split()[4] == d]].mean(0)
-                                    for d in shapes.DIRECTIONS})
+    directions = np.asarray([shapes.parse_prompt(c)[1] for c in captions])
+    clips_travel = prompted_travel({d: latents[directions == d].mean(0) for d in shapes.DIRECTIONS})
     print(f"the clips' own mean per direction travels {clips_travel['prompted']:+.2f} cells along it")
     path = write_result(args.name, {
         "benchmark": "default_model_sigma1_probe", "device": device_description(), "settings": vars(args),

@@ -50,6 +50,16 @@ def test_measure_reads_rendered_clips(paths):
     assert shapes.measure(np.full((17, 64, 64, 3), 90, np.uint8)) == (None, None)
 
 
+def test_dataset_on_one_background_never_names_it():
+    """``shapes.dataset(background=...)``: every clip on that background, no caption naming one (the default names
+    the background in about half the captions)."""
+    fixed = list(shapes.dataset(6, size=32, frames=3, seed=5, background="white"))
+    assert all((video[:, 0, 0] == shapes.BACKGROUNDS["white"]).all() for video, _ in fixed)
+    assert not any("background" in caption for _, caption in fixed)
+    default = list(shapes.dataset(6, size=32, frames=3, seed=5))
+    assert any("background" in caption for _, caption in default)
+
+
 def test_lane_paths_cross_the_middle():
     """``paths="lane"``: the shape crosses the frame edge to edge along its direction and stays within
     LANE_JITTER of the middle across it, so the prompt alone nearly fixes where it is in every frame."""
@@ -101,7 +111,6 @@ def test_latent_centroid_travel_reads_motion():
     assert centroid_travel(z, shapes.DIRECTIONS["left"]) == -centroid_travel(z, shapes.DIRECTIONS["right"])
     assert centroid_travel(z, shapes.DIRECTIONS["down"]) == pytest.approx(0.0, abs=0.05)
     assert centroid_travel(still, shapes.DIRECTIONS["right"]) == pytest.approx(0.0, abs=0.05)
-
 
 
 def test_sigma1_probe_separates_prompted_motion_from_drift():

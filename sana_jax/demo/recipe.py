@@ -37,9 +37,11 @@ DEFAULTS = {"clips": 3000, "vae_steps": 600, "vae_batch": 16, "dit_steps": 1000,
             "paths": "anywhere", "timestep_sampling": "logit_normal", "pure_noise_fraction": 0.0}
 
 
-def render_clips(count: int, seed: int, paths: str = "anywhere") -> tuple[np.ndarray, list[str]]:
+def render_clips(count: int, seed: int, paths: str = "anywhere",
+                 background: str | None = None) -> tuple[np.ndarray, list[str]]:
     frames, captions = [], []
-    for video, caption in shapes.dataset(count, size=models.SIZE, frames=models.FRAMES, seed=seed, paths=paths):
+    for video, caption in shapes.dataset(count, size=models.SIZE, frames=models.FRAMES, seed=seed, paths=paths,
+                                         background=background):
         frames.append(video)
         captions.append(caption)
     return np.stack(frames), captions

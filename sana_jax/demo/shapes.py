@@ -122,13 +122,15 @@ def render(clip: Clip, size: int, frames: int) -> np.ndarray:
 
 
 def dataset(count: int, *, size: int = 64, frames: int = 17, seed: int = 0, background_caption_rate: float = 0.5,
-            triples=TRAIN_TRIPLES, paths: str = "anywhere"):
-    """``count`` (frames uint8 (T, size, size, 3), caption) pairs drawn from the training triples."""
+            triples=TRAIN_TRIPLES, paths: str = "anywhere", background: str | None = None):
+    """``count`` (frames uint8 (T, size, size, 3), caption) pairs drawn from the training triples. With
+    ``background``, every clip is on that one background and no caption names it."""
     rng = np.random.default_rng(seed)
     for _ in range(count):
         triple = triples[rng.integers(len(triples))]
-        clip = random_clip(rng, triple, size, frames, paths=paths)
-        yield render(clip, size, frames), clip.caption(rng.random() < background_caption_rate)
+        clip = random_clip(rng, triple, size, frames, background=background, paths=paths)
+        named = background is None and rng.random() < background_caption_rate
+        yield render(clip, size, frames), clip.caption(named)
 
 
 def held_out_prompts() -> list[str]:
