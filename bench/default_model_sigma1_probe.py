@@ -72,12 +72,14 @@ def prompted_travel(x0_hats: dict[str, np.ndarray]) -> dict:
     return {"by_direction": each, "prompted": float(np.mean(list(each.values())))}
 
 
-def encode_training_set(pipe, count: int, *, paths: str, background: str, seed: int):
+def encode_training_set(pipe, count: int, *, paths: str, background: str, seed: int,
+                        unnamed_background: str | None = None):
     """(latents, captions): ``count`` clips as the recipe renders them, or all on one fixed, never-named
     ``background``, encoded by ``pipe``'s VAE."""
     from sana_jax.demo.recipe import render_clips
 
-    videos, captions = render_clips(count, seed, paths, background=None if background == "any" else background)
+    videos, captions = render_clips(count, seed, paths, background=None if background == "any" else background,
+                                    unnamed_background=unnamed_background)
     latents = np.concatenate([np.asarray(pipe.encode_video(videos[i:i + 128].astype(np.float32) / 127.5 - 1))
                               for i in range(0, count, 128)])
     return latents, captions
@@ -99,6 +101,8 @@ def main() -> None:
     parser.add_argument("--paths", choices=shapes.PATHS, default="lane", help="the clips' paths (default lane)")
     parser.add_argument("--background", choices=("any", *shapes.BACKGROUNDS), default="any",
                         help="any: as the recipe (named in half the captions); or one fixed background, never named")
+    parser.add_argument("--unnamed-background", choices=shapes.BACKGROUNDS, default=None,
+                        help="with --background any: clips whose caption names no background are on this one")
     parser.add_argument("--input", choices=("noise", "zero"), default="noise",
                         help="zero: no noise at all (input zeros, target −x0), a plain caption-to-clip regression")
     parser.add_argument("--input-scale", type=float, default=1.0, help="multiply the DiT's input by this")
@@ -117,7 +121,7 @@ def main() -> None:
 
     pipe = SanaVideoPipeline.from_pretrained(args.model)
     latents, captions = encode_training_set(pipe, args.clips, paths=args.paths, background=args.background,
-                                            seed=args.seed)
+                                            seed=args.seed, unnamed_background=args.unnamed_background)
     cond, _ = pipe.encode_prompt(captions, None)
     text, mask = np.asarray(cond["text"]), np.asarray(cond["mask"])
     bounds = sigma1_bounds(latents, captions)
@@ -126,7 +130,8 @@ def main() -> None:
     heads = args.width // 32
     config = dataclasses.replace(models.transformer_config(), num_attention_heads=heads,
                                  num_cross_attention_heads=heads, cross_attention_dim=args.width,
-                                 in_channels=latents.shape[-1], out_channels=latents.shape[-1])  # the VAE's
+                                 in_channels=latents.shape[-1], out_channels=latents.shape[-1],  # the VAE's
+                                 preconditioning=None)  # this probe wraps the network itself (--input-scale ...)
     graph, params = nnx.split(SanaVideoTransformer(config, rngs=nnx.Rngs(args.seed + 1)), nnx.Param)
     optimiser = optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(args.lr, weight_decay=0.0))
     opt_state = optimiser.init(params)

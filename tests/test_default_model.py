@@ -10,6 +10,7 @@ import pytest
 
 from sana_jax.cli import main
 from sana_jax.demo import default_model_path, recipe, shapes
+from sana_jax.errors import InputError
 
 DEFAULT = default_model_path()
 pytestmark = pytest.mark.skipif(not (DEFAULT / "model_index.json").exists(), reason="default model not built")
@@ -58,6 +59,20 @@ def test_dataset_on_one_background_never_names_it():
     assert not any("background" in caption for _, caption in fixed)
     default = list(shapes.dataset(6, size=32, frames=3, seed=5))
     assert any("background" in caption for _, caption in default)
+
+
+def test_unnamed_background_is_one_background():
+    """``unnamed_background``: clips whose caption names no background are all on that one; the named ones, the
+    shapes and the captions are the default draws'."""
+    default = list(shapes.dataset(24, size=32, frames=3, seed=4))
+    fixed = list(shapes.dataset(24, size=32, frames=3, seed=4, unnamed_background="gray"))
+    assert [c for _, c in fixed] == [c for _, c in default]
+    unnamed = [(v, w) for (v, c), (w, _) in zip(fixed, default) if "background" not in c]
+    assert unnamed and all((v[:, 0, 0] == shapes.BACKGROUNDS["gray"]).all() for v, _ in unnamed)
+    assert any(not (v[:, 0, 0] == w[:, 0, 0]).all() for v, w in unnamed)  # some were on another background
+    assert all((v == w).all() for (v, c), (w, _) in zip(fixed, default) if "background" in c)
+    with pytest.raises(InputError, match="background"):
+        next(shapes.dataset(1, unnamed_background="plaid"))
 
 
 def test_lane_paths_cross_the_middle():

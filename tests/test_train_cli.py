@@ -138,13 +138,22 @@ def test_demo_options_reach_the_recipe(tmp_path, monkeypatch, capsys):
     assert not {"clips", "vae_from", "dit_from"} & set(seen)
     assert main(["train", "demo", "--out", str(tmp_path / "m"), "--dit-from", "earlier", "--paths", "lane", "-q"]) == 0
     assert seen["dit_from"] == "earlier" and seen["paths"] == "lane"
+    assert not {"noise_scale", "unnamed_background"} & set(seen)
+    assert main(["train", "demo", "--out", str(tmp_path / "m"), "--noise-scale", "0.1", "--unnamed-background",
+                 "black", "-q"]) == 0
+    assert (seen["noise_scale"], seen["unnamed_background"]) == (0.1, "black")
+    assert main(["train", "demo", "--out", str(tmp_path / "m"), "--noise-scale", "0", "--unnamed-background",
+                 "any", "-q"]) == 0  # explicitly the plain velocity model on any background
+    assert (seen["noise_scale"], seen["unnamed_background"]) == (None, None)
     with pytest.raises(SystemExit):
         main(["train", "demo", "--out", str(tmp_path / "m"), "--paths", "diagonal"])
     assert "invalid choice" in capsys.readouterr().err
     monkeypatch.undo()
     with pytest.raises(InputError, match="unknown demo settings"):
         recipe.make_default_model(tmp_path / "n", warp_speed=True)
-    for bad in ({"ema_decay": 1.5}, {"pure_noise_fraction": -0.1}):  # refused before rendering or any file
+    for bad in ({"ema_decay": 1.5}, {"pure_noise_fraction": -0.1}, {"noise_scale": -1.0}):  # before any work
         with pytest.raises(ConfigError, match=next(iter(bad))):
             recipe.make_default_model(tmp_path / "n", **bad)
+    with pytest.raises(InputError, match="unnamed_background"):
+        recipe.make_default_model(tmp_path / "n", unnamed_background="plaid")
     assert not list(tmp_path.glob("n*"))

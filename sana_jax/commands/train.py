@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from sana_jax.config import TIMESTEP_SAMPLING
-from sana_jax.demo.shapes import PATHS
+from sana_jax.demo.shapes import BACKGROUNDS, PATHS
 
 
 def _optimisation_args(p) -> None:
@@ -97,6 +97,13 @@ def add_parser(sub) -> None:
                            "(trains the high-noise end, where sampling decides the layout, as often as the rest)")
     demo.add_argument("--pure-noise-fraction", type=float, default=None, metavar="P",
                       help="train this share of DiT samples at σ = 1 exactly, where sampling starts (default 0)")
+    demo.add_argument("--noise-scale", type=float, default=None, metavar="S",
+                      help="wrap the DiT in EDM-style preconditioning (x0 from c_skip, c_out around the network, "
+                           "its input noise scaled to at most S; sana_jax/models/preconditioning.py); 0: none "
+                           "(default)")
+    demo.add_argument("--unnamed-background", choices=(*BACKGROUNDS, "any"), default=None,
+                      help="the background of clips whose caption names none: one fixed background, so that a "
+                           "prompt without one asks for one clip, or any (default: a blend of the three)")
     demo.add_argument("--ema-decay", type=float, default=None, metavar="D",
                       help="EMA of the DiT weights that is exported (default 0.99; longer runs want e.g. 0.999)")
     demo.add_argument("--clips", type=int, default=None, help="rendered clips (default 3000)")
@@ -214,6 +221,10 @@ def run_demo(args: argparse.Namespace) -> int:
                                    ("pure_noise_fraction", args.pure_noise_fraction),
                                    ("ema_decay", args.ema_decay))
                  if v is not None}
+    if args.noise_scale is not None:  # 0 asks for the plain velocity model explicitly
+        overrides["noise_scale"] = args.noise_scale or None
+    if args.unnamed_background is not None:
+        overrides["unnamed_background"] = None if args.unnamed_background == "any" else args.unnamed_background
     record = make_default_model(args.out, progress=not args.quiet, overwrite=args.overwrite, **overrides)
     print(f"times (s): {json.dumps({k: round(v) for k, v in record['times'].items()})}")
     return 0

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from sana_jax.demo.shapes import VOCABULARY
 from sana_jax.models.gemma import GemmaConfig
+from sana_jax.models.preconditioning import FlowPreconditioning
 from sana_jax.models.sana_video import SanaVideoConfig
 from sana_jax.vae.patch import PatchVAEConfig
 
@@ -48,11 +49,13 @@ def text_encoder_config() -> GemmaConfig:
                        query_pre_attn_scalar=32.0, sliding_window=64, max_position_embeddings=64, pad_token_id=0)
 
 
-def transformer_config() -> SanaVideoConfig:
+def transformer_config(noise_scale: float | None = None) -> SanaVideoConfig:
+    """The demo DiT; with ``noise_scale``, wrapped in :class:`FlowPreconditioning` (σ_d = 1: normalised latents)."""
+    pre = None if noise_scale is None else FlowPreconditioning(sigma_data=1.0, noise_scale=noise_scale)
     return SanaVideoConfig(in_channels=16, out_channels=16, num_attention_heads=4, attention_head_dim=32, num_layers=6,
                            num_cross_attention_heads=4, cross_attention_head_dim=32, cross_attention_dim=128,
                            caption_channels=text_encoder_config().hidden_size, mlp_ratio=2.5, sample_size=SIZE // 8,
-                           patch_size=(1, 2, 2))
+                           patch_size=(1, 2, 2), preconditioning=pre)
 
 
 def vae_config(**stats) -> PatchVAEConfig:

@@ -34,14 +34,16 @@ from sana_jax.io.files import atomic_directory
 
 DEFAULTS = {"clips": 3000, "vae_steps": 600, "vae_batch": 16, "dit_steps": 1000, "dit_batch": 32,
             "learning_rate": 5e-4, "ema_decay": 0.99, "seed": 0, "vae_from": None, "dit_from": None,
-            "paths": "anywhere", "timestep_sampling": "logit_normal", "pure_noise_fraction": 0.0}
+            "paths": "anywhere", "timestep_sampling": "logit_normal", "pure_noise_fraction": 0.0,
+            "noise_scale": None, "unnamed_background": None}
 
 
-def render_clips(count: int, seed: int, paths: str = "anywhere",
-                 background: str | None = None) -> tuple[np.ndarray, list[str]]:
+def render_clips(count: int, seed: int, paths: str = "anywhere", background: str | None = None,
+                 unnamed_background: str | None = None) -> tuple[np.ndarray, list[str]]:
+    """The recipe's clips, uint8 (count, T, H, W, 3), and captions (:func:`sana_jax.demo.shapes.dataset`)."""
     frames, captions = [], []
     for video, caption in shapes.dataset(count, size=models.SIZE, frames=models.FRAMES, seed=seed, paths=paths,
-                                         background=background):
+                                         background=background, unnamed_background=unnamed_background):
         frames.append(video)
         captions.append(caption)
     return np.stack(frames), captions
@@ -132,24 +134,27 @@ def evaluate(pipe, prompts: list[str], *, seed: int = 0, batch: int = 8) -> dict
             "direction": sum(r["direction_ok"] for r in results) / len(results), "videos": results}
 
 
-def starting_models(seed: int, dit_from: str | Path | None = None):
+def starting_models(seed: int, dit_from: str | Path | None = None, noise_scale: float | None = None):
     """``(transformer, text_encoder)`` the DiT training starts from: freshly initialised (``nnx.Rngs(seed + 1)``),
     or, with ``dit_from``, those of a pipeline folder written by an earlier run of this recipe (the DiT has learnt to
-    read that text encoder), so that a run can continue another on other data. A folder that is not such a
-    pipeline is refused here, before any rendering or training."""
+    read that text encoder), so that a run can continue another on other data. ``noise_scale``: the DiT's
+    preconditioning (:func:`models.transformer_config`), which a ``dit_from`` folder must share. A folder that is
+    not such a pipeline is refused here, before any rendering or training."""
     from sana_jax.models.gemma import Gemma
     from sana_jax.models.sana_video import SanaVideoTransformer
 
+    config = models.transformer_config(noise_scale)
     if dit_from is None:
         rngs = nnx.Rngs(seed + 1)
         text_encoder = Gemma(models.text_encoder_config(), rngs=rngs)
-        return SanaVideoTransformer(models.transformer_config(), rngs=rngs), text_encoder
+        return SanaVideoTransformer(config, rngs=rngs), text_encoder
     start = Path(dit_from)
     if not (start / "transformer").is_dir() or not (start / "text_encoder").is_dir():
         raise InputError(f"dit_from {start} is not a demo pipeline folder (it needs transformer/ and text_encoder/)")
     transformer, text_encoder = converters.load(start / "transformer"), converters.load(start / "text_encoder")
-    if transformer.config != models.transformer_config() or text_encoder.config != models.text_encoder_config():
-        raise InputError(f"dit_from {start}: its DiT or text encoder is not the demo's configuration")
+    if transformer.config != config or text_encoder.config != models.text_encoder_config():
+        raise InputError(f"dit_from {start}: its DiT or text encoder is not the demo's configuration (with "
+                         f"preconditioning {config.preconditioning})")
     return transformer, text_encoder
 
 
@@ -179,6 +184,9 @@ def make_default_model(out: str | Path, *, work: str | Path | None = None, progr
     unknown = set(args) - set(DEFAULTS)
     if unknown:
         raise InputError(f"unknown demo settings {sorted(unknown)}; known: {sorted(DEFAULTS)}")
+    if args["unnamed_background"] not in (None, *shapes.BACKGROUNDS):
+        raise InputError(f"unnamed_background must be one of {sorted(shapes.BACKGROUNDS)} or None, "
+                         f"got {args['unnamed_background']!r}")
     out = Path(out)
     if out.exists() and not overwrite:
         raise InputError(f"{out} exists; choose another --out or pass --overwrite")
@@ -190,9 +198,10 @@ def make_default_model(out: str | Path, *, work: str | Path | None = None, progr
                          pure_noise_fraction=args["pure_noise_fraction"],
                          total_steps=args["dit_steps"], ema_decay=args["ema_decay"], text_dropout=0.1, flow_shift=3.0,
                          batch_size=args["dit_batch"], seed=seed)
-    start_models = starting_models(seed, args["dit_from"])
+    start_models = starting_models(seed, args["dit_from"], args["noise_scale"])
     start = time.perf_counter()
-    frames, captions = render_clips(args["clips"], seed, args["paths"])
+    frames, captions = render_clips(args["clips"], seed, args["paths"],
+                                    unnamed_background=args["unnamed_background"])
     times["render_s"] = time.perf_counter() - start
     log(f"rendered {len(frames)} clips in {times['render_s']:.0f} s")
 

@@ -122,14 +122,25 @@ def render(clip: Clip, size: int, frames: int) -> np.ndarray:
 
 
 def dataset(count: int, *, size: int = 64, frames: int = 17, seed: int = 0, background_caption_rate: float = 0.5,
-            triples=TRAIN_TRIPLES, paths: str = "anywhere", background: str | None = None):
-    """``count`` (frames uint8 (T, size, size, 3), caption) pairs drawn from the training triples. With
-    ``background``, every clip is on that one background and no caption names it."""
+            triples=TRAIN_TRIPLES, paths: str = "anywhere", background: str | None = None,
+            unnamed_background: str | None = None):
+    """``count`` (frames uint8 (T, size, size, 3), caption) pairs drawn from the training triples.
+
+    A ``background_caption_rate`` share of the captions name the clip's background. By default the others are on
+    any background too, so a prompt that names none asks for a blend of them. With ``unnamed_background``, those
+    clips are on that one background instead (the same draws otherwise): a prompt without a background then asks
+    for one clip, not a blend. With ``background``, every clip is on that one background and no caption names it.
+    """
+    for name in (background, unnamed_background):
+        if name is not None and name not in BACKGROUNDS:
+            raise InputError(f"background must be one of {sorted(BACKGROUNDS)}, got {name!r}")
     rng = np.random.default_rng(seed)
     for _ in range(count):
         triple = triples[rng.integers(len(triples))]
         clip = random_clip(rng, triple, size, frames, background=background, paths=paths)
         named = background is None and rng.random() < background_caption_rate
+        if not named and unnamed_background is not None and background is None:
+            clip = dataclasses.replace(clip, background=unnamed_background)
         yield render(clip, size, frames), clip.caption(named)
 
 

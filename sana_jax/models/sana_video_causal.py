@@ -219,7 +219,7 @@ def causal_forward(model: SanaVideoTransformer, latents: jax.Array, text: jax.Ar
         raise InputError(f"window must be >= 1 chunk or None, got {window}")
     b = latents.shape[0]
     rope = _rope(model, grid, t_offset, max_frames)
-    x = model.embed_patches(latents)
+    x = model.embed_patches(model.precondition_input(latents, timestep))
     t6, emb = model.embed_timestep(timestep, b, grid[0])
     caption = model.embed_text(text)
     bias = mask_to_bias(text_mask)
@@ -233,7 +233,7 @@ def causal_forward(model: SanaVideoTransformer, latents: jax.Array, text: jax.Ar
     if model.remat:
         body = jax.checkpoint(body, prevent_cse=False)
     x, _ = jax.lax.scan(body, x, blocks)
-    return model.unpatchify(x, emb, grid)
+    return model.output_velocity(latents, model.unpatchify(x, emb, grid), timestep)
 
 
 # -- incremental form ----------------------------------------------------------------------------------------------
@@ -330,7 +330,7 @@ def step(model: SanaVideoTransformer, state: StreamState, latents: jax.Array, ti
                          f"initialised for {want}")
     window = state.window
     rope = _rope(model, grid, state.frame, max_frames)
-    x = model.embed_patches(latents)
+    x = model.embed_patches(model.precondition_input(latents, timestep))
     t6, emb = model.embed_timestep(timestep, b, grid[0])
     graphdef, blocks = nnx.split(model.blocks)
 
@@ -343,7 +343,7 @@ def step(model: SanaVideoTransformer, state: StreamState, latents: jax.Array, ti
         return h, ((own.kv[:, 0], own.k_sum[:, 0], new_tail) if commit else None)
 
     x, ys = jax.lax.scan(body, x, (blocks, state.kv, state.k_sum, state.conv_tail, state.text_k, state.text_v))
-    velocity = model.unpatchify(x, emb, grid)
+    velocity = model.output_velocity(latents, model.unpatchify(x, emb, grid), timestep)
     # A gather past the RoPE table would clamp silently: past the end the output is NaN instead.
     limit = max(model.config.rope_max_seq_len, max_frames)
     velocity = jnp.where(state.frame + grid[0] <= limit, velocity, jnp.nan)

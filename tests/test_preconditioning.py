@@ -1,0 +1,129 @@
+"""EDM-style preconditioning of the SANA-Video DiT (sana_jax.models.preconditioning): the maths, the model wrapper
+(plain, causal and streaming forms), and the config round trip through a folder."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+import converters
+from sana_jax.demo.recipe import write_component
+from sana_jax.errors import ConfigError
+from sana_jax.models import sana_video_causal as sc
+from sana_jax.models.preconditioning import FlowPreconditioning, sigma_per_frame
+from sana_jax.models.sana_video import SanaVideoConfig, SanaVideoTransformer
+from tests.conftest import max_rel_err
+from tests.helpers import tiny_config
+
+SIGMAS = np.array([1e-4, 0.05, 0.3, 0.5, 0.8, 0.97, 1.0], np.float32)
+
+
+@pytest.mark.parametrize("sigma_data", [1.0, 0.5])
+def test_velocity_is_the_edm_denoiser_as_a_flow_velocity(sigma_data):
+    """v̂ = (x − x0̂)/σ with x0̂ = c_skip·x + c_out·F (Karras et al. 2022, Table 1, for x_σ = (1−σ)x0 + σε)."""
+    pre = FlowPreconditioning(sigma_data=sigma_data, noise_scale=0.1)
+    rng = np.random.default_rng(0)
+    x, out = rng.standard_normal((2, len(SIGMAS), 5)).astype(np.float64)
+    s = SIGMAS.astype(np.float64)[:, None]
+    d = (1 - s) ** 2 * sigma_data ** 2 + s ** 2
+    x0_hat = (1 - s) * sigma_data ** 2 / d * x + s * sigma_data / np.sqrt(d) * out
+    want = (x - x0_hat) / s
+    got = np.asarray(pre.velocity(jnp.asarray(x, jnp.float32), jnp.asarray(out, jnp.float32), SIGMAS[:, None]))
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_the_right_network_output_gives_the_true_velocity():
+    """F = (x0 − c_skip·x)/c_out, the unit-scale target EDM trains F towards, makes v̂ = ε − x0 at every σ;
+    at σ = 1 that target is the clip itself (c_skip = 0: nothing is copied from the noise)."""
+    pre = FlowPreconditioning(sigma_data=1.0)
+    rng = np.random.default_rng(1)
+    x0, eps = rng.standard_normal((2, len(SIGMAS), 6))
+    s = SIGMAS.astype(np.float64)[:, None]
+    x = (1 - s) * x0 + s * eps
+    d = (1 - s) ** 2 + s ** 2
+    target = (x0 - (1 - s) / d * x) / (s / np.sqrt(d))
+    v = np.asarray(pre.velocity(jnp.asarray(x, jnp.float32), jnp.asarray(target, jnp.float32), SIGMAS[:, None]))
+    np.testing.assert_allclose(v, eps - x0, rtol=2e-3, atol=2e-3)
+    np.testing.assert_allclose(target[-1], x0[-1], atol=1e-6)
+
+
+def test_input_scale_bounds_the_noise_and_is_edm_at_scale_one():
+    s = jnp.asarray(SIGMAS)
+    for scale in (0.1, 0.3):
+        c_in = FlowPreconditioning(noise_scale=scale).input_scale(s)
+        assert np.all(np.asarray(c_in * s) <= scale * (1 + 1e-6))  # the noise part's std
+        assert float(c_in[-1]) == pytest.approx(scale)  # σ = 1: only noise, scaled to s
+    edm = FlowPreconditioning(sigma_data=0.5, noise_scale=1.0).input_scale(s)
+    np.testing.assert_allclose(edm, 1 / np.sqrt((1 - SIGMAS) ** 2 * 0.25 + SIGMAS ** 2), rtol=1e-6)
+
+
+@pytest.mark.parametrize("bad", [{"noise_scale": 0.0}, {"sigma_data": -1.0}, {"noise_scale": "big"},
+                                 {"scale": 0.1}])
+def test_bad_preconditioning_is_refused(bad):
+    with pytest.raises(ConfigError, match="preconditioning"):
+        FlowPreconditioning.from_dict(bad)
+    with pytest.raises(ConfigError, match="preconditioning"):
+        SanaVideoConfig.from_diffusers({**tiny_config().to_diffusers(), "preconditioning": bad})
+
+
+def test_sigma_per_frame_broadcasts_every_timestep_form():
+    per_sample = sigma_per_frame(jnp.array([1000.0, 500.0]), 2, 4)
+    assert per_sample.shape == (2, 4, 1, 1, 1) and float(per_sample[1, 3, 0, 0, 0]) == 0.5
+    assert sigma_per_frame(jnp.float32(250.0), 2, 4).shape == (2, 4, 1, 1, 1)
+    patched = sigma_per_frame(jnp.array([[0.0, 1000.0]]), 1, 4, patch_frames=2)  # (B, T') with a temporal patch 2
+    np.testing.assert_array_equal(np.asarray(patched).ravel(), [0, 0, 1, 1])
+
+
+@pytest.fixture(scope="module")
+def pair():
+    """The same weights with and without preconditioning."""
+    pre = FlowPreconditioning(sigma_data=0.8, noise_scale=0.2)
+    plain = SanaVideoTransformer(tiny_config(), rngs=nnx.Rngs(jax.random.key(3, impl="rbg")))
+    wrapped = SanaVideoTransformer(tiny_config(preconditioning=pre), rngs=nnx.Rngs(jax.random.key(3, impl="rbg")))
+    nnx.update(wrapped, nnx.state(plain))
+    return plain, wrapped, pre
+
+
+def _inputs(frames=4, per_frame=False):
+    rng = np.random.default_rng(5)
+    x = jnp.asarray(rng.standard_normal((2, frames, 8, 8, 4)), jnp.float32)
+    text = jnp.asarray(rng.standard_normal((2, 3, 8)), jnp.float32)
+    ts = rng.uniform(0, 1000, (2, frames) if per_frame else (2,))
+    return x, text, jnp.asarray(ts, jnp.float32), jnp.ones((2, 3), jnp.int32)
+
+
+@pytest.mark.parametrize("per_frame", [False, True])
+def test_model_wraps_the_same_network(pair, per_frame):
+    """With preconditioning the DiT is F(c_in·x) of the plain DiT's weights, turned into a velocity."""
+    plain, wrapped, pre = pair
+    x, text, ts, mask = _inputs(per_frame=per_frame)
+    sigma = sigma_per_frame(ts, 2, 4)
+    want = pre.velocity(x, plain(pre.input_scale(sigma) * x, text, ts, mask), sigma)
+    assert max_rel_err(wrapped(x, text, ts, mask), want) <= 1e-5
+    assert max_rel_err(plain(x, text, ts, mask), wrapped(x, text, ts, mask)) > 1e-2  # it does change the output
+
+
+def test_causal_and_streaming_forms_wrap_it_too(pair):
+    _, wrapped, _ = pair
+    x, text, ts, mask = _inputs(per_frame=True)
+    full = wrapped(x, text, ts, mask)
+    assert max_rel_err(sc.causal_forward(wrapped, x, text, ts, mask, causal=False), full) <= 1e-5
+    one_shot = sc.causal_forward(wrapped, x, text, ts, mask, chunk=2)
+    dit = sc.StreamingDiT(wrapped, donate=False)
+    state = dit.init_state(text, mask, height=8, width=8)
+    first, state = dit(state, x[:, :2], ts[:, :2], commit=True)
+    second, _ = dit(state, x[:, 2:], ts[:, 2:])
+    assert max_rel_err(jnp.concatenate([first, second], axis=1), one_shot) <= 1e-5
+
+
+def test_preconditioning_survives_a_folder_round_trip(pair, tmp_path):
+    _, wrapped, pre = pair
+    write_component(tmp_path / "transformer", wrapped)
+    loaded = converters.load(tmp_path / "transformer")
+    assert loaded.config.preconditioning == pre and loaded.config == wrapped.config
+    x, text, ts, mask = _inputs()
+    assert max_rel_err(loaded(x, text, ts, mask), wrapped(x, text, ts, mask)) == 0.0
+    assert "preconditioning" not in tiny_config().to_diffusers()  # released configs keep their keys
