@@ -19,9 +19,12 @@ that nothing has to be copied through, learns as slowly as the σ = 1 task: it i
 the reading of the caption, not copying it.)
 
 ``--input-scale 0.1 --target x0`` is EDM-style preconditioning around the same network: the input scaled down, the
-output no longer a copy of it. With both (and only both), on one background (``--background black``), the DiT lays
-out the prompts' motion from pure noise as fast as with no noise at all; on the recipe's three backgrounds it learns
-faster than without, but slower than that (``bench/results/default_model_motion_experiments_cpu.json``).
+output no longer a copy of it (at σ = 1 this is :class:`sana_jax.models.preconditioning.FlowPreconditioning` with
+``noise_scale`` 0.1; this probe wraps a plain DiT by hand). With both (and only both), on one background
+(``--background black``), the DiT lays out the prompts' motion from pure noise as fast as with no noise at all; on the
+recipe's three backgrounds it shows none within 800 steps (there a prompt that names no background asks for a blend
+of the three); with those clips on one background (``--unnamed-background black``) it lays out the full motion by step
+900 (``bench/results/default_model_motion_experiments_cpu.json``).
 """
 
 from __future__ import annotations
