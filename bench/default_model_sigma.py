@@ -90,13 +90,14 @@ def ideal_velocity(references, x, t, cond=None):
     return (x - x0_hat) / sigma[:, None, None, None, None]
 
 
-def render_latents(pipe, triple, *, paths: str, count: int, seed: int) -> np.ndarray:
-    """``count`` clips of exactly ``triple`` (colour, shape, direction), encoded: (count, T', h, w, C)."""
+def render_latents(pipe, triple, *, paths: str, count: int, seed: int, background: str | None = None) -> np.ndarray:
+    """``count`` clips of exactly ``triple`` (colour, shape, direction), encoded: (count, T', h, w, C); on random
+    backgrounds, or all on ``background`` (what the recipe's unnamed background asks for)."""
     from sana_jax.demo import models, shapes
 
     rng = np.random.default_rng(seed)
-    videos = [shapes.render(shapes.random_clip(rng, triple, models.SIZE, models.FRAMES, paths=paths), models.SIZE,
-                            models.FRAMES) for _ in range(count)]
+    videos = [shapes.render(shapes.random_clip(rng, triple, models.SIZE, models.FRAMES, background=background,
+                                               paths=paths), models.SIZE, models.FRAMES) for _ in range(count)]
     return np.asarray(pipe.encode_video(np.stack(videos).astype(np.float32) / 127.5 - 1.0))
 
 

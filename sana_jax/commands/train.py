@@ -82,28 +82,31 @@ def add_parser(sub) -> None:
         "demo", help="rebuild the embedded default model from scratch (procedural shapes)",
         description="Render the procedural dataset, train the small VAE, cache, train the small DiT, and write a "
                     "pipeline folder like sana_jax/default_model (recipe.json records settings, times and the "
-                    "held-out score). With the defaults it took 35 minutes on 2 CPU cores (VAE 11, DiT 22).")
+                    "held-out score). With the defaults a run takes about 45 minutes on 2 CPU cores (VAE 11, DiT 34); "
+                    "sana_jax/default_model is such a run (reusing the earlier VAE) continued by a second one with "
+                    "--dit-from FOLDER --dit-steps 1100 (39 minutes more).")
     demo.add_argument("--out", required=True, help="pipeline folder to write")
     demo.add_argument("--dit-steps", type=int, default=None, help="DiT steps (default 1000)")
     demo.add_argument("--dit-batch", type=int, default=None, help="DiT batch size (default 32)")
-    demo.add_argument("--lr", type=float, default=None, help="DiT peak learning rate (default 5e-4)")
+    demo.add_argument("--lr", type=float, default=None, help="DiT peak learning rate (default 1e-3)")
     demo.add_argument("--paths", choices=PATHS, default=None,
-                      help="anywhere: shapes travel half the frame from a random start (default); crossing: they "
+                      help="anywhere: shapes travel half the frame from a random start; crossing: they "
                            "cross the frame edge to edge, so the direction fixes the position along the motion in "
-                           "every frame; lane: crossing, near the middle across the motion too, so the prompt alone "
-                           "nearly fixes every frame")
+                           "every frame; lane (default): crossing, near the middle across the motion too, so the "
+                           "prompt alone nearly fixes every frame")
     demo.add_argument("--timestep-sampling", choices=TIMESTEP_SAMPLING, default=None,
-                      help="training noise levels: SANA's logit-normal (default) or uniform before the shift "
-                           "(trains the high-noise end, where sampling decides the layout, as often as the rest)")
+                      help="training noise levels: SANA's logit-normal, or uniform before the shift (default: "
+                           "trains the high-noise end, where sampling decides the layout, as often as the rest)")
     demo.add_argument("--pure-noise-fraction", type=float, default=None, metavar="P",
-                      help="train this share of DiT samples at σ = 1 exactly, where sampling starts (default 0)")
+                      help="train this share of DiT samples at σ = 1 exactly, where sampling starts (default 0.25)")
     demo.add_argument("--noise-scale", type=float, default=None, metavar="S",
                       help="wrap the DiT in EDM-style preconditioning (x0 from c_skip, c_out around the network, "
-                           "its input noise scaled to at most S; sana_jax/models/preconditioning.py); 0: none "
-                           "(default)")
+                           "its input noise scaled to at most S; sana_jax/models/preconditioning.py; default 0.1); "
+                           "0: none, the plain velocity DiT")
     demo.add_argument("--unnamed-background", choices=(*BACKGROUNDS, "any"), default=None,
-                      help="the background of clips whose caption names none: one fixed background, so that a "
-                           "prompt without one asks for one clip, or any (default: a blend of the three)")
+                      help="the background of clips whose caption names none: one fixed background (default "
+                           "black), so that a prompt without one asks for one clip, or any (then such a prompt asks "
+                           "for a blend of the three)")
     demo.add_argument("--ema-decay", type=float, default=None, metavar="D",
                       help="EMA of the DiT weights that is exported (default 0.99; longer runs want e.g. 0.999)")
     demo.add_argument("--clips", type=int, default=None, help="rendered clips (default 3000)")
