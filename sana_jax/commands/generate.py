@@ -17,7 +17,8 @@ def add_parser(sub) -> None:
                     "Sizes and frame counts are checked before any weights are loaded. Defaults follow the "
                     "checkpoint: 480×832 for the 480p model, 704×1280 for the 720p one, 81 frames, 50 steps, "
                     "guidance 6. Without --model the small model embedded in the package is used (64×64, 9 frames, "
-                    "20 steps, guidance 4; prompts like 'a red circle moving left').")
+                    "20 steps, guidance 1.5; prompts like 'a red circle moving left', optionally "
+                    "'... on a white background').")
     gen.add_argument("prompt", help="the text prompt")
     gen.add_argument("--model", default=None,
                      help="diffusers SANA-Video pipeline folder (model_index.json); default: the small model embedded "
