@@ -162,6 +162,8 @@ def test_sigma1_bounds_order_what_each_predictor_knows():
     assert bounds["zero"] >= bounds["data_mean"] >= bounds["caption_without_direction"] > bounds["caption"]
     noisy = sigma1_bounds(exact + rng.normal(size=exact.shape), captions)
     assert noisy["caption"] == pytest.approx(1.0, abs=0.15)
+
+
 def test_ideal_denoiser_through_the_pipeline_makes_the_prompted_video(pipe):
     """Everything around the DiT (scheduler, sampling loop, VAE decode, scorer) is right: with the exact posterior
     mean of clips of the prompt in place of the DiT (bench/default_model_sigma.py), the pipeline's own sampling makes

@@ -75,6 +75,8 @@ def test_sigma_per_frame_broadcasts_every_timestep_form():
     assert sigma_per_frame(jnp.float32(250.0), 2, 4).shape == (2, 4, 1, 1, 1)
     patched = sigma_per_frame(jnp.array([[0.0, 1000.0]]), 1, 4, patch_frames=2)  # (B, T') with a temporal patch 2
     np.testing.assert_array_equal(np.asarray(patched).ravel(), [0, 0, 1, 1])
+    one = sigma_per_frame(jnp.array([[500.0], [250.0]]), 2, 4, patch_frames=2)  # (B, 1): the whole clip
+    np.testing.assert_array_equal(np.asarray(one)[:, :, 0, 0, 0], [[0.5] * 4, [0.25] * 4])
 
 
 @pytest.fixture(scope="module")

@@ -190,9 +190,7 @@ def make_default_model(out: str | Path, *, work: str | Path | None = None, progr
     unknown = set(args) - set(DEFAULTS)
     if unknown:
         raise InputError(f"unknown demo settings {sorted(unknown)}; known: {sorted(DEFAULTS)}")
-    if args["unnamed_background"] not in (None, *shapes.BACKGROUNDS):
-        raise InputError(f"unnamed_background must be one of {sorted(shapes.BACKGROUNDS)} or None, "
-                         f"got {args['unnamed_background']!r}")
+    shapes.check_background(args["unnamed_background"], "unnamed_background")  # the dataset checks only when drawn
     out = Path(out)
     if out.exists() and not overwrite:
         raise InputError(f"{out} exists; choose another --out or pass --overwrite")

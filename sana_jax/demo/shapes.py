@@ -121,6 +121,12 @@ def render(clip: Clip, size: int, frames: int) -> np.ndarray:
     return np.round(coverage * fg + (1 - coverage) * bg).astype(np.uint8)
 
 
+def check_background(name: str | None, what: str = "background") -> None:
+    """Refuse a background that is neither None nor one of :data:`BACKGROUNDS`."""
+    if name is not None and name not in BACKGROUNDS:
+        raise InputError(f"{what} must be one of {sorted(BACKGROUNDS)} or None, got {name!r}")
+
+
 def dataset(count: int, *, size: int = 64, frames: int = 17, seed: int = 0, background_caption_rate: float = 0.5,
             triples=TRAIN_TRIPLES, paths: str = "anywhere", background: str | None = None,
             unnamed_background: str | None = None):
@@ -131,9 +137,8 @@ def dataset(count: int, *, size: int = 64, frames: int = 17, seed: int = 0, back
     clips are on that one background instead (the same draws otherwise): a prompt without a background then asks
     for one clip, not a blend. With ``background``, every clip is on that one background and no caption names it.
     """
-    for name in (background, unnamed_background):
-        if name is not None and name not in BACKGROUNDS:
-            raise InputError(f"background must be one of {sorted(BACKGROUNDS)}, got {name!r}")
+    check_background(background)
+    check_background(unnamed_background, "unnamed_background")
     rng = np.random.default_rng(seed)
     for _ in range(count):
         triple = triples[rng.integers(len(triples))]

@@ -81,7 +81,7 @@ def sigma_per_frame(timestep: jax.Array, batch: int, frames: int, patch_frames: 
     if t.ndim == 0:
         t = jnp.broadcast_to(t, (batch,))
     if t.ndim == 1:
-        t = jnp.broadcast_to(t[:, None], (batch, frames))
-    elif t.shape[1] != frames:
+        t = t[:, None]
+    if t.shape[1] not in (1, frames):  # one per latent frame after the patch: one per frame of the patch
         t = jnp.repeat(t, patch_frames, axis=1)
-    return t[:, :, None, None, None]
+    return jnp.broadcast_to(t, (batch, frames))[:, :, None, None, None]
