@@ -37,6 +37,7 @@ from converters.safetensors_io import open_safetensors, save_safetensors
 from converters.torch_pickle import open_torch_state_dict
 from sana_jax.errors import CheckpointError, ConfigError
 from sana_jax.io import checkpoints
+from sana_jax.progress import progress_bar
 
 #: Model families. Each module provides FAMILY, MODEL_CLASS_NAME (diffusers ``_class_name``), CONFIG (with
 #: ``from_diffusers``/``to_diffusers``), MODEL, ``detect(keys)``, ``config_from_checkpoint(source, where)``,
@@ -61,14 +62,6 @@ def class_name(config: Mapping) -> str | None:
     """The model class a config names: diffusers' ``_class_name``, else transformers' ``architectures[0]``."""
     archs = config.get("architectures") or [None]
     return config.get("_class_name") or archs[0]
-
-
-def _progress(enabled: bool, desc: str):
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(desc=desc, unit="tensor", leave=False)
 
 
 def open_checkpoint(path: Path) -> Mapping:
@@ -190,14 +183,13 @@ def load(path: str | os.PathLike, *, dtype=None, config=None, component: str | N
             if BY_CLASS.get(class_name(raw)) is family:
                 cfg = family.CONFIG.from_diffusers(raw, str(sidecar))
         cfg = cfg or family.config_from_checkpoint(source, str(path))
-    bar = _progress(progress, f"loading {weights.name}")
+    bar = progress_bar(progress, desc=f"loading {weights.name}", unit="tensor")
     shardings = None if mesh is None else mesh_shardings(family, cfg, mesh, rules)
     try:
         with tables.sharded_loading(shardings):
             return family.load(source, cfg, where=str(weights), dtype=dtype, progress=bar)
     finally:
-        if bar is not None:
-            bar.close()
+        bar.close()
 
 
 def _family_of(model: nnx.Module):

@@ -97,10 +97,8 @@ def _resolve_defaults(args: argparse.Namespace, folder) -> tuple[int, int]:
     args.frames = args.frames or defaults.get("num_frames", 81)
     args.steps = args.steps or defaults.get("num_inference_steps", 50)
     args.guidance = defaults.get("guidance_scale", 6.0) if args.guidance is None else args.guidance
-    sample_size = folder.config("transformer").get("sample_size", 30)
-    height = args.height or defaults.get("height") or (704 if sample_size == 22 else 480)
-    width = args.width or defaults.get("width") or (1280 if sample_size == 22 else 832)
-    return height, width
+    default_height, default_width = folder.default_size()
+    return args.height or default_height, args.width or default_width
 
 
 def run(args: argparse.Namespace) -> int:

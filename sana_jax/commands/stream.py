@@ -52,15 +52,14 @@ def parse_switches(items: list[str]) -> dict[int, str]:
 
 def run(args: argparse.Namespace) -> int:
     from sana_jax.errors import InputError
-    from sana_jax.pipelines.components import PipelineFolder, check_video_size
+    from sana_jax.pipelines.components import PipelineFolder, check_video_size, default_size
     from sana_jax.pipelines.streaming import StreamingPipeline, plan_chunks
 
     if args.model is None:
         raise InputError("--model FOLDER is required: a diffusers LongSANA / SANA-Video pipeline folder")
     folder = PipelineFolder.open(args.model)
-    sample_size = folder.config("transformer").get("sample_size", 30)
-    height = args.height or (704 if sample_size == 22 else 480)
-    width = args.width or (1280 if sample_size == 22 else 832)
+    default_height, default_width = default_size(folder.config("transformer").get("sample_size", 30))
+    height, width = args.height or default_height, args.width or default_width
     temporal, spatial, causal_first_frame = folder.vae_spec()
     if not causal_first_frame:
         raise InputError(f"{args.model}: streaming needs a VAE with a causal first frame and a streaming decoder "

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import NamedTuple
 
@@ -123,9 +123,22 @@ class PipelineFolder:
         channels = self.config("transformer").get("in_channels", 16)
         return (batch, latent_frames(num_frames, t, causal), height // s, width // s, channels)
 
+    def default_size(self) -> tuple[int, int]:
+        """:func:`default_size` of this folder (from the configs, no weights)."""
+        return default_size(self.config("transformer").get("sample_size", 30), self.defaults())
+
     def patch_size(self) -> tuple[int, int, int]:
         p = self.config("transformer").get("patch_size", (1, 2, 2))
         return (1, p, p) if isinstance(p, int) else tuple(p)
+
+
+def default_size(sample_size: int, defaults: Mapping | None = None) -> tuple[int, int]:
+    """(height, width) to generate at when none is asked for: the folder's own ``_sana_jax`` defaults where it has
+    them, else the resolution the released transformer was trained at: 704×1280 for the 720p model (its
+    ``sample_size`` is 22, the latent height at 32× compression) and 480×832 for the others."""
+    defaults = defaults or {}
+    height, width = (704, 1280) if sample_size == 22 else (480, 832)
+    return defaults.get("height") or height, defaults.get("width") or width
 
 
 def check_video_size(height: int, width: int, num_frames: int, temporal: int, spatial: int,

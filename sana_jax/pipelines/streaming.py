@@ -50,7 +50,7 @@ from flax import nnx
 from sana_jax.errors import InputError
 from sana_jax.io.video import VideoWriter, to_uint8
 from sana_jax.models import sana_video_causal as sc
-from sana_jax.pipelines.components import check_video_size
+from sana_jax.pipelines.components import check_video_size, default_size
 from sana_jax.sampling.schedules import Schedule, longsana_schedule
 from sana_jax.vae.ltx2 import LTX2VAE
 
@@ -404,7 +404,7 @@ class StreamingPipeline:
     # -- pieces ------------------------------------------------------------------------------------------------------
 
     def default_size(self) -> tuple[int, int]:
-        return (704, 1280) if self.transformer.config.sample_size == 22 else (480, 832)
+        return default_size(self.transformer.config.sample_size)
 
     def plan(self, *, seconds: float | None = None, num_chunks: int | None = None,
              chunk_frames: int = 10) -> tuple[int, ...]:

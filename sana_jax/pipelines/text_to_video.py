@@ -25,7 +25,8 @@ from sana_jax.errors import ConfigError, InputError
 from sana_jax.io.video import SavesVideo, to_uint8
 from sana_jax.kernels.dispatch import force_impl
 from sana_jax.models.sana_video import SanaVideoTransformer
-from sana_jax.pipelines.components import PipelineFolder, check_video_size
+from sana_jax.pipelines.components import PipelineFolder, check_video_size, default_size
+from sana_jax.progress import progress_bar
 from sana_jax.sampling import Schedule, dpm_flow_schedule, euler_flow_schedule, sample
 from sana_jax.text.sana_prompt import encode_for_guidance
 from sana_jax.text.tokenizer import Tokenizer
@@ -68,12 +69,6 @@ def schedule_from_config(config: dict, num_steps: int) -> Schedule:
                                    num_train_timesteps=config.get("num_train_timesteps", 1000))
     raise ConfigError(f"scheduler {cls!r} is not supported (DPMSolverMultistepScheduler, "
                       "FlowMatchEulerDiscreteScheduler)")
-
-
-def _bar(enabled: bool, total: int, desc: str):
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, disable=not enabled, leave=False)
 
 
 class SanaVideoPipeline:
@@ -153,9 +148,7 @@ class SanaVideoPipeline:
         return tuple(self.vae.compression)
 
     def default_size(self) -> tuple[int, int]:
-        if self.defaults["height"] and self.defaults["width"]:
-            return self.defaults["height"], self.defaults["width"]
-        return (704, 1280) if self.transformer.config.sample_size == 22 else (480, 832)
+        return default_size(self.transformer.config.sample_size, self.defaults)
 
     def encode_prompt(self, prompts: Sequence[str], negative_prompts: Sequence[str] | None, *,
                       motion_score: int | None = None):
@@ -212,7 +205,7 @@ class SanaVideoPipeline:
         timings = {}
 
         start = time.perf_counter()
-        with _bar(progress, 1, "text encoding") as bar:
+        with progress_bar(progress, 1, "text encoding") as bar:
             cond, uncond = self.encode_prompt(prompts, negatives, motion_score=motion_score)
             jax.block_until_ready(cond)
             bar.update()
@@ -234,7 +227,7 @@ class SanaVideoPipeline:
 
         schedule = schedule_from_config(self.scheduler_config, num_inference_steps)
         start = time.perf_counter()
-        with _bar(progress, num_inference_steps, "denoising") as bar:
+        with progress_bar(progress, num_inference_steps, "denoising") as bar:
             out = sample(self._model_fn, self.dit_params, latents, schedule=schedule, cond=cond, uncond=uncond,
                          guidance_scale=guidance_scale, progress=(lambda _i: bar.update()) if progress else None,
                          keep=keep)
@@ -244,7 +237,7 @@ class SanaVideoPipeline:
         frames = None
         if decode:
             start = time.perf_counter()
-            with _bar(progress, 1, "decoding") as bar:
+            with progress_bar(progress, 1, "decoding") as bar:
                 frames = self.decode(out, tile=vae_tile)
                 bar.update()
             timings["decoding"] = time.perf_counter() - start

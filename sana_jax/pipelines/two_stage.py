@@ -30,6 +30,7 @@ from sana_jax.errors import ConfigError, InputError
 from sana_jax.io.video import SavesVideo, write_video
 from sana_jax.pipelines.refine import DEFAULT_FPS, RefinePipeline, decode_latents
 from sana_jax.pipelines.text_to_video import SanaVideoPipeline
+from sana_jax.progress import progress_bar
 from sana_jax.sampling import DISTILLED_SIGMAS
 from sana_jax.vae.ltx2 import LTX2VAE
 
@@ -80,12 +81,6 @@ def side_by_side(left: np.ndarray, right: np.ndarray) -> np.ndarray:
         raise InputError(f"side-by-side needs the same batch and frame count, got {left.shape} and {right.shape}")
     left = resize_frames(left, *right.shape[-3:-1])
     return np.concatenate([left, right], axis=-2)
-
-
-def _bar(enabled: bool, total: int, desc: str):
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, disable=not enabled, leave=False)
 
 
 class TwoStagePipeline:
@@ -167,7 +162,7 @@ class TwoStagePipeline:
         stage1_frames = None
         if side_by_side and decode:
             start = time.perf_counter()
-            with _bar(progress, 1, "decoding stage 1") as bar:
+            with progress_bar(progress, 1, "decoding stage 1") as bar:
                 # as SanaVideoPipeline.decode (timestep 0, no noise), through the decode the refiner compiled
                 stage1_frames = decode_latents(self._stage1_vae, out1.latents, tile=stage1_vae_tile)
                 if out2.frames is not None:
