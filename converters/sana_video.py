@@ -7,6 +7,7 @@ tensors dropped), so one table, :data:`DIFFUSERS_RULES`, maps both onto the JAX 
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Mapping
 
 import jax.numpy as jnp
@@ -17,15 +18,30 @@ from converters import tables
 from converters.nnx_state import abstract_model, flat_params
 from converters.tables import CONV1X1, CONV3D, DEPTHWISE2D, IDENTITY, LINEAR, TEMPORAL, Rename, Rule
 from sana_jax.errors import CheckpointError, ConfigError
+from sana_jax.models.preconditioning import PreconditionedConfig, build_transformer
 from sana_jax.models.sana_video import DIFFUSERS_CLASS
 from sana_jax.models.sana_video import SanaVideoConfig, SanaVideoTransformer
 
+
+class Config(abc.ABC):
+    """This family's configs: a :class:`SanaVideoConfig` (the released models), or a :class:`PreconditionedConfig`
+    when ``config.json`` has a ``"preconditioning"`` key (the embedded default model), which loads as a
+    :class:`~sana_jax.models.preconditioning.PreconditionedTransformer` with the same tensors."""
+
+    @staticmethod
+    def from_diffusers(config: Mapping, source: str = "config") -> SanaVideoConfig:
+        cls = PreconditionedConfig if "preconditioning" in config else SanaVideoConfig
+        return cls.from_diffusers(config, source)
+
+
+Config.register(SanaVideoConfig)  # isinstance(c, CONFIG) for both (PreconditionedConfig is a SanaVideoConfig)
+
 FAMILY = "sana_video"
-CONFIG = SanaVideoConfig
+CONFIG = Config
 MODEL_CLASS_NAME = DIFFUSERS_CLASS
 #: the LongLive (LongSANA) release has the same tensors under the causal class name (diffusers PR #12723, spec §3.2)
 MODEL_CLASS_NAMES = (DIFFUSERS_CLASS, "SanaVideoCausalTransformer3DModel")
-MODEL = SanaVideoTransformer
+MODEL = SanaVideoTransformer  # PreconditionedTransformer included
 
 
 def _linear(torch: str, jax_path: str, bias: bool = True) -> list[Rule]:
@@ -166,11 +182,12 @@ def config_from_shapes(source: Mapping, where: str, head_dim: int = 112) -> Sana
 
 def abstract(config: SanaVideoConfig, dtype=jnp.float32):
     """``(graphdef, abstract_state, targets)`` of a model with ``config``; allocates nothing."""
-    return abstract_model(lambda: SanaVideoTransformer(config, dtype=dtype, param_dtype=dtype, rngs=nnx.Rngs(0)))
+    return abstract_model(lambda: build_transformer(config, dtype=dtype, param_dtype=dtype, rngs=nnx.Rngs(0)))
 
 
 def load(source: Mapping, config: SanaVideoConfig, *, where: str, dtype=None, progress=None) -> SanaVideoTransformer:
-    """Build a :class:`SanaVideoTransformer` from a checkpoint in either layout; every key must be consumed."""
+    """Build a :class:`SanaVideoTransformer` (a ``PreconditionedTransformer`` for a :class:`PreconditionedConfig`)
+    from a checkpoint in either layout; every key must be consumed."""
     source = as_diffusers(source, where)
     return tables.load_module(DIFFUSERS_RULES, abstract, config, source, where=where, dtype=dtype,
                               dtype_key="patch_embedding.weight",

@@ -1,7 +1,9 @@
 """EDM-style preconditioning of the SANA-Video DiT (sana_jax.models.preconditioning): the maths, the model wrapper
-(plain, causal and streaming forms), and the config round trip through a folder."""
+(plain, causal and streaming forms), and its checkpoints (the plain DiT's tensors plus one config key)."""
 
 from __future__ import annotations
+
+import json
 
 import jax
 import jax.numpy as jnp
@@ -10,11 +12,14 @@ import pytest
 from flax import nnx
 
 import converters
-from sana_jax.demo.recipe import write_component
+from converters import sana_video as family
+from converters.nnx_state import flat_params
 from sana_jax.errors import ConfigError
+from sana_jax.io.checkpoints import MANIFEST
 from sana_jax.models import sana_video_causal as sc
-from sana_jax.models.preconditioning import FlowPreconditioning, sigma_per_frame
-from sana_jax.models.sana_video import SanaVideoConfig, SanaVideoTransformer
+from sana_jax.models.preconditioning import (FlowPreconditioning, PreconditionedConfig, PreconditionedTransformer,
+                                             build_transformer, sigma_per_frame)
+from sana_jax.models.sana_video import SanaVideoTransformer
 from tests.conftest import max_rel_err
 from tests.helpers import tiny_config
 
@@ -66,7 +71,18 @@ def test_bad_preconditioning_is_refused(bad):
     with pytest.raises(ConfigError, match="preconditioning"):
         FlowPreconditioning.from_dict(bad)
     with pytest.raises(ConfigError, match="preconditioning"):
-        SanaVideoConfig.from_diffusers({**tiny_config().to_diffusers(), "preconditioning": bad})
+        family.CONFIG.from_diffusers({**tiny_config().to_diffusers(), "preconditioning": bad})
+
+
+def test_the_wrapper_is_built_from_its_config_only():
+    pre = FlowPreconditioning(noise_scale=0.2)
+    config = PreconditionedConfig.wrap(tiny_config(), pre)
+    assert config.preconditioning == pre and config.in_channels == tiny_config().in_channels
+    assert config != tiny_config() and PreconditionedConfig.wrap(tiny_config(), pre) == config
+    assert type(build_transformer(config, rngs=nnx.Rngs(0))) is PreconditionedTransformer
+    assert type(build_transformer(tiny_config(), rngs=nnx.Rngs(0))) is SanaVideoTransformer
+    with pytest.raises(ConfigError, match="PreconditionedConfig"):
+        PreconditionedTransformer(tiny_config(), rngs=nnx.Rngs(0))
 
 
 def test_sigma_per_frame_broadcasts_every_timestep_form():
@@ -84,8 +100,8 @@ def pair():
     """The same weights with and without preconditioning."""
     pre = FlowPreconditioning(sigma_data=0.8, noise_scale=0.2)
     plain = SanaVideoTransformer(tiny_config(), rngs=nnx.Rngs(jax.random.key(3, impl="rbg")))
-    wrapped = SanaVideoTransformer(tiny_config(preconditioning=pre), rngs=nnx.Rngs(jax.random.key(3, impl="rbg")))
-    nnx.update(wrapped, nnx.state(plain))
+    wrapped = PreconditionedTransformer(PreconditionedConfig.wrap(tiny_config(), pre), rngs=nnx.Rngs(0))
+    nnx.update(wrapped, nnx.state(plain))  # the same parameter names
     return plain, wrapped, pre
 
 
@@ -121,11 +137,27 @@ def test_causal_and_streaming_forms_wrap_it_too(pair):
     assert max_rel_err(jnp.concatenate([first, second], axis=1), one_shot) <= 1e-5
 
 
-def test_preconditioning_survives_a_folder_round_trip(pair, tmp_path):
-    _, wrapped, pre = pair
-    write_component(tmp_path / "transformer", wrapped)
-    loaded = converters.load(tmp_path / "transformer")
-    assert loaded.config.preconditioning == pre and loaded.config == wrapped.config
+@pytest.mark.parametrize("form", ["safetensors", "orbax"])
+def test_checkpoints_are_the_plain_tensors_and_one_config_key(pair, tmp_path, form):
+    """Written by export_safetensors or save_orbax, the wrapper is the plain DiT's tensors under the same names plus
+    the config's "preconditioning" key, and loads back as the wrapper; the plain DiT loads as the plain DiT."""
+    plain, wrapped, pre = pair
+    write = converters.export_safetensors if form == "safetensors" else converters.save_orbax
+    write(wrapped, tmp_path / "pre")
+    write(plain, tmp_path / "plain")
+    if form == "safetensors":
+        keys = [set(converters.open_checkpoint(tmp_path / f / "diffusion_pytorch_model.safetensors"))
+                for f in ("pre", "plain")]
+        config = json.loads((tmp_path / "pre" / "config.json").read_text())
+        assert "preconditioning" not in json.loads((tmp_path / "plain" / "config.json").read_text())
+    else:
+        keys = [set(flat_params(converters.load(tmp_path / f))) for f in ("pre", "plain")]
+        config = json.loads((tmp_path / "pre" / MANIFEST).read_text())["config"]
+    assert keys[0] == keys[1]
+    assert config == {**tiny_config().to_diffusers(), "preconditioning": pre.to_dict()}
+    loaded = converters.load(tmp_path / "pre")
+    assert type(loaded) is PreconditionedTransformer and loaded.config == wrapped.config
+    assert type(converters.load(tmp_path / "plain")) is SanaVideoTransformer
     x, text, ts, mask = _inputs()
     assert max_rel_err(loaded(x, text, ts, mask), wrapped(x, text, ts, mask)) == 0.0
     assert "preconditioning" not in tiny_config().to_diffusers()  # released configs keep their keys

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from sana_jax.demo.shapes import VOCABULARY
 from sana_jax.models.gemma import GemmaConfig
-from sana_jax.models.preconditioning import FlowPreconditioning
+from sana_jax.models.preconditioning import FlowPreconditioning, PreconditionedConfig
 from sana_jax.models.sana_video import SanaVideoConfig
 from sana_jax.vae.patch import PatchVAEConfig
 
@@ -51,12 +51,16 @@ def text_encoder_config() -> GemmaConfig:
 
 
 def transformer_config(noise_scale: float | None = None) -> SanaVideoConfig:
-    """The demo DiT; with ``noise_scale``, wrapped in :class:`FlowPreconditioning` (σ_d = 1: normalised latents)."""
-    pre = None if noise_scale is None else FlowPreconditioning(sigma_data=1.0, noise_scale=noise_scale)
-    return SanaVideoConfig(in_channels=16, out_channels=16, num_attention_heads=4, attention_head_dim=32, num_layers=6,
-                           num_cross_attention_heads=4, cross_attention_head_dim=32, cross_attention_dim=128,
-                           caption_channels=text_encoder_config().hidden_size, mlp_ratio=2.5, sample_size=SIZE // 8,
-                           patch_size=(1, 2, 2), preconditioning=pre)
+    """The demo DiT; with ``noise_scale``, a :class:`PreconditionedConfig`: the DiT wrapped in
+    :class:`FlowPreconditioning` (σ_d = 1: normalised latents). Build it with
+    :func:`sana_jax.models.preconditioning.build_transformer`."""
+    config = SanaVideoConfig(in_channels=16, out_channels=16, num_attention_heads=4, attention_head_dim=32,
+                             num_layers=6, num_cross_attention_heads=4, cross_attention_head_dim=32,
+                             cross_attention_dim=128, caption_channels=text_encoder_config().hidden_size,
+                             mlp_ratio=2.5, sample_size=SIZE // 8, patch_size=(1, 2, 2))
+    if noise_scale is None:
+        return config
+    return PreconditionedConfig.wrap(config, FlowPreconditioning(sigma_data=1.0, noise_scale=noise_scale))
 
 
 def vae_config(**stats) -> PatchVAEConfig:

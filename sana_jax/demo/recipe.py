@@ -10,7 +10,7 @@
    the DiT with :class:`sana_jax.training.Trainer` (flow matching, text dropout for guidance, EMA).
 5. Export the EMA weights in the diffusers layout into the folder.
 
-The DiT is preconditioned (:class:`sana_jax.models.preconditioning.FlowPreconditioning`, ``noise_scale``), trained
+The DiT is preconditioned (:class:`sana_jax.models.preconditioning.PreconditionedTransformer`, ``noise_scale``), trained
 on clips whose paths the prompt fixes (``paths="lane"``) and whose background is black unless the caption names one,
 with noise levels drawn uniformly and a quarter of them at σ = 1, where sampling lays the video out.
 
@@ -147,20 +147,20 @@ def starting_models(seed: int, dit_from: str | Path | None = None,
     preconditioning (:func:`models.transformer_config`), which a ``dit_from`` folder must share. A folder that is
     not such a pipeline is refused here, before any rendering or training."""
     from sana_jax.models.gemma import Gemma
-    from sana_jax.models.sana_video import SanaVideoTransformer
+    from sana_jax.models.preconditioning import build_transformer
 
     config = models.transformer_config(noise_scale)
     if dit_from is None:
         rngs = nnx.Rngs(seed + 1)
         text_encoder = Gemma(models.text_encoder_config(), rngs=rngs)
-        return SanaVideoTransformer(config, rngs=rngs), text_encoder
+        return build_transformer(config, rngs=rngs), text_encoder
     start = Path(dit_from)
     if not (start / "transformer").is_dir() or not (start / "text_encoder").is_dir():
         raise InputError(f"dit_from {start} is not a demo pipeline folder (it needs transformer/ and text_encoder/)")
     transformer, text_encoder = converters.load(start / "transformer"), converters.load(start / "text_encoder")
     if transformer.config != config or text_encoder.config != models.text_encoder_config():
         raise InputError(f"dit_from {start}: its DiT or text encoder is not the demo's configuration (with "
-                         f"preconditioning {config.preconditioning})")
+                         f"preconditioning {getattr(config, 'preconditioning', None)})")
     return transformer, text_encoder
 
 

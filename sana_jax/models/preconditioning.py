@@ -17,22 +17,26 @@ copied through from the noise as a plain velocity model must.
 
 ``c_in`` departs from EDM's ``1/√D``: it is ``1/√((1 − σ)²σ_d² + σ²/s²)`` with ``noise_scale`` s, so the noise part of
 F's input never has a std above s while the signal part keeps EDM's scale (s = 1 is EDM). With pure noise in, the
-DiT then reads the caption rather than the noise. Measured on the demo DiT trained at σ = 1 alone
-(``bench/default_model_sigma1_probe.py``, 2-core CPU, batch 8): with s = 0.1 its prediction moves the shape the
-prompted way by the clips' full travel (4.1 latent cells) by step 900 (``…_unnamed_black_cpu.json``), where the plain
-velocity model shows no prompted motion after 1,200 steps (``…_probe_cpu.json``).
+DiT then reads the caption rather than the noise (why the embedded default model uses it: docs/default-model.md).
+
+The wrapper is a model of its own, :class:`PreconditionedTransformer` (config :class:`PreconditionedConfig`): the
+SANA-Video DiT's parameters under the same names, its call, and ``c_in`` / the velocity composed around the plain
+network. The block-causal forms take it through :func:`preconditioned`. The core DiT knows nothing of it.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+import functools
+import inspect
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 
 from sana_jax.errors import ConfigError
+from sana_jax.models.sana_video import SanaVideoConfig, SanaVideoTransformer
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,3 +89,89 @@ def sigma_per_frame(timestep: jax.Array, batch: int, frames: int, patch_frames: 
     if t.shape[1] not in (1, frames):  # one per latent frame after the patch: one per frame of the patch
         t = jnp.repeat(t, patch_frames, axis=1)
     return jnp.broadcast_to(t, (batch, frames))[:, :, None, None, None]
+
+
+@dataclasses.dataclass(frozen=True)
+class PreconditionedConfig(SanaVideoConfig):
+    """A :class:`SanaVideoConfig` plus the :class:`FlowPreconditioning` around it. Its ``config.json`` is the DiT's
+    with one more key, ``"preconditioning"`` (sana-jax only; diffusers ignores it)."""
+
+    preconditioning: FlowPreconditioning = FlowPreconditioning()
+
+    def __post_init__(self):
+        super().__post_init__()
+        if isinstance(self.preconditioning, Mapping):
+            object.__setattr__(self, "preconditioning", FlowPreconditioning.from_dict(self.preconditioning))
+        if not isinstance(self.preconditioning, FlowPreconditioning):
+            raise ConfigError(f"preconditioning must be an object, got {self.preconditioning!r}")
+
+    @classmethod
+    def wrap(cls, config: SanaVideoConfig, preconditioning: FlowPreconditioning) -> "PreconditionedConfig":
+        """``config`` with ``preconditioning`` around it."""
+        fields = {f.name: getattr(config, f.name) for f in dataclasses.fields(SanaVideoConfig)}
+        return cls(**fields, preconditioning=preconditioning)
+
+    def to_diffusers(self) -> dict[str, Any]:
+        d = super().to_diffusers()
+        d["preconditioning"] = self.preconditioning.to_dict()
+        return d
+
+
+class PreconditionedTransformer(SanaVideoTransformer):
+    """The SANA-Video DiT wrapped in :class:`FlowPreconditioning`: ``model(latents, text, timestep, text_mask)`` →
+    flow velocity ``a(σ)·x − b(σ)·F(c_in(σ)·x)``, with F the plain DiT (the parent class's call, same parameters
+    under the same names, so a checkpoint is the plain DiT's tensors plus the config key)."""
+
+    config: PreconditionedConfig
+
+    def __init__(self, config: PreconditionedConfig, **kwargs):
+        if not isinstance(config, PreconditionedConfig):
+            raise ConfigError(f"PreconditionedTransformer needs a PreconditionedConfig, got {type(config).__name__}")
+        super().__init__(config, **kwargs)
+
+    def __call__(self, latents: jax.Array, text: jax.Array, timestep: jax.Array,
+                 text_mask: jax.Array | None = None) -> jax.Array:
+        out = super().__call__(self.scale_input(latents, timestep), text, timestep, text_mask)
+        return self.velocity(latents, out, timestep)
+
+    def _sigma(self, latents: jax.Array, timestep: jax.Array) -> jax.Array:
+        return sigma_per_frame(timestep, latents.shape[0], latents.shape[1], self.config.patch_size[0])
+
+    def scale_input(self, latents: jax.Array, timestep: jax.Array) -> jax.Array:
+        """``c_in(σ)·latents``: what the plain network is given."""
+        pre = self.config.preconditioning
+        return (pre.input_scale(self._sigma(latents, timestep)) * latents.astype(jnp.float32)).astype(latents.dtype)
+
+    def velocity(self, latents: jax.Array, out: jax.Array, timestep: jax.Array) -> jax.Array:
+        """The flow velocity from the noisy ``latents`` and the plain network's output ``out``."""
+        pre = self.config.preconditioning
+        return pre.velocity(latents, out, self._sigma(latents, timestep)).astype(out.dtype)
+
+
+def build_transformer(config: SanaVideoConfig, **kwargs) -> SanaVideoTransformer:
+    """The DiT ``config`` describes: a :class:`PreconditionedTransformer` for a :class:`PreconditionedConfig`, else
+    the plain :class:`SanaVideoTransformer` (``kwargs``: theirs, e.g. ``rngs``, ``dtype``)."""
+    cls = PreconditionedTransformer if isinstance(config, PreconditionedConfig) else SanaVideoTransformer
+    return cls(config, **kwargs)
+
+
+def preconditioned(fn: Callable) -> Callable:
+    """Let ``fn(model, …, latents, timestep, …)``, which computes a DiT's output from its pieces (the block-causal
+    forms of :mod:`sana_jax.models.sana_video_causal`), take a :class:`PreconditionedTransformer`: ``fn`` runs on
+    ``c_in·latents`` and its output (or the first item of a tuple it returns) becomes the flow velocity. A plain DiT
+    goes straight through."""
+    signature = inspect.signature(fn)
+
+    @functools.wraps(fn)
+    def wrapper(model, *args, **kwargs):
+        if not isinstance(model, PreconditionedTransformer):
+            return fn(model, *args, **kwargs)
+        call = signature.bind(model, *args, **kwargs)
+        latents, timestep = call.arguments["latents"], call.arguments["timestep"]
+        call.arguments["latents"] = model.scale_input(latents, timestep)
+        out = fn(*call.args, **call.kwargs)
+        if isinstance(out, tuple):
+            return (model.velocity(latents, out[0], timestep), *out[1:])
+        return model.velocity(latents, out, timestep)
+
+    return wrapper

@@ -25,7 +25,6 @@ from sana_jax.nn.glumb import GLUMBTempConv
 from sana_jax.nn.layers import DType, Linear, RMSNorm, layer_norm, modulate, param, prepend_logical_axis
 from sana_jax.kernels.dispatch import linear_attention
 from sana_jax.nn.rope import rope_3d
-from sana_jax.models.preconditioning import FlowPreconditioning, sigma_per_frame
 
 DIFFUSERS_CLASS = "SanaVideoTransformer3DModel"
 
@@ -50,9 +49,6 @@ class SanaVideoConfig:
     norm_eps: float = 1e-6
     qk_norm: str | None = "rms_norm_across_heads"
     rope_max_seq_len: int = 1024
-    # sana-jax only (absent from the released configs; diffusers ignores the key): the model wraps its network in
-    # EDM-style preconditioning and still returns the flow velocity (sana_jax.models.preconditioning)
-    preconditioning: FlowPreconditioning | None = None
 
     @property
     def inner_dim(self) -> int:
@@ -78,8 +74,6 @@ class SanaVideoConfig:
                               f"{self.inner_dim}")
         if self.qk_norm not in ("rms_norm_across_heads", None):
             raise ConfigError(f"qk_norm {self.qk_norm!r} is not supported (expected 'rms_norm_across_heads' or null)")
-        if isinstance(self.preconditioning, Mapping):
-            object.__setattr__(self, "preconditioning", FlowPreconditioning.from_dict(self.preconditioning))
         if self.attention_head_dim % 2:
             raise ConfigError(f"attention_head_dim must be even for RoPE, got {self.attention_head_dim}")
 
@@ -121,8 +115,6 @@ class SanaVideoConfig:
         """The diffusers ``config.json`` dict of this configuration."""
         d = dataclasses.asdict(self)
         d["patch_size"] = list(self.patch_size)
-        if self.preconditioning is None:  # the released configs have no such key
-            del d["preconditioning"]
         d.update(_class_name=DIFFUSERS_CLASS, dropout=0.0, guidance_embeds=False, guidance_embeds_scale=0.1,
                  interpolation_scale=None, norm_elementwise_affine=False)
         return d
@@ -342,25 +334,9 @@ class SanaVideoTransformer(nnx.Module):
         grid = self.check_latents(latents.shape)
         b = latents.shape[0]
         rope = rope_3d(grid, self.config.attention_head_dim, max_seq_len=self.config.rope_max_seq_len)
-        x = self.embed_patches(self.precondition_input(latents, timestep))
+        x = self.embed_patches(latents)
         t6, emb = self.embed_timestep(timestep, b, grid[0])
         caption = self.embed_text(text)
         bias = mask_to_bias(text_mask)
         x = self.run_blocks(x, t6, caption, bias, rope, grid)
-        return self.output_velocity(latents, self.unpatchify(x, emb, grid), timestep)
-
-    def precondition_input(self, latents: jax.Array, timestep: jax.Array) -> jax.Array:
-        """``c_in(σ)·latents`` with :attr:`SanaVideoConfig.preconditioning`; the latents unchanged without it."""
-        pre = self.config.preconditioning
-        if pre is None:
-            return latents
-        sigma = sigma_per_frame(timestep, latents.shape[0], latents.shape[1], self.config.patch_size[0])
-        return (pre.input_scale(sigma) * latents.astype(jnp.float32)).astype(latents.dtype)
-
-    def output_velocity(self, latents: jax.Array, out: jax.Array, timestep: jax.Array) -> jax.Array:
-        """The flow velocity from the network's output ``out`` (the output itself without preconditioning)."""
-        pre = self.config.preconditioning
-        if pre is None:
-            return out
-        sigma = sigma_per_frame(timestep, latents.shape[0], latents.shape[1], self.config.patch_size[0])
-        return pre.velocity(latents, out, sigma).astype(out.dtype)
+        return self.unpatchify(x, emb, grid)

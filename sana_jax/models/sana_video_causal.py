@@ -43,6 +43,7 @@ import numpy as np
 from flax import nnx
 
 from sana_jax.errors import InputError
+from sana_jax.models.preconditioning import preconditioned
 from sana_jax.models.sana_video import CrossAttention, LinearSelfAttention, SanaVideoBlock, SanaVideoTransformer
 from sana_jax.nn.attention import mask_to_bias, softmax_attention
 from sana_jax.nn.layers import layer_norm, modulate
@@ -194,6 +195,7 @@ def _block(block: SanaVideoBlock, x, t6, text_kv, text_bias, rope, grid, sizes, 
 # -- one-shot form -------------------------------------------------------------------------------------------------
 
 
+@preconditioned  # a PreconditionedTransformer: c_in and the velocity around this function
 def causal_forward(model: SanaVideoTransformer, latents: jax.Array, text: jax.Array, timestep: jax.Array,
                    text_mask: jax.Array | None = None, *, chunk: int | Sequence[int] = 10, window: int | None = None,
                    causal: bool = True, t_offset: int | jax.Array = 0,
@@ -219,7 +221,7 @@ def causal_forward(model: SanaVideoTransformer, latents: jax.Array, text: jax.Ar
         raise InputError(f"window must be >= 1 chunk or None, got {window}")
     b = latents.shape[0]
     rope = _rope(model, grid, t_offset, max_frames)
-    x = model.embed_patches(model.precondition_input(latents, timestep))
+    x = model.embed_patches(latents)
     t6, emb = model.embed_timestep(timestep, b, grid[0])
     caption = model.embed_text(text)
     bias = mask_to_bias(text_mask)
@@ -233,7 +235,7 @@ def causal_forward(model: SanaVideoTransformer, latents: jax.Array, text: jax.Ar
     if model.remat:
         body = jax.checkpoint(body, prevent_cse=False)
     x, _ = jax.lax.scan(body, x, blocks)
-    return model.output_velocity(latents, model.unpatchify(x, emb, grid), timestep)
+    return model.unpatchify(x, emb, grid)
 
 
 # -- incremental form ----------------------------------------------------------------------------------------------
@@ -313,6 +315,7 @@ def set_prompt(model: SanaVideoTransformer, state: StreamState, text: jax.Array,
     return state._replace(text_k=text_k, text_v=text_v, text_bias=bias)
 
 
+@preconditioned  # a PreconditionedTransformer: c_in and the velocity around this function
 def step(model: SanaVideoTransformer, state: StreamState, latents: jax.Array, timestep: jax.Array, *,
          commit: bool = False, max_frames: int = DEFAULT_MAX_FRAMES) -> tuple[jax.Array, StreamState | None]:
     """Velocity of one chunk ``latents`` (B, T_c, H, W, C) against the committed past.
@@ -330,7 +333,7 @@ def step(model: SanaVideoTransformer, state: StreamState, latents: jax.Array, ti
                          f"initialised for {want}")
     window = state.window
     rope = _rope(model, grid, state.frame, max_frames)
-    x = model.embed_patches(model.precondition_input(latents, timestep))
+    x = model.embed_patches(latents)
     t6, emb = model.embed_timestep(timestep, b, grid[0])
     graphdef, blocks = nnx.split(model.blocks)
 
@@ -343,7 +346,7 @@ def step(model: SanaVideoTransformer, state: StreamState, latents: jax.Array, ti
         return h, ((own.kv[:, 0], own.k_sum[:, 0], new_tail) if commit else None)
 
     x, ys = jax.lax.scan(body, x, (blocks, state.kv, state.k_sum, state.conv_tail, state.text_k, state.text_v))
-    velocity = model.output_velocity(latents, model.unpatchify(x, emb, grid), timestep)
+    velocity = model.unpatchify(x, emb, grid)
     # A gather past the RoPE table would clamp silently: past the end the output is NaN instead.
     limit = max(model.config.rope_max_seq_len, max_frames)
     velocity = jnp.where(state.frame + grid[0] <= limit, velocity, jnp.nan)

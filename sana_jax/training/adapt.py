@@ -32,8 +32,8 @@ def adapt_transformer(source: SanaVideoTransformer, *, channels: int, patch_size
     except (TypeError, ValueError) as e:
         raise ConfigError(f"cannot adapt to {channels} channels, patch {patch}: {e}") from e
     dtype = source.proj_out.kernel[...].dtype
-    fresh = nnx.eval_shape(lambda: SanaVideoTransformer(new_cfg, dtype=source.dtype, param_dtype=dtype,
-                                                        rngs=nnx.Rngs(seed)))
+    fresh = nnx.eval_shape(lambda: type(source)(new_cfg, dtype=source.dtype, param_dtype=dtype,  # preconditioned too
+                                                rngs=nnx.Rngs(seed)))
     # Only the re-initialised layers are materialised from a new model's initialisers (cheap: a few small tensors).
     new_layers = _init_layers(new_cfg, dtype, seed)
     graphdef, state = nnx.split(fresh)
