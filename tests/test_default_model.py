@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from sana_jax.cli import main
-from sana_jax.demo import default_model_path, recipe, shapes
+from sana_jax.demo import default_model_path, models, recipe, shapes
 from sana_jax.errors import InputError
 
 DEFAULT = default_model_path()
@@ -31,6 +31,25 @@ def test_ships_small_and_complete():
         assert (DEFAULT / component).is_dir() and component in index
     record = json.loads((DEFAULT / "recipe.json").read_text())
     assert record["quality_on_held_out"]["colour"] >= 0.8
+
+
+def test_the_shipped_dit_is_the_recipes_preconditioned_dit():
+    """The DiT loads wrapped in the preconditioning of the recipe that made it (config.json's "preconditioning"
+    key); the recipe builds the same wrapper from scratch, and the plain one without a noise scale."""
+    import converters
+    from flax import nnx
+
+    from sana_jax.models import PreconditionedTransformer, SanaVideoTransformer
+
+    shipped = converters.load(DEFAULT / "transformer")
+    noise_scale = json.loads((DEFAULT / "recipe.json").read_text())["settings"]["noise_scale"]
+    assert type(shipped) is PreconditionedTransformer
+    assert shipped.config == models.transformer_config(noise_scale) == models.transformer_config(
+        recipe.DEFAULTS["noise_scale"])
+    fresh = nnx.eval_shape(lambda: recipe.starting_models(0)[0])
+    assert type(fresh) is PreconditionedTransformer and fresh.config == shipped.config
+    plain = nnx.eval_shape(lambda: recipe.starting_models(0, noise_scale=None)[0])
+    assert type(plain) is SanaVideoTransformer
 
 
 def test_held_out_prompts_are_unseen_combinations():
@@ -111,79 +130,6 @@ def test_recipe_can_start_from_an_earlier_dit(tmp_path):
     with pytest.raises(InputError, match="preconditioning None"):  # a velocity DiT cannot continue this one
         recipe.starting_models(0, DEFAULT, noise_scale=None)
     assert not list(tmp_path.glob("n*"))
-
-
-def test_latent_centroid_travel_reads_motion():
-    """The motion read of bench/default_model_sigma.py: a bump moving one latent cell per frame travels T − 1 cells
-    along its direction (less the pull of the noise floor towards the centre), minus that against it, nothing across
-    it, and a still bump none."""
-    from bench.default_model_sigma import centroid_travel
-
-    z = np.random.default_rng(0).normal(0.0, 0.01, (5, 8, 8, 4))
-    still = z.copy()
-    for t in range(5):
-        z[t, 3, 1 + t] += 2.0  # (row 3, column 1 + t): moving right
-        still[t, 3, 3] += 2.0
-    assert 3.6 < centroid_travel(z, shapes.DIRECTIONS["right"]) <= 4.0
-    assert centroid_travel(z, shapes.DIRECTIONS["left"]) == -centroid_travel(z, shapes.DIRECTIONS["right"])
-    assert centroid_travel(z, shapes.DIRECTIONS["down"]) == pytest.approx(0.0, abs=0.05)
-    assert centroid_travel(still, shapes.DIRECTIONS["right"]) == pytest.approx(0.0, abs=0.05)
-
-
-def test_sigma1_probe_separates_prompted_motion_from_drift():
-    """bench/default_model_sigma1_probe.py: a prediction that moves the shape right whatever the prompt has no
-    prompted travel (its per-direction reads +, −, 0, 0 cancel); one that follows each prompt has it."""
-    from bench.default_model_sigma1_probe import prompted_travel
-
-    def moving(direction):
-        dx, dy = shapes.DIRECTIONS[direction]
-        z = np.zeros((5, 8, 8, 4))
-        for t in range(5):
-            z[t, 3 + dy * t // 2, 3 + dx * t // 2] += 2.0
-        return z
-
-    drift = prompted_travel({d: moving("right") for d in shapes.DIRECTIONS})
-    assert drift["by_direction"]["right"] > 1.5 and drift["by_direction"]["left"] < -1.5
-    assert drift["prompted"] == pytest.approx(0.0, abs=1e-6)
-    assert prompted_travel({d: moving(d) for d in shapes.DIRECTIONS})["prompted"] > 1.5
-
-
-def test_sigma1_bounds_order_what_each_predictor_knows():
-    """The σ = 1 bounds of the probe: knowing the caption can only help, and the direction word is the part of the
-    caption that places the shape; latents that depend on nothing but the caption have a zero caption bound."""
-    from bench.default_model_sigma1_probe import sigma1_bounds
-
-    rng = np.random.default_rng(0)
-    captions = [shapes.caption("red", "circle", d) for d in shapes.DIRECTIONS] * 8
-    per_caption = {c: rng.normal(size=(3, 4, 4, 2)) for c in set(captions)}
-    exact = np.stack([per_caption[c] for c in captions])
-    bounds = sigma1_bounds(exact, captions)
-    assert bounds["caption"] == pytest.approx(0.0, abs=1e-12)
-    assert bounds["zero"] >= bounds["data_mean"] >= bounds["caption_without_direction"] > bounds["caption"]
-    noisy = sigma1_bounds(exact + rng.normal(size=exact.shape), captions)
-    assert noisy["caption"] == pytest.approx(1.0, abs=0.15)
-
-
-def test_ideal_denoiser_through_the_pipeline_makes_the_prompted_video(pipe):
-    """Everything around the DiT (scheduler, sampling loop, VAE decode, scorer) is right: with the exact posterior
-    mean of clips of the prompt in place of the DiT (bench/default_model_sigma.py), the pipeline's own sampling makes
-    videos whose colour and direction :func:`shapes.measure` reads as prompted. So a low held-out score is the
-    DiT's alone. Handing over from the ideal denoiser to the DiT part-way down the schedule works too."""
-    from bench.default_model_sigma import ideal_velocity, render_latents, sample_with_ideal_denoiser
-
-    dit, dit_params = pipe._model_fn, pipe.dit_params
-    for i, triple in enumerate(shapes.HELD_OUT[:4]):
-        # clips as the shipped DiT was trained to make for a prompt that names no background
-        references = render_latents(pipe, triple, paths=recipe.DEFAULTS["paths"], count=64, seed=100 + i,
-                                    background=recipe.DEFAULTS["unnamed_background"])
-        assert sample_with_ideal_denoiser(pipe, triple, references, seed=i) == (triple[0], triple[2]), triple
-        if i < 2:  # handed a layout at σ = 0.6, the DiT finishes it (bench: it spoils one handed over at σ ≥ 0.9)
-            got = sample_with_ideal_denoiser(pipe, triple, references, seed=i, handover=0.6)
-            assert got == (triple[0], triple[2]), (triple, got)
-    x = np.asarray(references[:2])  # at σ → 0 the posterior mean is the reference itself: velocity (x − x0)/σ = 0
-    v = ideal_velocity(references, x, np.float32(1e-3))
-    assert float(np.abs(v).max()) < 1e-3
-    assert pipe._model_fn is dit and pipe.dit_params is dit_params  # the DiT is put back
 
 
 @pytest.fixture(scope="module")

@@ -1,8 +1,8 @@
 """Where the default model's flow-matching error sits, by noise level, against what is learnable there.
 
-    python bench/default_model_sigma.py                          # the shipped model, the data it was trained on
-    python bench/default_model_sigma.py --model OUT --paths crossing   # a model from `sana-jax train demo`
-    python bench/default_model_sigma.py --sample --handover 0.95 0.9 0.85 0.8 0.7 0.6   # what the results hold
+    python experiments/default_model/sigma.py                    # the shipped model, the data it was trained on
+    python experiments/default_model/sigma.py --model OUT --paths crossing   # a model from `sana-jax train demo`
+    python experiments/default_model/sigma.py --sample --handover 0.95 0.9 0.85 0.8 0.7 0.6   # what the results hold
 
 For each of the 16 held-out prompts it renders clips of that exact (colour, shape, direction), encodes them, and
 measures the DiT's velocity error ``mean((v̂ − (ε − x0))²)`` at several σ on fixed noise. At σ = 1 the input is pure
@@ -39,13 +39,14 @@ import functools
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from bench.common import device_description, write_result  # noqa: E402
+from experiments.default_model import RESULTS  # noqa: E402
 
 SIGMAS = (1.0, 0.99, 0.97, 0.95, 0.9, 0.8, 0.7, 0.5)
 
@@ -235,7 +236,7 @@ def main() -> None:
           {k: round(v, 2) for k, v in summary["travel_cells"].items()})
     result = {"device": device_description(), "model": args.model, "paths": args.paths, "clips": args.clips,
               "evaluate": args.evaluate, "summary": summary, "prompts": rows}
-    print("wrote", write_result(args.name, result))
+    print("wrote", write_result(args.name, result, RESULTS))
 
 
 if __name__ == "__main__":

@@ -1,14 +1,14 @@
 """The default DiT's learning curve: its velocity error against the ideal denoiser's, and its held-out score, as
 training goes on.
 
-    python bench/default_model_curve.py            # 3,000 steps of the shipped recipe at batch 8, ~30 min on 2 cores
-    python bench/default_model_curve.py --steps 250 500 --batch 4 --name my_curve
-    python bench/default_model_curve.py --timestep-sampling uniform --pure-noise-fraction 0.25 --name ..._top_cpu
+    python experiments/default_model/curve.py      # 3,000 steps of the shipped recipe at batch 8, ~30 min on 2 cores
+    python experiments/default_model/curve.py --steps 250 500 --batch 4 --name my_curve
+    python experiments/default_model/curve.py --timestep-sampling uniform --pure-noise-fraction 0.25 --name ..._top_cpu
 
 It trains the demo DiT as ``sana-jax train demo`` does (the shipped PatchVAE, 3,000 procedural clips, text dropout
 0.1, flow shift 3, EMA 0.99) but at a constant learning rate after warm-up, so the curve is not bent by a decay
 schedule. At each of ``--steps`` it measures, with the EMA weights, the velocity error of
-``bench/default_model_sigma.py`` on the first ``--prompts`` held-out prompts beside the ideal denoiser's, and
+``experiments/default_model/sigma.py`` on the first ``--prompts`` held-out prompts beside the ideal denoiser's, and
 generates and scores all 16 held-out prompts. The question it answers: is the DiT still closing the gap to the
 ideal at the noise levels where the sampler lays the video out, and how fast?
 """
@@ -20,13 +20,14 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 from bench.common import device_description, write_result  # noqa: E402
-from bench.default_model_sigma import jitted_velocity, measure_prompt  # noqa: E402
+from experiments.default_model import RESULTS  # noqa: E402
+from experiments.default_model.sigma import jitted_velocity, measure_prompt  # noqa: E402
 
 
 def main() -> None:
@@ -84,7 +85,7 @@ def main() -> None:
                   f"held-out {row['held_out']}", flush=True)
     result = {"device": device_description(), "jax": jax.__version__, "settings": vars(args),
               "ideal_denoiser": rows[0]["ideal_denoiser"], "curve": rows}
-    print("wrote", write_result(args.name, result))
+    print("wrote", write_result(args.name, result, RESULTS))
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Can the demo DiT learn its σ = 1 prediction, the one the sampler lays the video out from, and how fast?
 
-    python bench/default_model_sigma1_probe.py                       # 400 steps, lane clips, the demo DiT
-    python bench/default_model_sigma1_probe.py --steps 1200 --lr 2e-3 --width 256 --name sigma1_probe_wide
+    python experiments/default_model/sigma1_probe.py                 # 400 steps, lane clips, the demo DiT
+    python experiments/default_model/sigma1_probe.py --steps 1200 --lr 2e-3 --width 256 --name sigma1_probe_wide
 
 A fresh demo DiT is trained on nothing but σ = 1 (input: pure noise ε; target: ``v = ε − x0``), with the VAE and the
 frozen text encoder of ``--model``. At σ = 1 the best possible prediction is ``x0̂ = E[x0 | caption]``, so its error
@@ -24,7 +24,7 @@ output no longer a copy of it (at σ = 1 this is :class:`sana_jax.models.precond
 (``--background black``), the DiT lays out the prompts' motion from pure noise as fast as with no noise at all; on the
 recipe's three backgrounds it shows none within 800 steps (there a prompt that names no background asks for a blend
 of the three); with those clips on one background (``--unnamed-background black``) it lays out the full motion by step
-900 (``bench/results/default_model_motion_experiments_cpu.json``).
+900 (``results/default_model_motion_experiments_cpu.json``).
 """
 
 from __future__ import annotations
@@ -35,14 +35,15 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from bench.common import device_description, write_result  # noqa: E402
-from bench.default_model_sigma import centroid_travel  # noqa: E402
+from experiments.default_model import RESULTS  # noqa: E402
+from experiments.default_model.sigma import centroid_travel  # noqa: E402
 
 PROBE_TRIPLE = ("green", "square")  # shape and colour of the prompts the motion is read from
 PROBE_NOISES = 16
@@ -131,10 +132,10 @@ def main() -> None:
     print("σ = 1 bounds on these clips:", {k: round(v, 3) for k, v in bounds.items()})
 
     heads = args.width // 32
+    # the plain DiT (no noise_scale): this probe wraps the network itself (--input-scale, --target)
     config = dataclasses.replace(models.transformer_config(), num_attention_heads=heads,
                                  num_cross_attention_heads=heads, cross_attention_dim=args.width,
-                                 in_channels=latents.shape[-1], out_channels=latents.shape[-1],  # the VAE's
-                                 preconditioning=None)  # this probe wraps the network itself (--input-scale ...)
+                                 in_channels=latents.shape[-1], out_channels=latents.shape[-1])  # the VAE's
     graph, params = nnx.split(SanaVideoTransformer(config, rngs=nnx.Rngs(args.seed + 1)), nnx.Param)
     optimiser = optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(args.lr, weight_decay=0.0))
     opt_state = optimiser.init(params)
@@ -183,7 +184,7 @@ def main() -> None:
     path = write_result(args.name, {
         "benchmark": "default_model_sigma1_probe", "device": device_description(), "settings": vars(args),
         "dit_parameters": int(sum(x.size for x in jax.tree.leaves(params))), "sigma_1_bounds": bounds,
-        "clips_travel_cells": clips_travel, "readings": readings})
+        "clips_travel_cells": clips_travel, "readings": readings}, RESULTS)
     print(f"wrote {path}")
 
 
