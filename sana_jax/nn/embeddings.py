@@ -1,5 +1,6 @@
 """Timestep and caption embeddings (diffusers ``Timesteps``/``TimestepEmbedding``/``AdaLayerNormSingle``/
-``PixArtAlphaTextProjection``; spec sana_video.md §1 steps 3–4)."""
+``PixArtAlphaTextProjection``, as ``SanaVideoTransformer3DModel`` uses them in
+``huggingface/diffusers:src/diffusers/models/transformers/transformer_sana_video.py``)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ from sana_jax.nn.layers import DType, Linear
 def timestep_sinusoid(t: jax.Array, dim: int = 256, max_period: float = 10000.0) -> jax.Array:
     """``[cos(t·ω_i), sin(t·ω_i)]`` with ω_i = exp(−ln(max_period)·i/(dim/2)), always in float32.
 
-    float32 matters: at t ≈ 1000 a bf16 sinusoid changes the modulation by ~1e-2 relative (spec §3.9).
+    float32 matters: at t ≈ 1000 a bf16 sinusoid changes the modulation by ~1e-2 relative (diffusers' ``Timesteps``
+    computes it in float32 too).
     """
     half = dim // 2
     freqs = jnp.exp(-math.log(max_period) * jnp.arange(half, dtype=jnp.float32) / half)

@@ -1,4 +1,6 @@
-"""Mix-FFN with a temporal convolution (diffusers ``GLUMBTempConv``, Sana ``GLUMBConvTemp``; spec §2.4).
+"""Mix-FFN with a temporal convolution: diffusers ``GLUMBTempConv``
+(``huggingface/diffusers:src/diffusers/models/transformers/transformer_sana_video.py``), Sana ``GLUMBConvTemp``
+(``NVlabs/Sana:diffusion/model/nets/basic_modules.py``).
 
 Channels-last on a (B, T, H, W, C) token grid:
 

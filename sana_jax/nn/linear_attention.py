@@ -1,4 +1,5 @@
-"""ReLU linear attention with RoPE on the numerator only (Sana ``LiteLAReLURope``; spec sana_video.md §2.1).
+"""ReLU linear attention with RoPE on the numerator only (Sana ``LiteLAReLURope``,
+``NVlabs/Sana:diffusion/model/nets/sana_blocks.py``; diffusers ``SanaLinearAttnProcessor3_0``).
 
 With φ = ReLU and R = the 3-D rotation, per head:
 

@@ -4,7 +4,8 @@ and the LTX-2 transformer.
 q/k/v projections with bias, RMSNorm across all heads on q and k (learned weight, eps 1e-6), RoPE on q and k
 applied to the full (B, N, heads·d) projection — either *interleaved* (pairs (2i, 2i+1) over the whole width) or
 *split* (per head, first half rotated against second half) — then softmax attention (float32 logits) and ``to_out``.
-Spec: ``shared/specs/ltx2.md`` §2.4–2.5.
+Reference: ``huggingface/diffusers:src/diffusers/models/transformers/transformer_ltx2.py``,
+``Lightricks/LTX-2:packages/ltx-core/src/ltx_core/model/transformer/attention.py``.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""3-D rotary position embedding of SANA-Video (diffusers ``WanRotaryPosEmbed``), spec sana_video.md §2.2.
+"""3-D rotary position embedding of SANA-Video (diffusers ``WanRotaryPosEmbed`` in
+``huggingface/diffusers:src/diffusers/models/transformers/transformer_sana_video.py``).
 
 The head dimension is split into [t | h | w] parts with h = w = 2·(head_dim // 6) and t the rest (112 → 40/36/36).
 Each axis has its own frequency ladder ``theta^(-2j/dim_axis)``; positions are integer post-patch indices from 0
