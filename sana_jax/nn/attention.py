@@ -5,8 +5,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-# diffusers / Sana turn a {1 keep, 0 drop} text mask into an additive bias of −10000 (not −inf): see
-# SanaVideoTransformer3DModel.forward in huggingface/diffusers:src/diffusers/models/transformers/transformer_sana_video.py.
+# diffusers / Sana turn a {1 keep, 0 drop} text mask into an additive bias of −10000 (not −inf): see the forward of
+# huggingface/diffusers:src/diffusers/models/transformers/transformer_sana_video.py.
 MASK_BIAS = -10000.0
 
 

@@ -1,4 +1,6 @@
-"""Stage 2 of SANA-Video's 2K pipeline: the LTX-2 refiner (spec ``ltx2.md`` §2.6, §3.2–3.4; ``sana_video.md`` §6).
+"""Stage 2 of SANA-Video's 2K pipeline: the LTX-2 refiner (docs/refiner.md). Reference: diffusers ``LTX2Pipeline``
+(``huggingface/diffusers:src/diffusers/pipelines/ltx2/pipeline_ltx2.py``) as SANA's refiner script calls it, with the
+distilled sigmas of ``Lightricks/LTX-2:packages/ltx-pipelines/src/ltx_pipelines/utils/constants.py``.
 
 Given normalised LTX-2 latents (SANA-Video 720p's output, channels-last (B, T, H, W, 128)) and a prompt:
 

@@ -1,8 +1,8 @@
 """``StreamingPipeline``: LongSANA-style streaming long video — chunk by chunk, constant memory, frames to an mp4 as
 soon as each chunk is decoded.
 
-Glue only (spec: ``shared/specs/streaming_and_performance.md`` §A, ``sana_video.md`` §5). Per chunk of latent
-frames (LongSANA: 10, the remainder in the first chunk):
+Glue only (LongSANA's sampler: ``NVlabs/Sana:diffusion/scheduler/longlive_flow_euler_sampler.py``; docs/streaming.md).
+Per chunk of latent frames (LongSANA: 10, the remainder in the first chunk):
 
 1. fresh noise; 4 steps at t = [1000, 960, 889, 727] with CFG 1: ``x0 = x − σ_i·v``, then re-noised with *fresh*
    noise to σ_{i+1} (``x = (1 − σ_{i+1})·x0 + σ_{i+1}·ε``); the last step leaves ``x0``;

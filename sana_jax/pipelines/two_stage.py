@@ -1,5 +1,5 @@
 """``TwoStagePipeline``: SANA-Video 720p (stage 1) → [×2 latent upsampler] → LTX-2 refiner (stage 2) → tiled LTX-2
-decode → uint8 frames (spec ``sana_video.md`` §6, ``ARCHITECTURE.md`` data path).
+decode → uint8 frames (SANA-Video's "Bet Small to Win Big" 2K recipe; docs/refiner.md, docs/architecture.md).
 
 Glue only. SANA-Video 720p already works in the normalised LTX-2 latent space, so its latents go to the refiner
 as they are (no decode/encode round trip). Following SANA's script, stage 1 gets the prompt with the optional

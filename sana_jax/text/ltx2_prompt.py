@@ -1,5 +1,7 @@
-"""LTX-2 prompt encoding (spec ``ltx2.md`` §2.5; diffusers ``LTX2Pipeline._get_gemma_prompt_embeds`` +
-``connectors``): the text side of SANA-Video's stage-2 refiner.
+"""LTX-2 prompt encoding (diffusers ``LTX2Pipeline._get_gemma_prompt_embeds`` + ``connectors`` in
+``huggingface/diffusers:src/diffusers/pipelines/ltx2/pipeline_ltx2.py``; ltx-core
+``Lightricks/LTX-2:packages/ltx-core/src/ltx_core/text_encoders/gemma/``): the text side of SANA-Video's stage-2
+refiner.
 
 1. Each prompt is stripped and tokenised with **left** padding to ``max_length`` (1024) tokens, truncated on the
    right (the Gemma tokenizer's ``<bos>`` included).

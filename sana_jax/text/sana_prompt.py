@@ -1,4 +1,6 @@
-"""SANA-Video prompt encoding (spec ``sana_video.md`` §4.1; diffusers ``SanaVideoPipeline.encode_prompt``).
+"""SANA-Video prompt encoding (diffusers ``SanaVideoPipeline.encode_prompt`` in
+``huggingface/diffusers:src/diffusers/pipelines/sana_video/pipeline_sana_video.py``; the original
+``NVlabs/Sana:inference_video_scripts/inference_sana_video.py``).
 
 The prompt is preprocessed, prefixed with the *complex human instruction* (CHI), tokenised with right padding to
 ``len(tokens(CHI)) + 300 − 2`` tokens, run through Gemma-2 (last hidden state, after the final norm), and then

@@ -4,8 +4,9 @@
 ``Tokenizer.from_folder(path).encode(texts, max_length, padding_side=...)`` returns ``(ids, mask)`` as int32
 numpy arrays (B, L). Special tokens come from the tokenizer itself (the ``tokenizer.json`` post-processor adds
 Gemma's ``<bos>``); pad/bos/eos ids are read from ``tokenizer_config.json`` / ``special_tokens_map.json``.
-SANA-Video pads Gemma-2 prompts on the right, LTX-2 pads Gemma-3 prompts on the left (specs sana_video.md §4.1,
-ltx2.md §2.5). Prompts longer than ``max_length`` are cut on the right, with a warning naming how many tokens
+SANA-Video pads Gemma-2 prompts on the right, LTX-2 pads Gemma-3 prompts on the left (diffusers
+``SanaVideoPipeline`` / ``LTX2Pipeline``; ``Lightricks/LTX-2:packages/ltx-core/src/ltx_core/text_encoders/gemma/``).
+Prompts longer than ``max_length`` are cut on the right, with a warning naming how many tokens
 were dropped.
 """
 

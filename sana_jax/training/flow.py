@@ -1,5 +1,5 @@
-"""The flow-matching objective SANA-Video is trained with (spec ``sana_video.md`` §0 table: training flow shift
-3.0, logit-normal(0, 1) timesteps).
+"""The flow-matching objective SANA-Video is trained with (training flow shift 3.0, logit-normal(0, 1) timesteps:
+``NVlabs/Sana:configs/sana_video_config/Sana_2000M_480px_AdamW_fsdp.yaml``).
 
 Rectified flow: ``x_σ = (1 − σ)·x0 + σ·ε`` and the network predicts the velocity ``v = ε − x0`` at timestep
 ``σ·1000``; the samplers in ``sana_jax.sampling`` integrate exactly this velocity. Training σ are drawn as
@@ -8,7 +8,7 @@ Rectified flow: ``x_σ = (1 − σ)·x0 + σ·ε`` and the network predicts the 
 
 Sampling starts at σ = 1 exactly (pure noise), where the layout of the video is decided, yet logit-normal(0, 1)
 with shift 3 draws σ > 0.97 for under 1 % of samples. ``pure_noise_fraction`` replaces that fraction of the draws by
-σ = 1 (a sana-jax option, not in SANA's recipe; ``bench/results/default_model_motion_experiments_cpu.json``: a
+σ = 1 (a sana-jax option, not in SANA's recipe; ``docs/default-model.md``: a
 quarter brings the demo DiT's σ = 1 error from worse than a constant to near the best possible).
 """
 
