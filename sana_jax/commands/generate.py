@@ -22,8 +22,8 @@ def add_parser(sub) -> None:
     gen.add_argument("prompt", help="the text prompt")
     gen.add_argument("--model", default=None,
                      help="diffusers SANA-Video pipeline folder (model_index.json); default: the small model embedded "
-                          "in the package (64×64 coloured shapes, e.g. 'a blue square moving up'), which runs in "
-                          "seconds on a CPU")
+                          "in the package (64×64 coloured shapes, e.g. 'a blue square moving up'; "
+                          "docs/default-model.md)")
     gen.add_argument("--image", default=None, help="first frame (PNG/JPEG): image-to-video; resized to the video")
     gen.add_argument("--height", type=int, default=None, help="pixels (default: the checkpoint's resolution)")
     gen.add_argument("--width", type=int, default=None, help="pixels (default: the checkpoint's resolution)")

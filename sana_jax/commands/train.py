@@ -82,9 +82,9 @@ def add_parser(sub) -> None:
         "demo", help="rebuild the embedded default model from scratch (procedural shapes)",
         description="Render the procedural dataset, train the small VAE, cache, train the small DiT, and write a "
                     "pipeline folder like sana_jax/default_model (recipe.json records settings, times and the "
-                    "held-out score). With the defaults a run takes about 45 minutes on 2 CPU cores (VAE 11, DiT 34); "
-                    "sana_jax/default_model is such a run (reusing the earlier VAE) continued by a second one with "
-                    "--dit-from FOLDER --dit-steps 1100 (39 minutes more).")
+                    "held-out score). sana_jax/default_model was made in two runs: one with the defaults and "
+                    "--vae-from, then --dit-from FOLDER --dit-steps 1100 (its recipe.json records both; "
+                    "docs/default-model.md).")
     demo.add_argument("--out", required=True, help="pipeline folder to write")
     demo.add_argument("--dit-steps", type=int, default=None, help="DiT steps (default 1000)")
     demo.add_argument("--dit-batch", type=int, default=None, help="DiT batch size (default 32)")
@@ -95,8 +95,9 @@ def add_parser(sub) -> None:
                            "every frame; lane (default): crossing, near the middle across the motion too, so the "
                            "prompt alone nearly fixes every frame")
     demo.add_argument("--timestep-sampling", choices=TIMESTEP_SAMPLING, default=None,
-                      help="training noise levels: SANA's logit-normal, or uniform before the shift (default: "
-                           "trains the high-noise end, where sampling decides the layout, as often as the rest)")
+                      help="how training draws noise levels: SANA's logit-normal, or uniform before the shift "
+                           "(default), which draws the high-noise end, where sampling decides the layout, as often "
+                           "as the rest")
     demo.add_argument("--pure-noise-fraction", type=float, default=None, metavar="P",
                       help="train this share of DiT samples at σ = 1 exactly, where sampling starts (default 0.25)")
     demo.add_argument("--noise-scale", type=float, default=None, metavar="S",
@@ -105,10 +106,9 @@ def add_parser(sub) -> None:
                            "0: none, the plain velocity DiT")
     demo.add_argument("--unnamed-background", choices=(*BACKGROUNDS, "any"), default=None,
                       help="the background of clips whose caption names none: one fixed background (default "
-                           "black), so that a prompt without one asks for one clip, or any (then such a prompt asks "
-                           "for a blend of the three)")
+                           "black), or any of the three at random")
     demo.add_argument("--ema-decay", type=float, default=None, metavar="D",
-                      help="EMA of the DiT weights that is exported (default 0.99; longer runs want e.g. 0.999)")
+                      help="decay of the EMA of the DiT weights, which is what is exported (default 0.99)")
     demo.add_argument("--clips", type=int, default=None, help="rendered clips (default 3000)")
     demo.add_argument("--vae-from", default=None, metavar="FOLDER",
                       help="reuse a trained VAE (e.g. sana_jax/default_model/vae) instead of training one")
