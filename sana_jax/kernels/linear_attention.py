@@ -1,4 +1,5 @@
-"""Fused ReLU linear attention with 3-D RoPE as Pallas kernels (spec sana_video.md §2.1).
+"""Fused ReLU linear attention with 3-D RoPE as Pallas kernels (Sana ``LiteLAReLURope``,
+``NVlabs/Sana:diffusion/model/nets/sana_blocks.py``).
 
 Same maths as :mod:`sana_jax.nn.linear_attention`, per head, φ = ReLU, R = the interleaved 3-D RoPE rotation:
 

@@ -1,7 +1,8 @@
 """DC-AE-V, the deep-compression video autoencoder (DC-Gen ``dc_videogen/dc_ae_v.py``), channels-last.
 
 32×32 spatial and 4× temporal compression, chunk-causal (bidirectional inside chunks of 40 frames, causal across
-them), no attention: a 3-D conv ResNet with pixel-(un)shuffle resampling. Spec: ``shared/specs/vaes.md`` §1.
+them), no attention: a 3-D conv ResNet with pixel-(un)shuffle resampling. Reference:
+``dc-ai-projects/DC-Gen:dc_videogen/dc_ae_v.py`` (paper: DC-VideoGen, arXiv 2509.25182).
 
 ``encode(video (B, T, H, W, 3) in [-1, 1])`` → latents (B, T/4, H/32, W/32, C) × ``scaling_factor`` (0.7241 for
 the released ``dc-ae-v-f32t4c32-1.0``); ``decode`` divides by it and returns video (B, 4T', 32H', 32W', 3) in
@@ -12,7 +13,7 @@ with the nearest valid values otherwise). Images: repeat the frame 4× and keep 
 Frame counts follow the released configuration, which always encodes in temporal tiles of ``chunk_frames`` (40)
 frames with a feature cache and decodes in tiles of ``chunk_frames/4`` latents: the whole tiles form one
 chunk-causal sequence, and a partial last tile (T mod 40 ≠ 0) is encoded — or decoded — on its own, with no
-context from the frames before it (spec §1.4 "Frame-count rules"). Both forms below do exactly that:
+context from the frames before it (DC-Gen's ``DCAEV`` tiled encode/decode). Both forms below do exactly that:
 
 * one shot (default): all whole chunks at once, each chunk-causal conv with the chunks as a reshaped batch axis;
 * ``chunked=True``: a ``lax.scan`` over temporal tiles of ``chunks_per_step`` chunks carrying one frame per conv

@@ -1,6 +1,7 @@
 """Building blocks of DC-AE-V (DC-Gen ``dc_videogen/dc_ae_v_ops.py``), channels-last (B, T, H, W, C).
 
-Spec: ``shared/specs/vaes.md`` §1.3 (modules) and §1.4 (chunk-causal convolution).
+Reference: ``dc-ai-projects/DC-Gen:dc_videogen/dc_ae_v_ops.py`` (the modules, and ``ConvLayer3d`` with
+``causal_chunk_length`` for the chunk-causal convolution).
 
 Every 3-D convolution of DC-AE-V is *chunk-causal* with chunk length L: time is cut into chunks of L frames; a
 chunk sees itself fully (bidirectional, the 3-tap kernel zero-padded on the right of the chunk) and, on its left,

@@ -4,7 +4,9 @@
 ``encode`` returns *normalised* posterior means ``(μ − mean)/std`` with the checkpoint's per-channel statistics,
 the space SANA-Video 720p and the LTX-2 DiT work in; ``decode`` takes normalised latents, optionally mixes in noise
 (``z ← (1−s)·z + s·ε``) and conditions the decoder on ``timestep`` (×the learned ``timestep_scale_multiplier``),
-returning video in [-1, 1] (not clamped, as the references). Spec: ``shared/specs/ltx2.md`` §1.
+returning video in [-1, 1] (not clamped, as the references). References:
+``huggingface/diffusers:src/diffusers/models/autoencoders/autoencoder_kl_ltx2.py``,
+``Lightricks/LTX-2:packages/ltx-core/src/ltx_core/model/video_vae/video_vae.py``.
 
 Memory: ``decode(..., tile=…)`` decodes overlapping spatial tiles (``sana_jax.vae.tiling``) and
 ``decode(..., frames_per_chunk=…)`` overlapping temporal chunks (the decoder is not causal, so chunks overlap

@@ -1,4 +1,5 @@
-"""Building blocks of the LTX-2 video VAE, channels-last (diffusers ``autoencoder_kl_ltx2.py``; spec ltx2.md §1).
+"""Building blocks of the LTX-2 video VAE, channels-last (diffusers
+``huggingface/diffusers:src/diffusers/models/autoencoders/autoencoder_kl_ltx2.py``).
 
 Tensor layout everywhere: (B, T, H, W, C). Space-to-depth / depth-to-space keep the channel order of the PyTorch
 code (channel-major, then the (t, h, w) offsets), so converted kernels line up without any permutation.

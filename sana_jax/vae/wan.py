@@ -1,10 +1,11 @@
 """Wan2.1 video VAE (diffusers ``AutoencoderKLWan``), channels-last, with an exact single-pass and a chunked form.
 
-Spec: ``shared/specs/vaes.md`` §3. ``encode(video (B, T, H, W, 3) in [-1, 1])`` returns the normalised posterior
-mean ``(mu − latents_mean) / latents_std`` of shape (B, 1 + (T−1)/4, H/8, W/8, z_dim); ``decode`` inverts the
-normalisation, decodes and clamps to [-1, 1] like diffusers.
+Reference: ``huggingface/diffusers:src/diffusers/models/autoencoders/autoencoder_kl_wan.py`` (original:
+``Wan-Video/Wan2.1:wan/modules/vae.py``). ``encode(video (B, T, H, W, 3) in [-1, 1])`` returns the normalised
+posterior mean ``(mu − latents_mean) / latents_std`` of shape (B, 1 + (T−1)/4, H/8, W/8, z_dim); ``decode`` inverts
+the normalisation, decodes and clamps to [-1, 1] like diffusers.
 
-Two ways to run a clip, equal to diffusers' cached chunk loop (spec §3.3) and to each other (~1e-6):
+Two ways to run a clip, equal to diffusers' cached chunk loop (its ``feat_cache``) and to each other (~1e-6):
 
 * single pass (default): every frame at once, causal convs over the whole sequence with zero history, the temporal
   resamplers' first-frame rules applied to frame 0. Simplest; memory grows with the clip length.

@@ -1,7 +1,7 @@
 """Building blocks of the Wan2.1 video VAE (diffusers ``autoencoder_kl_wan.py``), channels-last (B, T, H, W, C).
 
-Spec: ``shared/specs/vaes.md`` §3.2 (modules) and §3.3 (feature cache). Every block that looks at earlier frames
-is called as ``y, cache = block(x, cache)``:
+Reference: ``huggingface/diffusers:src/diffusers/models/autoencoders/autoencoder_kl_wan.py`` (the modules and their
+``feat_cache``). Every block that looks at earlier frames is called as ``y, cache = block(x, cache)``:
 
 * ``cache=None`` means "this is the first chunk of the clip": causal convs see zero history and the temporal
   resamplers apply their first-frame rules (``downsample3d``: frame 0 passes through; ``upsample3d``: frame 0
@@ -139,7 +139,7 @@ class AttentionBlock(nnx.Module):
 
 
 class Resample(nnx.Module):
-    """``WanResample`` in one of four modes (spec §3.2, single-pass rules §3.3):
+    """diffusers ``WanResample`` in one of four modes (with the single-pass first-frame rules):
 
     * ``downsample2d``: per frame, pad right/bottom by 1, 3×3 conv stride 2.
     * ``downsample3d``: the same, then ``time_conv`` (3,1,1) stride 2 without padding over
