@@ -1,7 +1,8 @@
 """Gemma-2 and Gemma-3 (text) decoders without LM head: the text encoders of SANA-Video and the LTX-2 refiner.
 
-Mirrors transformers' ``Gemma2Model`` / ``Gemma3TextModel`` (specs: sana_video.md §4.1 — last hidden state of
-Gemma-2-2B; ltx2.md §2.5 — all 49 hidden states of Gemma-3-12B). Points that matter for parity:
+Mirrors transformers' ``Gemma2Model`` / ``Gemma3TextModel`` (SANA-Video: the last hidden state of Gemma-2-2B, diffusers
+``SanaVideoPipeline``; LTX-2: all 49 hidden states of Gemma-3-12B, diffusers ``LTX2Pipeline`` and
+``Lightricks/LTX-2:packages/ltx-core/src/ltx_core/text_encoders/gemma/``). Points that matter for parity:
 
 * embeddings are scaled by ``sqrt(hidden)`` cast to the activation dtype (bf16: sqrt(3840) → 62.0);
 * RMSNorm multiplies by ``(1 + weight)`` in float32 and casts back; four norms per layer (pre/post attention and

@@ -1,5 +1,7 @@
 """LTX-2 text path after Gemma-3: the feature extractor and the two text connectors (diffusers
-``LTX2TextConnectors``; ltx-core ``FeatureExtractorV1`` + ``Embeddings1DConnector``). Spec ``ltx2.md`` §2.5.
+``LTX2TextConnectors``, ``huggingface/diffusers:src/diffusers/pipelines/ltx2/connectors.py``; ltx-core
+``FeatureExtractorV1`` + ``Embeddings1DConnector`` in
+``Lightricks/LTX-2:packages/ltx-core/src/ltx_core/text_encoders/gemma/``).
 
 1. Feature extractor: per sample and per layer, over the valid tokens, ``8·(x − mean)/(max − min + 1e-6)``; padded
    tokens zeroed; (B, T, D, layers) flattened with the layer index fastest; ``text_proj_in`` (D·layers → D, no bias).

@@ -1,5 +1,5 @@
 """LTX-2 rotary position embeddings with fractional positions (diffusers ``LTX2AudioVideoRotaryPosEmbed``,
-ltx-core ``rope.py``). Spec ``shared/specs/ltx2.md`` §2.4.
+ltx-core ``Lightricks/LTX-2:packages/ltx-core/src/ltx_core/model/transformer/rope.py``).
 
 Positions are ``[start, end)`` bounds per token in *pixel / second* units, shaped (B, axes, N, 2):
 

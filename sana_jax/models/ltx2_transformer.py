@@ -1,5 +1,7 @@
 """The LTX-2 audio/video DiT (diffusers ``LTX2VideoTransformer3DModel``; ltx-core ``LTXModel``), the 19 B model
-SANA-Video's 2K pipeline uses as its stage-2 refiner. Spec ``shared/specs/ltx2.md`` §2.
+SANA-Video's 2K pipeline uses as its stage-2 refiner. References:
+``huggingface/diffusers:src/diffusers/models/transformers/transformer_ltx2.py``,
+``Lightricks/LTX-2:packages/ltx-core/src/ltx_core/model/transformer/model.py``.
 
 API (channels-last)::
 
@@ -198,7 +200,7 @@ def audio_num_frames(num_frames: int, fps: float, config: LTX2TransformerConfig 
 
 def zero_audio_tokens(key: jax.Array, batch: int, num_frames: int, fps: float, *, sigma0: float = STAGE2_SIGMA0,
                       config: LTX2TransformerConfig | None = None, dtype: DType = jnp.float32) -> jax.Array:
-    """The refiner's audio input (spec §2.6): the normalised audio latent is exactly 0, noised like the video
+    """The refiner's audio input (docs/refiner.md): the normalised audio latent is exactly 0, noised like the video
     ``σ0·ε + (1 − σ0)·0`` → (B, L, audio_in_channels) with L = :func:`audio_num_frames` (≈ 25 per second)."""
     cfg = config or LTX2TransformerConfig()
     length = audio_num_frames(num_frames, fps, cfg)

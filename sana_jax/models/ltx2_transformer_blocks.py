@@ -1,5 +1,6 @@
 """One LTX-2 audio/video transformer block (diffusers ``LTX2VideoTransformerBlock``, ltx-core
-``BasicAVTransformerBlock``) and the adaLN-single embedder. Spec ``shared/specs/ltx2.md`` §2.3.
+``BasicAVTransformerBlock`` in ``Lightricks/LTX-2:packages/ltx-core/src/ltx_core/model/transformer/transformer.py``)
+and the adaLN-single embedder.
 
 Per block, for each modality m ∈ {video, audio} with ``(shift, scale, gate)_{msa, mlp} = table_m(6, D) + temb_m``:
 

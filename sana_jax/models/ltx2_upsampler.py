@@ -1,5 +1,5 @@
 """The LTX-2 latent upsampler (diffusers ``LTX2LatentUpsamplerModel``; ltx-core ``LatentUpsampler``), channels-last.
-Spec ``shared/specs/ltx2.md`` §3.4.
+Reference: ``Lightricks/LTX-2:packages/ltx-core/src/ltx_core/model/upsampler/model.py``.
 
 ``initial_conv`` (k3, zero padding) → GroupNorm(32) → SiLU → ``num_blocks_per_stage`` ResBlocks
 [conv → GN → SiLU → conv → GN → SiLU(x + residual)] → upsampler → as many ResBlocks → ``final_conv``.

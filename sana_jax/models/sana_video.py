@@ -1,6 +1,7 @@
 """SANA-Video transformer (diffusers ``SanaVideoTransformer3DModel``), channels-last, blocks stacked and scanned.
 
-Spec: ``shared/specs/sana_video.md`` §1 (tensor flow), §2 (block), §9 (pitfalls). Inputs and outputs are
+Reference: ``huggingface/diffusers:src/diffusers/models/transformers/transformer_sana_video.py`` (original:
+``NVlabs/Sana:diffusion/model/nets/sana_multi_scale_video.py``). Inputs and outputs are
 (B, T, H, W, C) latents; the parameter tree mirrors diffusers' names so the key table in
 ``converters/sana_video.py`` stays a plain rename + transpose.
 """
@@ -183,7 +184,8 @@ class CrossAttention(nnx.Module):
 
 
 class SanaVideoBlock(nnx.Module):
-    """One DiT block (spec §2): modulated linear self-attention, un-modulated cross-attention, modulated Mix-FFN."""
+    """One DiT block (diffusers ``SanaVideoTransformerBlock``): modulated linear self-attention, un-modulated
+    cross-attention, modulated Mix-FFN."""
 
     def __init__(self, cfg: SanaVideoConfig, *, dtype: DType, param_dtype: DType, rngs: nnx.Rngs):
         d = cfg.inner_dim

@@ -1,6 +1,8 @@
 """Block-causal (streaming) SANA-Video DiT: LongSANA's chunk-causal forward, one-shot and incremental.
 
-Spec: ``shared/specs/sana_video.md`` §5 and ``streaming_and_performance.md`` §A. Same parameters as
+References: ``NVlabs/Sana:diffusion/model/nets/sana_blocks.py`` (``ChunkCausalAttention``,
+``CachedCausalAttention``), ``NVlabs/Sana:diffusion/model/nets/basic_modules.py`` (``CachedGLUMBConvTemp``),
+``NVlabs/Sana:diffusion/scheduler/longlive_flow_euler_sampler.py``; docs/streaming.md. Same parameters as
 :class:`~sana_jax.models.sana_video.SanaVideoTransformer` (the same checkpoint means the same thing); only the
 token mixing across time changes. Frames are split into chunks (LongSANA: 10 latent frames, remainder in the first):
 
