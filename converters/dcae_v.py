@@ -1,7 +1,7 @@
 """DC-AE-V checkpoints: the released DC-Gen ``.pt`` (``dc-ae-v-f32t4c32-1.0-bf16.pt``) and safetensors of the
 same state dict.
 
-Spec: ``shared/specs/vaes.md`` §1.5 (keys) and §0.3 (format). The ``.pt`` is a torch pickle whose
+Reference: ``dc-ai-projects/DC-Gen:dc_videogen/dc_ae_v.py`` (keys and format). The ``.pt`` is a torch pickle whose
 ``ema_model_state_dict`` is a dict of state dicts (the first one is the model; DC-Gen ``DCAEV.load_model``), else
 ``model_state_dict`` is; :func:`open_pt` reads it through the restricted unpickler (nothing is executed). A bare
 state dict (``.pt`` or ``.safetensors``) is used as it is.

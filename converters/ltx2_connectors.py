@@ -1,6 +1,6 @@
 """LTX-2 text connectors: diffusers ``connectors/`` (``LTX2TextConnectors``) and the native LTX-2 single file
 (``text_embedding_projection.aggregate_embed`` + ``model.diffusion_model.{video,audio}_embeddings_connector``).
-Spec ``shared/specs/keys/keys_{diffusers,native}.txt``."""
+Key names as ``huggingface/diffusers:scripts/convert_ltx2_to_diffusers.py`` maps them."""
 
 from __future__ import annotations
 

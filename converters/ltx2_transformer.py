@@ -1,7 +1,7 @@
 """LTX-2 transformer checkpoints: diffusers ``transformer/`` folders (``LTX2VideoTransformer3DModel``) and the native
 LTX-2 single file (``model.diffusion_model.*`` beside ``vae.*``, connectors …), plus LoRA fusion while streaming.
 
-Spec ``shared/specs/ltx2.md`` §2.7 and ``keys/dit_native_to_diffusers_renames.txt``: the native names are presented
+Renames after ``huggingface/diffusers:scripts/convert_ltx2_to_diffusers.py``: the native names are presented
 under diffusers names by prefix renames, so one table maps both layouts onto the JAX parameters. A video-only
 configuration (or a checkpoint without audio weights) skips the audio and a↔v tensors without reading them.
 

@@ -1,6 +1,6 @@
 """LTX-2 latent upsampler checkpoints: diffusers ``latent_upsampler/`` folders (``LTX2LatentUpsamplerModel``) and
 the native single files (``ltx-2-spatial-upscaler-x2-1.0.safetensors``: the same key names, configuration in the
-safetensors metadata). Spec ``shared/specs/ltx2.md`` §3.4."""
+safetensors metadata). Model: ``Lightricks/LTX-2:packages/ltx-core/src/ltx_core/model/upsampler/model.py``."""
 
 from __future__ import annotations
 

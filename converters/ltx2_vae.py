@@ -1,9 +1,10 @@
 """LTX-2 video VAE checkpoints: diffusers ``AutoencoderKLLTX2Video`` folders and native LTX-2 single files.
 
-Spec: ``shared/specs/ltx2.md`` §1.9. The native layout (keys under ``vae.``, blocks numbered as one flat list,
-``per_channel_statistics``) is presented under diffusers names by prefix renames built from the configuration, so
-one table maps both onto the JAX parameters. Native statistics other than the two the model uses
-(``channel``, ``mean-of-stds`` …) are dropped, as diffusers' converter does.
+Renames after ``LTX_2_0_VIDEO_VAE_RENAME_DICT`` in ``huggingface/diffusers:scripts/convert_ltx2_to_diffusers.py``:
+the native layout (keys under ``vae.``, blocks numbered as one flat list, ``per_channel_statistics``) is presented
+under diffusers names by prefix renames built from the configuration, so one table maps both onto the JAX
+parameters. Native statistics other than the two the model uses (``channel``, ``mean-of-stds`` …) are dropped, as
+diffusers' converter does.
 """
 
 from __future__ import annotations
@@ -74,7 +75,8 @@ def diffusers_rules(cfg: LTX2VAEConfig) -> list[Rule]:
 
 
 def native_renames(cfg: LTX2VAEConfig, prefix: str = NATIVE_PREFIX) -> list[Rename]:
-    """Native ltx-core names (``vae.encoder.down_blocks.{0..8}`` …) → diffusers names (spec ltx2.md §1.9)."""
+    """Native ltx-core names (``vae.encoder.down_blocks.{0..8}`` …) → diffusers names (as diffusers'
+    ``convert_ltx2_to_diffusers.py`` renames them)."""
     e, d = f"{prefix}encoder.", f"{prefix}decoder."
     stats = f"{prefix}per_channel_statistics."
     renames = [Rename(f"{stats}mean-of-means", "latents_mean"), Rename(f"{stats}std-of-means", "latents_std"),

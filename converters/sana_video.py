@@ -1,6 +1,7 @@
 """SANA-Video transformer checkpoints: the diffusers layout and the original Sana ``.pth`` layout.
 
-Spec: ``shared/specs/sana_video.md`` §3.1 (diffusers names and shapes), §3.2 (original ``.pth`` → diffusers).
+References: ``huggingface/diffusers:src/diffusers/models/transformers/transformer_sana_video.py`` (diffusers names and
+shapes), ``huggingface/diffusers:scripts/convert_sana_video_to_diffusers.py`` (original ``.pth`` → diffusers).
 The original layout is first presented under diffusers names (fused ``qkv``/``kv_linear`` split lazily, training-only
 tensors dropped), so one table, :data:`DIFFUSERS_RULES`, maps both onto the JAX parameters.
 """
@@ -39,7 +40,7 @@ Config.register(SanaVideoConfig)  # isinstance(c, CONFIG) for both (Precondition
 FAMILY = "sana_video"
 CONFIG = Config
 MODEL_CLASS_NAME = DIFFUSERS_CLASS
-#: the LongLive (LongSANA) release has the same tensors under the causal class name (diffusers PR #12723, spec §3.2)
+#: the LongLive (LongSANA) release has the same tensors under the causal class name (diffusers PR #12723)
 MODEL_CLASS_NAMES = (DIFFUSERS_CLASS, "SanaVideoCausalTransformer3DModel")
 MODEL = SanaVideoTransformer  # PreconditionedTransformer included
 
@@ -98,7 +99,8 @@ def _split(src: str, dsts: tuple[str, ...]) -> list[Rename]:
 
 _B, _T = "blocks.{i}", "transformer_blocks.{i}"
 
-#: original Sana ``.pth`` (``torch.load(f)["state_dict"]``) names → diffusers names (spec §3.2, [dif-conv]).
+#: original Sana ``.pth`` (``torch.load(f)["state_dict"]``) names → diffusers names
+#: (``huggingface/diffusers:scripts/convert_sana_video_to_diffusers.py``).
 ORIGINAL_RENAMES: list[Rename] = [
     *_pair("x_embedder.proj", "patch_embedding"),
     *_pair("y_embedder.y_proj.fc1", "caption_projection.linear_1"),

@@ -7,7 +7,7 @@ A table is a list of :class:`Rule` s such as::
 ``{i}`` marks a stacked (scanned) layer: checkpoint tensor ``i`` fills row ``i`` of the JAX parameter's leading
 ``layers`` axis. Tables run both ways: :func:`load_params` fills a model's parameters from a checkpoint and
 :func:`export_tensors` produces checkpoint tensors from parameters; :func:`expected_tensors` lists the checkpoint
-names and shapes a model needs (for the full-size ``eval_shape`` checks against ``shared/specs/keys``).
+names and shapes a model needs (for the full-size ``eval_shape`` checks against the released checkpoints' key lists).
 
 Loading first plans every key from names and shapes alone (safetensors headers, pickle metadata): an unexpected
 key, a missing parameter or a shape mismatch raises :class:`CheckpointError` naming all offenders before a single

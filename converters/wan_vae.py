@@ -1,6 +1,7 @@
 """Wan2.1 VAE checkpoints: diffusers ``AutoencoderKLWan`` and the original Wan ``.pth`` (``Wan2.1_VAE.pth``).
 
-Spec: ``shared/specs/vaes.md`` §3.4. The JAX parameter tree mirrors diffusers' names, so :func:`diffusers_rules`
+References: ``huggingface/diffusers:src/diffusers/models/autoencoders/autoencoder_kl_wan.py``,
+``Wan-Video/Wan2.1:wan/modules/vae.py``. The JAX parameter tree mirrors diffusers' names, so :func:`diffusers_rules`
 is a rename + layout table; the original ``WanVAE_`` state dict is first presented under diffusers names
 (:func:`original_renames`, after diffusers' ``scripts/convert_wan_to_diffusers.py`` ``convert_vae``). Both tables
 depend on the configuration (block indices), so they are built from it. ``latents_mean``/``latents_std`` are config
@@ -108,7 +109,8 @@ def _pair(src: str, dst: str) -> list[Rename]:
 
 
 def original_renames(cfg: WanVAEConfig) -> list[Rename]:
-    """Original Wan ``WanVAE_`` state-dict names → diffusers names (spec §3.4)."""
+    """Original Wan ``WanVAE_`` state-dict names → diffusers names
+    (``huggingface/diffusers:scripts/convert_wan_to_diffusers.py``)."""
     out = [*_pair("encoder.conv1", "encoder.conv_in"), *_pair("decoder.conv1", "decoder.conv_in"),
            *_pair("conv1", "quant_conv"), *_pair("conv2", "post_quant_conv"),
            *_residual_renames("encoder.downsamples.{i}", "encoder.down_blocks.{i}"),
