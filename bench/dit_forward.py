@@ -4,8 +4,8 @@
     python bench/dit_forward.py --preset 720p --dtype bfloat16 --frames 11 --height 22 --width 40   # GPU
 
 The weights are diffusers' random init, loaded into sana-jax through ``converters`` so both run the same numbers.
-Model FLOPs follow shared/specs/streaming_and_performance.md (GEMMs + linear attention + cross-attention +
-depthwise conv per token); MFU is reported against --peak-tflops when given.
+Model FLOPs count GEMMs + linear attention + cross-attention + depthwise conv per token (docs/benchmarks.md); MFU
+is reported against --peak-tflops when given.
 """
 
 from __future__ import annotations

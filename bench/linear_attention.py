@@ -14,7 +14,7 @@ Timed, per call (q, k, v (B, N, H, d) in --dtype → output in --dtype, float32 
   ``to_out``: ReLU, interleaved RoPE against float64 tables as diffusers builds them, float32 GEMMs, the
   normaliser), on CUDA when torch sees one, else CPU. Chunk-causal has no torch counterpart.
 
-FLOPs: 4·N·H·d·dv (state + read-out GEMMs; spec streaming_and_performance.md §B.6). Bytes: the I/O floor, q, k, v
+FLOPs: 4·N·H·d·dv (state + read-out GEMMs: 2·N·d·dv each per head). Bytes: the I/O floor, q, k, v
 read + output written in --dtype and the float32 cos/sin tables read once; GB/s = that over the time.
 """
 

@@ -9,8 +9,8 @@ that with a clear error); 121 frames (16 latent frames) are used so every strate
 Nothing is allocated: the model is ``eval_shape``d and the forward is lowered and compiled from abstract shapes.
 Bytes are the output sizes of every collective in the per-device HLO (an all-reduce moves ~2× its size in a ring;
 the projection accounts for that). Projection assumptions (stated in the JSON): H100 SXM bf16 dense peak 989
-TFLOP/s at 50% MFU for the model FLOPs of spec B (3.69 GFLOP/token), NVLink 450 GB/s per direction per GPU, and
-no overlap of communication with compute (a pessimistic bound).
+TFLOP/s at 50% MFU for the model FLOPs (3.69 GFLOP/token; docs/benchmarks.md), NVLink 450 GB/s per direction per
+GPU, and no overlap of communication with compute (a pessimistic bound).
 
     python bench/scaling.py --refiner  # LTX-2 refiner (19 B, both streams) at 2K: 11×44×80 latents, bf16
 

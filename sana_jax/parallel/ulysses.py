@@ -26,9 +26,9 @@ batch 1): with ``context=8`` the XLA path has, per layer, two ``all-gather`` s o
 the whole sequence, 1.27 GB), the Ulysses path one ``all-to-all`` of the stacked q/k/v (8 × f32[3,1,4840,4,128])
 and one of the output (8 × f32[1,4840,4,128]), 317 MB, and no all-gather of the sequence: 15.2 GB instead of
 60.9 GB per forward and device (XLA:CPU keeps bf16 activations in f32; on GPU both are halved: ~17 ms instead of
-~68 ms of NVLink time per forward at 450 GB/s, against ~0.57 s of compute: 2,260 TFLOP per forward, spec
-``streaming_and_performance.md`` B.7, on 8 H100s at 50% MFU). ``tests/test_parallel.py`` checks the
-same structure (2 all-to-alls, no sequence all-gather) on the tiny refiner for every test mesh. With
+~68 ms of NVLink time per forward at 450 GB/s, against ~0.57 s of compute: 2,260 TFLOP per forward — dense
+matmuls plus 4·N²·D·L of attention, docs/scaling.md — on 8 H100s at 50% MFU). ``tests/test_parallel.py`` checks
+the same structure (2 all-to-alls, no sequence all-gather) on the tiny refiner for every test mesh. With
 ``tensor=2,context=4`` the Ulysses bytes are the same (16 local heads, 4 per device); the heads/MLP split adds XLA's
 own tensor-parallel collectives (all-gathers of the local tokens' hidden activations, all-reduces) to both paths.
 

@@ -17,9 +17,11 @@ import numpy as np
 
 from sana_jax.errors import InputError
 
-# LTX-2 stage-2 distilled sigmas, trailing 0 included (LTX-2 ltx_pipelines/utils/constants.py; ltx2.md §3.2).
+# LTX-2 stage-2 distilled sigmas, trailing 0 included
+# (Lightricks/LTX-2:packages/ltx-pipelines/src/ltx_pipelines/utils/constants.py).
 DISTILLED_SIGMAS: tuple[float, ...] = (0.909375, 0.725, 0.421875, 0.0)
-# LongSANA per-chunk denoising timesteps (NVlabs/Sana longlive_flow_euler_sampler.py `denoising_step_list`; §5).
+# LongSANA per-chunk denoising timesteps
+# (NVlabs/Sana:diffusion/scheduler/longlive_flow_euler_sampler.py `denoising_step_list`).
 LONGSANA_TIMESTEPS: tuple[int, ...] = (1000, 960, 889, 727)
 
 SOLVER_NAMES = ("dpm++2m", "euler", "renoise")
