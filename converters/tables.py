@@ -447,11 +447,6 @@ class RenamedSource(Mapping):
         return len(self._map)
 
 
-def expand(template: str, *alternatives: str) -> list[str]:
-    """``expand("a.{p}", "weight", "bias")`` → ``["a.weight", "a.bias"]``."""
-    return [template.replace("{p}", alt) for alt in alternatives]
-
-
 class Subset(Mapping):
     """Only ``keys`` of ``source``: a native all-in-one file also holds other models' tensors, which are not ours to
     consume (or report)."""
