@@ -139,6 +139,7 @@ class PreconditionedTransformer(SanaVideoTransformer):
 
     def scale_input(self, latents: jax.Array, timestep: jax.Array) -> jax.Array:
         """``c_in(σ)·latents``: what the plain network is given."""
+        self.check_latents(latents.shape)  # the DiT's InputError, before any broadcasting
         pre = self.config.preconditioning
         return (pre.input_scale(self._sigma(latents, timestep)) * latents.astype(jnp.float32)).astype(latents.dtype)
 
