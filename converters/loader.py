@@ -8,7 +8,9 @@ Accepted paths:
 * a single ``.safetensors`` file or a ``.safetensors.index.json`` (a native LTX-2 file carries its configuration
   in its metadata);
 * an original PyTorch ``.pth``/``.pt``/``.bin`` checkpoint (read without torch and without running its pickle);
-* a folder written by :func:`save_orbax` / ``sana-jax convert``.
+* a folder written by :func:`save_orbax` / ``sana-jax convert``;
+* a Hugging Face Hub id (``org/name``) that is no local path: its snapshot in the hub's cache, downloaded unless
+  offline (:func:`converters.hub.resolve`).
 
 Without a ``config.json`` the configuration is taken from ``config=``, a ``config.json`` beside the file, the
 file's metadata, or (SANA-Video) the tensor shapes.
@@ -16,13 +18,17 @@ file's metadata, or (SANA-Video) the tensor shapes.
 With ``mesh=`` the parameters are placed by the logical-axis rules (``sana_jax.parallel.rules``) while they are
 read: each device receives only its shard and, from safetensors, only the bytes of the shards this process holds
 are read (``converters.tables`` "Sharded loading"). An orbax folder is restored whole, then placed.
+
+``loras=`` fuses LoRA files into the weights while they stream in, and ``video_only=`` builds an LTX-2 transformer
+without its audio stream (families whose ``load`` takes these options: ``converters.ltx2_transformer``).
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import jax.numpy as jnp
@@ -32,9 +38,11 @@ from flax import nnx
 from converters import (dcae_v, gemma, ltx2_connectors, ltx2_transformer, ltx2_upsampler, ltx2_vae, patch_vae,
                         sana_video, wan_vae)
 from converters import tables
+from converters.hub import resolve
 from converters.nnx_state import flatten, merge
 from converters.safetensors_io import open_safetensors, save_safetensors
 from converters.torch_pickle import open_torch_state_dict
+from sana_jax.config import read_json
 from sana_jax.errors import CheckpointError, ConfigError
 from sana_jax.io import checkpoints
 from sana_jax.progress import progress_bar
@@ -75,18 +83,14 @@ def open_checkpoint(path: Path) -> Mapping:
                           f"or one of {', '.join(TORCH_SUFFIXES)})")
 
 
-def _component_weights(folder: Path) -> Path:
+def weights_file(folder: str | os.PathLike) -> Path:
+    """The weights of a diffusers component folder (``diffusion_pytorch_model.safetensors``, ``model.safetensors``
+    or their sharded ``.index.json``); a :class:`CheckpointError` naming the folder and the names looked for."""
+    folder = Path(folder)
     for name in WEIGHT_NAMES:
         if (folder / name).exists():
             return folder / name
     raise CheckpointError(f"{folder}: no weights found (looked for {', '.join(WEIGHT_NAMES)})")
-
-
-def _read_config(path: Path) -> dict:
-    try:
-        return json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise ConfigError(f"{path}: cannot read config ({e})") from e
 
 
 def _as_config(family, config, where: str):
@@ -94,7 +98,7 @@ def _as_config(family, config, where: str):
         return config
     if isinstance(config, Mapping):
         return family.CONFIG.from_diffusers(config, source=where)
-    return family.CONFIG.from_diffusers(_read_config(Path(config)), source=str(config))
+    return family.CONFIG.from_json(config)
 
 
 def _family_for_class(name, where: Path):
@@ -131,8 +135,32 @@ def mesh_shardings(family, config, mesh, rules=None) -> dict:
     return flatten(nnx.to_pure_dict(param_shardings(state, mesh, INFERENCE_RULES if rules is None else rules)))
 
 
+def open_loras(loras: Sequence[tuple]) -> list[tuple[Mapping, float]]:
+    """``(path, strength)`` pairs → ``(lazy tensor mapping, strength)`` pairs (a mapping is taken as it is)."""
+    opened = []
+    for lora, strength in loras:
+        if not isinstance(lora, Mapping):
+            if not Path(lora).is_file():
+                raise CheckpointError(f"LoRA {lora}: no such file")
+            lora = open_checkpoint(Path(lora))
+        opened.append((lora, float(strength)))
+    return opened
+
+
+def _load_options(family, path: Path, loras, video_only) -> dict:
+    """The extra ``family.load`` arguments asked for; a :class:`ConfigError` when the family does not take them."""
+    options = {"loras": open_loras(loras)} if loras else {}
+    if video_only is not None:
+        options["video_only"] = video_only
+    unknown = [k for k in options if k not in inspect.signature(family.load).parameters]
+    if unknown:
+        raise ConfigError(f"{path}: a {family.FAMILY} model takes no {' or '.join(unknown)}")
+    return options
+
+
 def load(path: str | os.PathLike, *, dtype=None, config=None, component: str | None = None,
-         progress: bool = False, mesh=None, rules=None) -> nnx.Module:
+         progress: bool = False, mesh=None, rules=None, loras: Sequence[tuple] = (),
+         video_only: bool | None = None, local_files_only: bool = False) -> nnx.Module:
     """Load a model from ``path`` (see the module docstring) and return the NNX module.
 
     Args:
@@ -144,16 +172,22 @@ def load(path: str | os.PathLike, *, dtype=None, config=None, component: str | N
       progress: show a progress bar while tensors are converted.
       mesh / rules: load straight onto a ``jax.sharding.Mesh``, each parameter sharded per the logical-axis
         ``rules`` (default ``sana_jax.parallel.INFERENCE_RULES``), each device receiving only its shard.
+      loras: ``(path or tensor mapping, strength)`` pairs fused into the weights while they stream in
+        (``converters.ltx2_transformer.fuse_lora``).
+      video_only: an LTX-2 transformer without its audio stream and a↔v attention (None: the checkpoint's).
+      local_files_only: a Hub id is only looked up in the local cache (:func:`converters.hub.resolve`).
 
     Raises:
       CheckpointError: unreadable file, missing/unexpected keys, shape mismatches.
       ConfigError: a config of another model, or an invalid one.
     """
-    path = Path(path)
+    path = resolve(path, local_files_only=local_files_only)
     if not path.exists():
         raise CheckpointError(f"{path}: no such file or folder")
     if path.is_dir():
         if checkpoints.is_checkpoint(path):
+            if loras or video_only is not None:
+                raise ConfigError(f"{path}: an orbax checkpoint is loaded as saved (no loras= or video_only=)")
             model = load_orbax(path, dtype=dtype)
             if mesh is not None:
                 from sana_jax.parallel.rules import INFERENCE_RULES, shard_state
@@ -164,13 +198,14 @@ def load(path: str | os.PathLike, *, dtype=None, config=None, component: str | N
             sub = component or "transformer"
             if not (path / sub).is_dir():
                 raise CheckpointError(f"{path}: pipeline folder without a {sub}/ subfolder")
-            return load(path / sub, dtype=dtype, config=config, progress=progress, mesh=mesh, rules=rules)
+            return load(path / sub, dtype=dtype, config=config, progress=progress, mesh=mesh, rules=rules,
+                        loras=loras, video_only=video_only)
         if not (path / "config.json").exists():
             raise CheckpointError(f"{path}: folder has no config.json, model_index.json or {checkpoints.MANIFEST}")
-        raw = _read_config(path / "config.json")
+        raw = read_json(path / "config.json")
         family = _family_for_class(class_name(raw), path / "config.json")
         cfg = _as_config(family, config, str(path)) or family.CONFIG.from_diffusers(raw, str(path / "config.json"))
-        weights = _component_weights(path)
+        weights = weights_file(path)
         source = open_checkpoint(weights)
     else:
         weights = path
@@ -179,15 +214,16 @@ def load(path: str | os.PathLike, *, dtype=None, config=None, component: str | N
         cfg = _as_config(family, config, str(path))
         sidecar = path.parent / "config.json"
         if cfg is None and sidecar.exists():
-            raw = _read_config(sidecar)
+            raw = read_json(sidecar)
             if BY_CLASS.get(class_name(raw)) is family:
                 cfg = family.CONFIG.from_diffusers(raw, str(sidecar))
         cfg = cfg or family.config_from_checkpoint(source, str(path))
+    options = _load_options(family, path, loras, video_only)
     bar = progress_bar(progress, desc=f"loading {weights.name}", unit="tensor")
     shardings = None if mesh is None else mesh_shardings(family, cfg, mesh, rules)
     try:
         with tables.sharded_loading(shardings):
-            return family.load(source, cfg, where=str(weights), dtype=dtype, progress=bar)
+            return family.load(source, cfg, where=str(weights), dtype=dtype, progress=bar, **options)
     finally:
         bar.close()
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+import warnings
 from collections.abc import Mapping, Sequence
 
 import jax
@@ -180,7 +181,8 @@ def load(source: Mapping, config: LTX2TransformerConfig, *, where: str, dtype=No
     """Build an :class:`LTX2Transformer` from a checkpoint in either layout.
 
     Args:
-      loras: ``(lora_source, strength)`` pairs fused into the weights while they stream (:func:`fuse_lora`).
+      loras: ``(lora_source, strength)`` pairs fused into the weights while they stream (:func:`fuse_lora`); LoRA
+        tensors for the text connectors are left out with a warning.
       video_only: build without the audio stream and a↔v attention (their tensors are skipped unread). Default:
         the config's ``video_only``, or True when the checkpoint has no audio tensors at all.
     """
@@ -191,6 +193,9 @@ def load(source: Mapping, config: LTX2TransformerConfig, *, where: str, dtype=No
         config = dataclasses.replace(config, video_only=video_only)
     for lora, strength in loras:
         source = fuse_lora(source, lora, strength, where=f"{where} + LoRA")
+        if source.skipped:
+            warnings.warn(f"{where} + LoRA: {len(source.skipped)} LoRA tensors target the text connectors; only the "
+                          "transformer's are fused (the connectors are loaded without LoRA)", stacklevel=2)
     dtype = jnp.dtype(dtype) if dtype is not None else tables.checkpoint_dtype(source, "proj_in.weight")
     graphdef, state, targets = abstract(config, dtype)
     rules = diffusers_rules(config)

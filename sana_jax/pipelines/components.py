@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import NamedTuple
 
+from converters.hub import resolve
+from sana_jax.config import read_json
 from sana_jax.errors import CheckpointError, ConfigError, InputError
 from sana_jax.vae import DCAEVConfig, DCAEVideo, LTX2VAE, LTX2VAEConfig, WanVAE, WanVAEConfig
 from sana_jax.vae import dcae_v, ltx2, wan
@@ -26,7 +27,7 @@ class VAESpec(NamedTuple):
 
 def _wan_spec(config: dict, where: str) -> VAESpec:
     cfg = WanVAEConfig.from_diffusers(config, where)
-    return VAESpec(cfg.temporal_factor, cfg.spatial_factor, WanVAE.causal_first_frame)
+    return VAESpec(cfg.temporal_compression, cfg.spatial_compression, WanVAE.causal_first_frame)
 
 
 def _ltx2_spec(config: dict, where: str) -> VAESpec:
@@ -38,11 +39,11 @@ def _patch_spec(config: dict, where: str) -> VAESpec:
     from sana_jax.vae.patch import PatchVAE, PatchVAEConfig
 
     cfg = PatchVAEConfig.from_diffusers(config, where)
-    return VAESpec(cfg.temporal_factor, cfg.spatial_factor, PatchVAE.causal_first_frame)
+    return VAESpec(cfg.temporal_compression, cfg.spatial_compression, PatchVAE.causal_first_frame)
 
 
 def _dcae_v_spec(config: dict, where: str) -> VAESpec:
-    cfg = DCAEVConfig.from_dict(config, where)
+    cfg = DCAEVConfig.from_diffusers(config, where)
     return VAESpec(cfg.temporal_compression, cfg.spatial_compression, DCAEVideo.causal_first_frame)
 
 
@@ -52,6 +53,16 @@ def _dcae_v_spec(config: dict, where: str) -> VAESpec:
 VAE_FACTORS: dict[str, Callable[[dict, str], VAESpec]] = {
     wan.DIFFUSERS_CLASS: _wan_spec, ltx2.DIFFUSERS_CLASS: _ltx2_spec, dcae_v.CLASS_NAME: _dcae_v_spec,
     "SanaJaxPatchVAE": _patch_spec}
+
+
+def as_mesh(mesh):
+    """A ``jax.sharding.Mesh`` as it is, or a spec string such as ``"data=2,context=4"`` made into one
+    (``sana_jax.parallel.make_mesh``); None stays None."""
+    if isinstance(mesh, str):
+        from sana_jax.parallel import make_mesh
+
+        return make_mesh(mesh)
+    return mesh
 
 
 def latent_frames(num_frames: int, temporal: int, causal_first_frame: bool = True) -> int:
@@ -67,16 +78,14 @@ class PipelineFolder:
     index: dict
 
     @classmethod
-    def open(cls, root: str | Path) -> "PipelineFolder":
-        root = Path(root)
+    def open(cls, root: str | Path, *, local_files_only: bool = False) -> "PipelineFolder":
+        """The folder ``root``, or the Hub id ``org/name``'s snapshot in the Hugging Face cache
+        (``converters.resolve``: downloaded unless ``local_files_only`` or ``HF_HUB_OFFLINE``)."""
+        root = resolve(root, local_files_only=local_files_only)
         path = root / "model_index.json"
         if not path.is_file():
             raise CheckpointError(f"{root}: not a diffusers pipeline folder (no model_index.json)")
-        try:
-            index = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as e:
-            raise CheckpointError(f"{path}: unreadable ({e})") from e
-        return cls(root, index)
+        return cls(root, read_json(path, error=CheckpointError))
 
     def component(self, name: str) -> Path:
         """The subfolder of component ``name``; the error names the folder it looked in."""
@@ -99,11 +108,7 @@ class PipelineFolder:
         return entry[1] if entry else ""
 
     def config(self, name: str, file: str = "config.json") -> dict:
-        path = self.component(name) / file
-        try:
-            return json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as e:
-            raise ConfigError(f"{path}: cannot read ({e})") from e
+        return read_json(self.component(name) / file)
 
     def vae_spec(self) -> VAESpec:
         """(temporal, spatial, causal_first_frame) of the folder's VAE, from ``vae/config.json`` (no weights)."""
