@@ -6,7 +6,7 @@
 
 A step is what the refine loop does per sigma: the joint audio/video DiT forward (video tokens = latent voxels,
 the zero-audio-latent tokens, 1024 text tokens from the connectors) and the float32 Euler update. sana-jax runs the
-model function ``sana_jax.pipelines.refine`` builds for ``sample`` (flattened (video | audio) state); diffusers
+model function ``sana_jax.pipelines.refine_loop`` builds for ``sample`` (flattened (video | audio) state); diffusers
 runs the transformer as ``LTX2Pipeline`` does (precomputed RoPE coordinates, ``use_cross_timestep=True``) and
 ``x + dt·v``. The weights are diffusers' random init handed to sana-jax through ``converters.ltx2_transformer``
 (``--full``: torch runs first, its weights are then moved to the host and loaded into JAX, so only one copy of the
@@ -109,7 +109,7 @@ def main(argv=None) -> int:
     from bench.text import TorchStateDict
     from converters import ltx2_transformer as conv
     from sana_jax.models.ltx2_transformer import LTX2TransformerConfig, audio_num_frames
-    from sana_jax.pipelines.refine import _refine_model_fn
+    from sana_jax.pipelines.refine_loop import _refine_model_fn
 
     cfg = LTX2TransformerConfig.preset("ltx-2.0") if full else LTX2TransformerConfig(**SMALL)
     kwargs = {k: v for k, v in cfg.to_diffusers().items() if not k.startswith("_")}

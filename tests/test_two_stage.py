@@ -28,11 +28,12 @@ pytest.importorskip("tokenizers")
 import jax  # noqa: E402
 
 from sana_jax import cli  # noqa: E402
-from sana_jax.errors import InputError  # noqa: E402
+from sana_jax.errors import ConfigError, InputError  # noqa: E402
 from sana_jax.io.video import read_video, write_video  # noqa: E402
 from sana_jax.models.ltx2_transformer import audio_num_frames  # noqa: E402
 from sana_jax.pipelines import RefinePipeline, SanaVideoPipeline, TwoStagePipeline  # noqa: E402
-from sana_jax.pipelines.refine import load_latents, refine_latents, save_latents  # noqa: E402
+from sana_jax.io.latents import load_latents, save_latents  # noqa: E402
+from sana_jax.pipelines.refine_loop import refine_latents  # noqa: E402
 from sana_jax.pipelines.two_stage import resize_frames, side_by_side  # noqa: E402
 from tests import pipeline_refs as refs  # noqa: E402
 
@@ -219,6 +220,38 @@ def test_lora_is_fused_while_loading(ltx2, tmp_path):
     np.testing.assert_array_equal(got[0], base[0])
     np.testing.assert_allclose(got[1], base[1] + 0.5 * (b @ a).T, rtol=1e-6, atol=1e-6)
     assert fused.upsampler is None and refiner.upsampler is not None
+    with pytest.raises(InputError, match="no latent upsampler"):
+        fused(PROMPTS[0], np.zeros((1, *LATENT, 8), np.float32), upsample=True, progress=False)
+
+
+def test_checks_need_no_weights(ltx2, sana, tmp_path):
+    """RefinePipeline.check / TwoStagePipeline.check read configs and headers only: what the inputs must fit, and
+    every path and option, before anything loads."""
+    import shutil
+
+    folder = ltx2[0]
+    plan = RefinePipeline.check(folder)
+    assert (plan.channels, plan.factors, plan.upsampler) == (8, (8, 32), folder / "latent_upsampler")
+    assert plan.loras == () and RefinePipeline.check(folder, upsampler=False).upsampler is None
+    with pytest.raises(InputError, match="2 LoRA files but 3 strengths"):
+        RefinePipeline.check(folder, lora=[tmp_path, tmp_path], lora_strength=[1, 1, 1])
+    bare = tmp_path / "LTX-2"
+    shutil.copytree(folder, bare, ignore=shutil.ignore_patterns("latent_upsampler"))
+    with pytest.raises(InputError, match="--upsample: .* has no latent_upsampler/ folder"):
+        RefinePipeline.check(bare, upsampler=True)
+    with pytest.raises(InputError, match="channels-last"):
+        plan.check_latents((1, *LATENT, 4))
+    with pytest.raises(InputError, match=r"1 \+ 8·k"):
+        plan.check_frames((10, 64, 96, 3))
+    two = TwoStagePipeline.check(sana, folder, height=64, width=96, num_frames=9, upsampler=True)
+    assert (two.request.latent_frames, two.request.num_inference_steps) == (2, 50)
+    assert two.folder.root == sana and two.refiner.upsampler == folder / "latent_upsampler"
+    other = tmp_path / "sana4"
+    shutil.copytree(sana, other)
+    config = json.loads((other / "transformer" / "config.json").read_text())
+    (other / "transformer" / "config.json").write_text(json.dumps({**config, "out_channels": 4}))
+    with pytest.raises(ConfigError, match="takes 8-channel latents"):
+        TwoStagePipeline.check(other, folder, height=64, width=96, num_frames=9)
 
 
 def test_side_by_side_resizes_stage1_to_stage2():

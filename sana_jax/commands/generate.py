@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 
-from sana_jax.commands.common import DTYPES
+from sana_jax.commands import DTYPES
 
 
 def add_parser(sub) -> None:
@@ -90,20 +89,11 @@ def load_image(path: str, height: int, width: int):
     return np.asarray(img, dtype=np.uint8)
 
 
-def _resolve_defaults(args: argparse.Namespace, folder) -> tuple[int, int]:
-    """Fill --frames/--steps/--guidance left unset from the folder's defaults (the released checkpoints: 81 frames,
-    50 steps, guidance 6); return (height, width)."""
-    defaults = folder.defaults()
-    args.frames = args.frames or defaults.get("num_frames", 81)
-    args.steps = args.steps or defaults.get("num_inference_steps", 50)
-    args.guidance = defaults.get("guidance_scale", 6.0) if args.guidance is None else args.guidance
-    default_height, default_width = folder.default_size()
-    return args.height or default_height, args.width or default_width
-
-
 def run(args: argparse.Namespace) -> int:
     from sana_jax.errors import InputError
-    from sana_jax.pipelines.components import PipelineFolder, check_video_size
+    from sana_jax.io.latents import check_latents_path
+    from sana_jax.pipelines import SanaVideoPipeline, TwoStagePipeline
+    from sana_jax.pipelines.components import PipelineFolder
 
     if args.model is None:
         from sana_jax.demo import default_model_path
@@ -111,39 +101,24 @@ def run(args: argparse.Namespace) -> int:
         args.model = str(default_model_path())
         print(f"using the embedded default model ({args.model}: 64×64 coloured shapes; pass --model for a "
               "SANA-Video checkpoint)")
-    folder = PipelineFolder.open(args.model)
-    height, width = _resolve_defaults(args, folder)
-    # every check that needs no weights happens before loading them
-    check_video_size(height, width, args.frames, *folder.vae_factors(), folder.patch_size(),
-                     causal_first_frame=folder.vae_spec().causal_first_frame)
-    if args.image is not None:
-        if not Path(args.image).is_file():
-            raise InputError(f"--image {args.image}: no such file")
-    out = args.out
-    if args.save_latents and Path(args.save_latents).suffix not in (".npy", ".safetensors"):
-        raise InputError(f"--save-latents {args.save_latents}: use a .npy or .safetensors path")
     refine_only = {"--lora": args.lora, "--upsample": args.upsample, "--upsampler": args.upsampler,
                    "--side-by-side": args.side_by_side is not None, "--text-encoder": args.text_encoder,
                    "--video-only": args.video_only, "--refine-prompt": args.refine_prompt}
-    if args.refine is None:
-        used = [k for k, v in refine_only.items() if v]
-        if used:
-            raise InputError(f"{', '.join(used)} only apply to the two-stage pipeline: add --refine LTX2_FOLDER")
-    else:
-        from sana_jax.commands.refine import check_refiner_args
+    used = [k for k, v in refine_only.items() if v]
+    if args.refine is None and used:
+        raise InputError(f"{', '.join(used)} only apply to the two-stage pipeline: add --refine LTX2_FOLDER")
+    if args.save_latents:
+        check_latents_path(args.save_latents)
+    # every check that needs no weights happens before loading them
+    request = {"height": args.height, "width": args.width, "num_frames": args.frames,
+               "num_inference_steps": args.steps, "guidance_scale": args.guidance, "image": args.image}
+    if args.refine is not None:
+        from sana_jax.commands.refine import refiner_options
 
-        if folder.class_name("vae") != "AutoencoderKLLTX2Video":
-            raise InputError(f"--refine needs the SANA-Video model with the LTX-2 VAE (720p); {args.model} uses "
-                             f"{folder.class_name('vae') or 'another VAE'}")
-        info = check_refiner_args(args, args.refine, "--refine")
-        channels = folder.config("transformer").get("out_channels") or folder.config("transformer").get(
-            "in_channels")
-        if info["channels"] is not None and channels != info["channels"]:
-            raise InputError(f"--refine {args.refine}: its transformer takes {info['channels']}-channel latents, "
-                             f"{args.model} makes {channels}")
-        return _run_two_stage(args, height, width)
-
-    from sana_jax.pipelines import SanaVideoPipeline
+        return _run_two_stage(args, TwoStagePipeline.check(args.model, args.refine, **request,
+                                                           **refiner_options(args)))
+    folder = PipelineFolder.open(args.model)
+    req = SanaVideoPipeline.check(folder, **request)
 
     start = time.perf_counter()
     mesh = None
@@ -155,19 +130,19 @@ def run(args: argparse.Namespace) -> int:
         from sana_jax.parallel import make_mesh
 
         mesh = make_mesh(args.mesh)
-    pipe = SanaVideoPipeline.from_pretrained(args.model, dtype=args.dtype, prompt_style=args.prompt_style,
+    pipe = SanaVideoPipeline.from_pretrained(folder.root, dtype=args.dtype, prompt_style=args.prompt_style,
                                              progress=not args.quiet, mesh=mesh)
     load_s = time.perf_counter() - start
-    image = None if args.image is None else load_image(args.image, height, width)
-    result = pipe(args.prompt, negative_prompt=args.negative_prompt, height=height, width=width,
-                  num_frames=args.frames, num_inference_steps=args.steps, guidance_scale=args.guidance,
-                  seed=args.seed, image=image, motion_score=args.motion_score, vae_tile=args.vae_tile,
-                  progress=not args.quiet)
+    image = None if args.image is None else load_image(args.image, req.height, req.width)
+    result = pipe(args.prompt, negative_prompt=args.negative_prompt, height=req.height, width=req.width,
+                  num_frames=req.num_frames, num_inference_steps=req.num_inference_steps,
+                  guidance_scale=req.guidance_scale, seed=args.seed, image=image, motion_score=args.motion_score,
+                  vae_tile=args.vae_tile, progress=not args.quiet)
     start = time.perf_counter()
-    path = result.save(out)
-    print(f"wrote {path} ({args.frames} frames, {width}×{height}, {pipe.fps} fps)")
+    path = result.save(args.out)
+    print(f"wrote {path} ({req.num_frames} frames, {req.width}×{req.height}, {pipe.fps} fps)")
     if args.save_latents:
-        from sana_jax.pipelines.refine import save_latents
+        from sana_jax.io.latents import save_latents
 
         print(f"wrote {save_latents(result.latents, args.save_latents)} (latents {result.latents.shape})")
     timings = {"loading": load_s, **result.timings, "writing": time.perf_counter() - start}
@@ -175,8 +150,9 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_two_stage(args: argparse.Namespace, height: int, width: int) -> int:
-    """SANA-Video 720p → [upsampler] → LTX-2 refiner → LTX-2 VAE: ``--out`` is the refined video."""
+def _run_two_stage(args: argparse.Namespace, plan) -> int:
+    """SANA-Video 720p → [upsampler] → LTX-2 refiner → LTX-2 VAE: ``--out`` is the refined video (``plan``: what
+    ``TwoStagePipeline.check`` found)."""
     from sana_jax.commands.refine import load_refiner, side_by_side_path
     from sana_jax.pipelines import SanaVideoPipeline, TwoStagePipeline
     from sana_jax.pipelines.two_stage import DEFAULT_VAE_TILE
@@ -193,25 +169,25 @@ def _run_two_stage(args: argparse.Namespace, height: int, width: int) -> int:
         from sana_jax.errors import InputError
         from sana_jax.parallel import make_mesh
         from sana_jax.parallel.dit import check_divisible
-        from sana_jax.pipelines.components import PipelineFolder
 
         mesh = stage1_mesh = make_mesh(args.mesh)
-        latent_frames = (args.frames - 1) // PipelineFolder.open(args.model).vae_factors()[0] + 1
         try:  # stage 1 splits whole latent frames over context and the CFG batch over data
-            check_divisible(1 if args.guidance == 1.0 else 2, latent_frames, mesh)
+            check_divisible(1 if plan.request.guidance_scale == 1.0 else 2, plan.request.latent_frames, mesh)
         except InputError as e:
             stage1_mesh = None
             print(f"note: stage 1 runs on one device ({e}); the refiner runs on the mesh", file=sys.stderr)
-    stage1 = SanaVideoPipeline.from_pretrained(args.model, dtype=args.dtype, prompt_style=args.prompt_style,
+    stage1 = SanaVideoPipeline.from_pretrained(plan.folder.root, dtype=args.dtype, prompt_style=args.prompt_style,
                                                progress=not args.quiet, mesh=stage1_mesh)
-    refiner = load_refiner(args, args.refine, args.dtype, mesh=mesh)
+    refiner = load_refiner(args, plan.refiner, args.dtype, mesh=mesh)
     pipe = TwoStagePipeline(stage1, refiner)
     load_s = time.perf_counter() - start
-    image = None if args.image is None else load_image(args.image, height, width)
+    req = plan.request
+    image = None if args.image is None else load_image(args.image, req.height, req.width)
     sbs = side_by_side_path(args, args.out)
     result = pipe(args.prompt, negative_prompt=args.negative_prompt, refine_prompt=args.refine_prompt,
-                  height=height, width=width, num_frames=args.frames, num_inference_steps=args.steps,
-                  guidance_scale=args.guidance, seed=args.seed, image=image, motion_score=args.motion_score,
+                  height=req.height, width=req.width, num_frames=req.num_frames,
+                  num_inference_steps=req.num_inference_steps, guidance_scale=req.guidance_scale, seed=args.seed,
+                  image=image, motion_score=args.motion_score,
                   upsample=args.upsample, side_by_side=sbs is not None,
                   vae_tile=args.vae_tile or DEFAULT_VAE_TILE, stage1_vae_tile=args.vae_tile or DEFAULT_VAE_TILE,
                   progress=not args.quiet)
@@ -222,7 +198,7 @@ def _run_two_stage(args: argparse.Namespace, height: int, width: int) -> int:
     if sbs is not None:
         print(f"wrote {result.save_side_by_side(sbs)} (stage 1 | stage 2)")
     if args.save_latents:
-        from sana_jax.pipelines.refine import save_latents
+        from sana_jax.io.latents import save_latents
 
         print(f"wrote {save_latents(result.stage1_latents, args.save_latents)} "
               f"(stage-1 latents {result.stage1_latents.shape})")

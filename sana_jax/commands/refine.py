@@ -8,12 +8,10 @@ import argparse
 import time
 from pathlib import Path
 
-from sana_jax.commands.common import DTYPES
-
-LATENT_SUFFIXES = (".npy", ".safetensors")
+from sana_jax.commands import DTYPES
 
 
-def add_refiner_args(parser, *, prefix_help: str = "") -> None:
+def add_refiner_args(parser) -> None:
     """Options that pick and load the refiner (shared with ``generate --refine``)."""
     parser.add_argument("--lora", default=None,
                         help="LoRA .safetensors fused into the LTX-2 transformer while loading (SANA's recipe: "
@@ -42,43 +40,19 @@ def side_by_side_path(args, out: str) -> Path | None:
     return out.with_name(f"{out.stem}.side_by_side{out.suffix or '.mp4'}")
 
 
-def check_refiner_args(args, model: str, flag: str = "--model") -> dict:
-    """Checks that need no weights; returns facts about the refiner checkpoint (latent channels, VAE factors)."""
-    from sana_jax.errors import InputError
-    from sana_jax.pipelines.components import PipelineFolder
-
-    path = Path(model)
-    if not path.exists():
-        raise InputError(f"{flag} {model}: no such folder or file (a diffusers LTX-2 folder or a native LTX-2 "
-                         ".safetensors file)")
-    if args.lora is not None and not Path(args.lora).is_file():
-        raise InputError(f"--lora {args.lora}: no such file")
-    if args.text_encoder is not None and not Path(args.text_encoder).is_dir():
-        raise InputError(f"--text-encoder {args.text_encoder}: no such folder")
-    if args.upsampler is not None and not Path(args.upsampler).exists():
-        raise InputError(f"--upsampler {args.upsampler}: no such file or folder")
-    info = {"channels": None, "factors": (8, 32)}
-    if path.is_dir():
-        folder = PipelineFolder.open(path)
-        info["channels"] = folder.config("transformer").get("in_channels", 128)
-        info["factors"] = folder.vae_factors()
-        if args.upsample and args.upsampler is None and not (path / "latent_upsampler").is_dir():
-            raise InputError(f"--upsample: {path} has no latent_upsampler/ folder; pass --upsampler PATH")
-    else:
-        if args.text_encoder is None:
-            raise InputError(f"{flag} {model} is a single file: pass --text-encoder GEMMA3_FOLDER")
-        if args.upsample and args.upsampler is None:
-            raise InputError("--upsample with a native LTX-2 file needs --upsampler PATH")
-    return info
+def refiner_options(args) -> dict:
+    """The refiner options as ``RefinePipeline.check`` / ``from_pretrained`` take them (``--upsample`` without
+    ``--upsampler``: the folder's ``latent_upsampler/``, which must exist)."""
+    return {"lora": args.lora, "lora_strength": args.lora_strength, "text_encoder": args.text_encoder,
+            "upsampler": args.upsampler if args.upsampler is not None else args.upsample}
 
 
-def load_refiner(args, model: str, dtype: str, mesh=None):
+def load_refiner(args, plan, dtype: str, mesh=None):
+    """``RefinePipeline.from_pretrained`` on a checked ``RefinerPlan`` with the command's options."""
     from sana_jax.pipelines import RefinePipeline
 
-    return RefinePipeline.from_pretrained(
-        model, lora=args.lora, lora_strength=args.lora_strength, text_encoder=args.text_encoder,
-        upsampler=args.upsampler if args.upsampler is not None else (None if args.upsample else False),
-        dtype=dtype, video_only=args.video_only, progress=not args.quiet, mesh=mesh)
+    return RefinePipeline.from_pretrained(plan.path, **refiner_options(args), dtype=dtype, video_only=args.video_only,
+                                          progress=not args.quiet, mesh=mesh)
 
 
 def add_parser(sub) -> None:
@@ -113,22 +87,19 @@ def add_parser(sub) -> None:
     p.set_defaults(run=run)
 
 
-def _read_input(args, info):
-    """(latents or None, frames or None), checked against the refiner before any weights are loaded."""
+def _read_input(args, plan):
+    """(latents or None, frames or None), checked against the refiner's ``plan`` before any weights are loaded."""
     import numpy as np
 
     from sana_jax.errors import InputError
-    from sana_jax.pipelines.components import check_video_size
-    from sana_jax.pipelines.refine import load_latents
+    from sana_jax.io.latents import LATENT_SUFFIXES, load_latents
 
     path = Path(args.input)
     if not path.is_file():
         raise InputError(f"{args.input}: no such file")
     if path.suffix in LATENT_SUFFIXES:
         latents = load_latents(path)
-        if info["channels"] is not None and latents.shape[-1] != info["channels"]:
-            raise InputError(f"{args.input}: latents have {latents.shape[-1]} channels (shape {latents.shape}); the "
-                             f"refiner takes {info['channels']} (channels-last normalised LTX-2 latents)")
+        plan.check_latents(latents.shape, args.input)
         return latents, None
     from sana_jax.io.video import read_video
 
@@ -136,31 +107,28 @@ def _read_input(args, info):
         frames = read_video(path)
     except Exception as e:  # imageio raises several types for unreadable files
         raise InputError(f"{args.input}: cannot read as latents (.npy/.safetensors) or as a video ({e})") from e
-    if frames.ndim != 4 or frames.shape[-1] != 3:
-        raise InputError(f"{args.input}: expected RGB video frames, got shape {frames.shape}")
-    t, s = info["factors"]
-    try:
-        check_video_size(frames.shape[1], frames.shape[2], frames.shape[0], t, s)
-    except InputError as e:
-        raise InputError(f"{args.input} ({frames.shape[0]} frames of {frames.shape[2]}×{frames.shape[1]}): "
-                         f"{str(e).split(': ', 1)[-1]}") from e
+    plan.check_frames(frames.shape, args.input)
     return None, np.ascontiguousarray(frames)
 
 
 def run(args: argparse.Namespace) -> int:
     from sana_jax.errors import InputError
+    from sana_jax.io.latents import check_latents_path
+    from sana_jax.pipelines import RefinePipeline
 
-    info = check_refiner_args(args, args.model)
+    plan = RefinePipeline.check(args.model, **refiner_options(args))
     if args.vae_tile is not None and args.vae_tile < 0:
         raise InputError(f"--vae-tile {args.vae_tile} must be ≥ 0")
-    latents, frames = _read_input(args, info)
+    if args.save_latents:
+        check_latents_path(args.save_latents)
+    latents, frames = _read_input(args, plan)
     mesh = None
     if args.mesh:
         from sana_jax.parallel import make_mesh
 
         mesh = make_mesh(args.mesh)  # a bad spec or device count fails before any weights are read
     start = time.perf_counter()
-    refiner = load_refiner(args, args.model, args.dtype, mesh=mesh)
+    refiner = load_refiner(args, plan, args.dtype, mesh=mesh)
     timings = {"loading": time.perf_counter() - start}
     if latents is None:
         start = time.perf_counter()
@@ -181,7 +149,7 @@ def run(args: argparse.Namespace) -> int:
         before = frames[None] if frames is not None else refiner.decode(latents, tile=args.vae_tile or None)
         print(f"wrote {write_video(side_by_side(before, out.frames)[0], sbs, fps=out.fps)} (input | refined)")
     if args.save_latents:
-        from sana_jax.pipelines.refine import save_latents
+        from sana_jax.io.latents import save_latents
 
         print(f"wrote {save_latents(out.latents, args.save_latents)} (refined latents {out.latents.shape})")
     timings["writing"] = time.perf_counter() - start

@@ -1,265 +1,49 @@
-"""Stage 2 of SANA-Video's 2K pipeline: the LTX-2 refiner (docs/refiner.md). Reference: diffusers ``LTX2Pipeline``
-(``huggingface/diffusers:src/diffusers/pipelines/ltx2/pipeline_ltx2.py``) as SANA's refiner script calls it, with the
-distilled sigmas of ``Lightricks/LTX-2:packages/ltx-pipelines/src/ltx_pipelines/utils/constants.py``.
+"""``RefinePipeline``: the LTX-2 refiner, stage 2 of SANA-Video's 2K pipeline (docs/refiner.md): Gemma-3 +
+connectors encode the prompt, the LTX-2 DiT (+ fused LoRA) refines normalised latents in 3 distilled Euler steps
+(:mod:`sana_jax.pipelines.refine_loop`, where the maths is), the ×2 latent upsampler optionally goes first, and the
+LTX-2 VAE decodes (:mod:`sana_jax.pipelines.ltx2_codec`).
 
-Given normalised LTX-2 latents (SANA-Video 720p's output, channels-last (B, T, H, W, 128)) and a prompt:
+:meth:`RefinePipeline.check` does every check that needs no weights (paths, LoRA files, the upsampler, the latent
+channels and VAE factors the inputs must fit) and returns a :class:`RefinerPlan`; ``from_pretrained`` and the CLI
+both start with it. All weights load through ``converters.load`` (LoRA fused while the transformer streams in).
 
-1. optional ×2 spatial upsampling in *raw* latent space: ``normalize(up(denormalize(z)))`` (the VAE's
-   per-channel statistics);
-2. re-noise to the first distilled sigma: ``z = σ0·ε + (1 − σ0)·z``, σ0 = 0.909375;
-3. the zero audio latent: SANA's recipe feeds ``audio_vae.latents_mean``, which normalises to exactly 0, so the
-   audio tokens are ``σ0·ε_a`` of shape (B, L, 128) with L = round(25 · duration) (duration = frames / fps);
-4. 3 Euler steps over σ = [0.909375, 0.725, 0.421875, 0], no guidance, float32 updates, the audio stream
-   denoised jointly with the video (the LTX-2.0 DiT always runs both; its audio output is discarded).
-
-This is diffusers' ``LTX2Pipeline`` called as SANA's script calls it (packed latents so that they are not
-re-normalised, ``audio_latents`` = the audio VAE's mean, ``sigmas``, ``noise_scale=σ0``, ``guidance_scale=1``,
-``frame_rate=16``); ``tests/test_two_stage.py`` checks the two agree.
-
-**Joint (video, audio) state.** ``sana_jax.sampling.sample`` runs one compiled ``lax.scan`` over an *array*;
-the refiner's state is two arrays. Both are flattened per sample and concatenated: ``x = [video.reshape(B, −1) |
-audio.reshape(B, −1)]`` (B, N·C + L·C_a). The model function splits and reshapes them back, runs the DiT with
-σ = t / 1000 (``sample`` feeds t = σ·1000, diffusers' timestep convention) and returns the two velocities
-flattened the same way. The Euler update is elementwise, so this equals stepping the streams separately.
-In video-only mode (``video_only=True``: no audio stream, no a↔v attention — an approximation, see
-``models/ltx2_transformer.py``) the state is the video alone.
-
-**On a mesh** (``mesh=``: ``RefinePipeline.from_pretrained(..., mesh="tensor=2,context=4")`` or
-``refine_latents(..., mesh=)``) the DiT weights are placed by the logical-axis rules (heads/MLP over ``tensor``;
-``from_pretrained`` reads each device's shard straight from the safetensors file), the video tokens are sharded over
-``context`` (batch over ``data`` when it divides) and the video self-attention runs as Ulysses
-(``sana_jax.parallel.ulysses``). The text encoder, connectors, upsampler and VAE stay on one device.
+**On a mesh** (``RefinePipeline.from_pretrained(..., mesh="tensor=2,context=4")``) the DiT weights are read shard
+by shard straight onto the devices (logical-axis rules: heads/MLP over ``tensor``) and the refine loop runs with
+video tokens over ``context`` and Ulysses self-attention. The text encoder, connectors, upsampler and VAE stay on
+one device.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-import os
 import time
-import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
 import converters
-from converters import ltx2_transformer as transformer_conv
-from converters.loader import WEIGHT_NAMES, mesh_shardings, open_checkpoint
+from converters import ltx2_transformer, ltx2_vae
 from converters.safetensors_io import open_safetensors
-from converters.tables import sharded_loading
 from sana_jax.errors import CheckpointError, InputError
-from sana_jax.io.video import SavesVideo, to_uint8
-from sana_jax.models.ltx2_transformer import STAGE2_SIGMA0, LTX2Transformer, LTX2TransformerConfig, audio_num_frames
+from sana_jax.io.video import SavesVideo
+from sana_jax.models.ltx2_transformer import STAGE2_SIGMA0, LTX2Transformer
 from sana_jax.parallel.rules import shard_state
-from sana_jax.pipelines.components import PipelineFolder
-from sana_jax.sampling import DISTILLED_SIGMAS, distilled_schedule, renoise, sample
+from sana_jax.pipelines.components import PipelineFolder, as_mesh, check_video_size
+from sana_jax.pipelines.ltx2_codec import decode_latents, encode_frames
+from sana_jax.pipelines.refine_loop import DEFAULT_FPS, check_latents, gathered, refine_latents, upsample_latents
+from sana_jax.progress import progress_bar
+from sana_jax.sampling import DISTILLED_SIGMAS
 from sana_jax.text.ltx2_prompt import DEFAULT_MAX_LENGTH, LTX2TextEmbeddings, encode_prompt, prompt_encoder
 from sana_jax.text.tokenizer import Tokenizer
 
-DEFAULT_FPS = 16  # SANA-Video's frame rate; the refiner's RoPE positions are conditioned on it
+#: The converter family of each model in a native LTX-2 single file (a diffusers folder has one subfolder each).
+NATIVE_FAMILIES = {"transformer": "ltx2_transformer", "connectors": "ltx2_connectors", "vae": "ltx2_vae"}
 
 
-# --------------------------------------------------------------------------------------------------- the loop
-@functools.lru_cache(maxsize=32)
-def _refine_model_fn(graphdef, grid: tuple[int, int, int, int], audio_shape: tuple[int, int] | None, fps: float,
-                     t_scale: float, mesh=None) -> Callable:
-    """The ``sample`` model function for one (model, latent grid, audio length, fps). Cached, so that the same
-    arguments give the same function object and ``sample`` reuses its compiled loop."""
-    t, h, w, c = grid
-    n_video = t * h * w * c
-
-    def model_fn(params, x, timestep, cond):
-        b = x.shape[0]
-        model = nnx.merge(graphdef, params)
-        video = x[:, :n_video].reshape(b, t, h, w, c).astype(model.dtype)
-        audio = None if audio_shape is None else x[:, n_video:].reshape(b, *audio_shape).astype(model.dtype)
-        sigma = timestep.astype(jnp.float32) / jnp.float32(t_scale)
-        v_video, v_audio = model(video, audio, cond["video_text"], cond["audio_text"], sigma, fps=fps,
-                                 video_text_mask=cond["mask"], audio_text_mask=cond["mask"],
-                                 video_only=audio_shape is None, mesh=mesh)
-        parts = [v_video.reshape(b, -1)]
-        if audio_shape is not None:
-            parts.append(v_audio.reshape(b, -1).astype(v_video.dtype))
-        return jnp.concatenate(parts, axis=1)
-
-    return model_fn
-
-
-@functools.partial(jax.jit, static_argnums=0)
-def _upsample_jit(graphdef, params, latents, mean, std):
-    return nnx.merge(graphdef, params).upsample_normalized(latents, mean, std)
-
-
-def upsample_latents(upsampler, latents, latents_mean, latents_std) -> jax.Array:
-    """×2 spatial upsampling of normalised latents in raw latent space (``LTX2LatentUpsampler.upsample_normalized``),
-    jitted (compiled once per shape)."""
-    graphdef, params = nnx.split(upsampler)
-    return _upsample_jit(graphdef, params, jnp.asarray(latents, jnp.float32), jnp.asarray(latents_mean),
-                         jnp.asarray(latents_std))
-
-
-def _as_mesh(mesh):
-    if isinstance(mesh, str):
-        from sana_jax.parallel import make_mesh
-
-        return make_mesh(mesh)
-    return mesh
-
-
-def _gathered(x: jax.Array) -> jax.Array:
-    """A mesh-sharded result as one array on the default device (the VAE decodes on one device; on several hosts
-    every process gets the whole array)."""
-    if x.is_fully_addressable:
-        return jnp.asarray(np.asarray(x))
-    from jax.experimental import multihost_utils
-
-    return jnp.asarray(multihost_utils.process_allgather(x, tiled=True))
-
-
-def _as_split(model) -> tuple:
-    """(graphdef, params, config) of a module or of an ``nnx.split`` pair."""
-    if isinstance(model, nnx.Module):
-        return (*nnx.split(model), model.config)
-    graphdef, params = model
-    return graphdef, params, nnx.merge(graphdef, params).config
-
-
-def _text_batch(text: LTX2TextEmbeddings | Sequence, batch: int) -> dict:
-    video, audio, mask = (jnp.asarray(a) for a in text)
-    if video.shape[0] != batch:
-        if video.shape[0] != 1:
-            raise InputError(f"{video.shape[0]} prompt embeddings for a batch of {batch} latents")
-        video, audio, mask = (jnp.broadcast_to(a, (batch, *a.shape[1:])) for a in (video, audio, mask))
-    return {"video_text": video, "audio_text": audio, "mask": mask}
-
-
-def refine_latents(transformer, latents, text: LTX2TextEmbeddings | Sequence, *, key: jax.Array | None = None,
-                   noise=None, audio_noise=None, fps: float = DEFAULT_FPS,
-                   sigmas: Sequence[float] = DISTILLED_SIGMAS, upsampler=None, latents_mean=None,
-                   latents_std=None, video_only: bool = False,
-                   progress: Callable[[int], None] | None = None, mesh=None) -> jax.Array:
-    """Stage 2 on normalised latents (module docstring); returns the refined normalised latents, float32.
-
-    Args:
-      transformer: an :class:`LTX2Transformer` or its ``nnx.split`` pair ``(graphdef, params)`` (pass the pair to
-        avoid re-splitting a 19 B model on every call).
-      latents: (B, T, H, W, C) normalised LTX-2 latents (channels-last), e.g. SANA-Video 720p's output.
-      text: ``LTX2TextEmbeddings`` (video, audio, mask) from ``sana_jax.text.ltx2_prompt``; batch B or 1.
-      key: PRNG key for the video noise and the audio noise (split in two) when ``noise`` / ``audio_noise`` are
-        not given.
-      noise: ε for the video re-noising, the shape of the (upsampled) latents.
-      audio_noise: ε_a (B, L, audio_in_channels), L = ``audio_num_frames(8(T−1)+1, fps)``.
-      fps: the frame rate the video and audio positions are conditioned on (SANA: 16); also sets L.
-      sigmas: the distilled stage-2 sigmas (a trailing 0 is implied); σ0 = ``sigmas[0]`` is the re-noise level.
-      upsampler: an ``LTX2LatentUpsampler`` to apply first (×2 in H and W), with the VAE's ``latents_mean`` /
-        ``latents_std`` (its raw space).
-      video_only: drop the audio stream and the a↔v attention (approximation; no audio noise is used).
-      progress: called with the step index after each of the Euler steps.
-      mesh: a ``jax.sharding.Mesh`` (or a spec string such as ``"data=2,context=4"``) to run the DiT on (module
-        docstring); parameters not yet placed on it are placed by the logical-axis rules.
-    """
-    graphdef, params, cfg = _as_split(transformer)
-    mesh = _as_mesh(mesh)
-    if mesh is not None:
-        params = shard_state(params, mesh)  # a no-op for parameters already placed (from_pretrained(mesh=))
-    latents = jnp.asarray(latents, jnp.float32)
-    if latents.ndim != 5 or latents.shape[-1] != cfg.in_channels:
-        raise InputError(f"latents must be normalised LTX-2 latents (B, T, H, W, {cfg.in_channels}) channels-last, "
-                         f"got shape {tuple(latents.shape)}")
-    if upsampler is not None:
-        if latents_mean is None or latents_std is None:
-            raise InputError("upsampling needs the VAE's latents_mean and latents_std (it works in raw latent space)")
-        latents = upsample_latents(upsampler, latents, latents_mean, latents_std)
-    video_only = video_only or cfg.video_only
-    b, t, h, w, c = latents.shape
-    schedule = distilled_schedule(sigmas)
-    sigma0 = float(list(sigmas)[0])
-    if key is None and (noise is None or (audio_noise is None and not video_only)):
-        raise InputError("refine_latents needs a PRNG `key` or explicit `noise` and `audio_noise`")
-    key_v, key_a = jax.random.split(key) if key is not None else (None, None)
-    if noise is None:
-        noise = jax.random.normal(key_v, latents.shape, jnp.float32)
-    elif tuple(np.shape(noise)) != latents.shape:
-        raise InputError(f"noise must have the latents' shape {latents.shape}, got {tuple(np.shape(noise))}")
-    state = [renoise(latents, noise, sigma0).reshape(b, -1)]
-    audio_shape = None
-    if not video_only:
-        num_frames = (t - 1) * cfg.vae_scale_factors[0] + 1
-        audio_shape = (audio_num_frames(num_frames, fps, cfg), cfg.audio_in_channels)
-        if audio_noise is None:
-            audio_noise = jax.random.normal(key_a, (b, *audio_shape), jnp.float32)
-        elif tuple(np.shape(audio_noise)) != (b, *audio_shape):
-            raise InputError(f"audio_noise must have shape {(b, *audio_shape)} ({num_frames} frames at {fps} fps), "
-                             f"got {tuple(np.shape(audio_noise))}")
-        # the zero audio latent (normalised audio VAE mean = 0) noised like the video: σ0·ε + (1 − σ0)·0
-        state.append(renoise(jnp.zeros((b, *audio_shape), jnp.float32), audio_noise, sigma0).reshape(b, -1))
-    x = jnp.concatenate(state, axis=1) if len(state) > 1 else state[0]
-    model_fn = _refine_model_fn(graphdef, (t, h, w, c), audio_shape, float(fps), 1000.0, mesh)
-    out = sample(model_fn, params, x, schedule=schedule, cond=_text_batch(text, b), guidance_scale=1.0,
-                 progress=progress)
-    return out[:, :t * h * w * c].reshape(b, t, h, w, c)
-
-
-# --------------------------------------------------------------------------------------------- latents on disk
-LATENTS_KEY = "latents"
-
-
-def save_latents(latents, path: str | Path) -> Path:
-    """Save normalised LTX-2 latents (B, T, H, W, C), channels-last, float32, as ``.npy`` or ``.safetensors``
-    (tensor ``"latents"``), atomically — the input :func:`load_latents` and ``sana-jax refine`` read."""
-    path = Path(path)
-    arr = np.asarray(latents, np.float32)
-    if arr.ndim != 5:
-        raise InputError(f"latents must be (B, T, H, W, C), got shape {arr.shape}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.suffix == ".safetensors":
-        from converters.safetensors_io import save_safetensors
-
-        save_safetensors({LATENTS_KEY: arr}, path, metadata={"layout": "BTHWC", "space": "normalised LTX-2 latents"})
-    elif path.suffix == ".npy":
-        tmp = path.with_name(f".{path.name}.partial.npy")
-        np.save(tmp, arr)
-        os.replace(tmp, path)
-    else:
-        raise InputError(f"{path}: latents are saved as .npy or .safetensors")
-    return path
-
-
-def load_latents(path: str | Path) -> np.ndarray:
-    """Normalised LTX-2 latents from ``.npy`` / ``.safetensors`` (tensor ``"latents"``, or the only tensor), as
-    float32 (B, T, H, W, C); a (T, H, W, C) array gets a batch axis."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: no such file")
-    if path.suffix == ".npy":
-        try:
-            arr = np.load(path, allow_pickle=False)
-        except (OSError, ValueError) as e:
-            raise InputError(f"{path}: cannot read as a .npy array ({e})") from e
-    elif path.suffix == ".safetensors":
-        src = open_safetensors(path)
-        names = list(src)
-        if LATENTS_KEY in names:
-            arr = src[LATENTS_KEY]
-        elif len(names) == 1:
-            arr = src[names[0]]
-        else:
-            raise InputError(f"{path}: holds {len(names)} tensors and none is named {LATENTS_KEY!r}")
-    else:
-        raise InputError(f"{path}: latents must be .npy or .safetensors")
-    arr = np.asarray(arr, np.float32)
-    if arr.ndim == 4:
-        arr = arr[None]
-    if arr.ndim != 5:
-        raise InputError(f"{path}: latents must be (B, T, H, W, C) or (T, H, W, C) channels-last, got {arr.shape}")
-    return arr
-
-
-# ----------------------------------------------------------------------------------------------- the pipeline
 @dataclasses.dataclass
 class RefineOutput(SavesVideo):
     """``frames`` uint8 (B, T, H, W, 3) (None when not decoded), ``latents`` refined normalised (B, T', H', W', C),
@@ -271,70 +55,53 @@ class RefineOutput(SavesVideo):
     fps: int = DEFAULT_FPS
 
 
+@dataclasses.dataclass(frozen=True)
+class RefinerPlan:
+    """What :meth:`RefinePipeline.check` found without reading weights: where each model is, and what the inputs must
+    fit (``channels`` of the latents, the VAE's (temporal, spatial) ``factors`` for a video)."""
 
-def _bar(enabled: bool, total: int, desc: str):
-    from tqdm.auto import tqdm
+    path: Path  # the diffusers LTX2Pipeline folder or the native LTX-2 .safetensors file (a Hub id resolved)
+    folder: PipelineFolder | None  # None for a native single file
+    loras: tuple[tuple[Path, float], ...]
+    text_encoder: Path
+    tokenizer: Path
+    upsampler: Path | None
+    channels: int
+    factors: tuple[int, int]
 
-    return tqdm(total=total, desc=desc, disable=not enabled, leave=False)
+    def model(self, name: str) -> dict:
+        """``converters.load`` arguments for the refiner's ``transformer``, ``connectors`` or ``vae``."""
+        if self.folder is not None:
+            return {"path": self.folder.component(name)}
+        return {"path": self.path, "component": NATIVE_FAMILIES[name]}
 
+    def check_latents(self, shape: Sequence[int], where: str = "latents") -> None:
+        """:func:`~sana_jax.pipelines.refine_loop.check_latents` against this refiner's latent channels."""
+        check_latents(shape, self.channels, where)
 
-@functools.partial(jax.jit, static_argnums=0, static_argnames=("tile", "frames_per_chunk", "noise_scale"))
-def _decode_jit(graphdef, params, latents, timestep, key, *, tile=None, frames_per_chunk=None, noise_scale=None):
-    vae = nnx.merge(graphdef, params)
-    return vae.decode(latents, timestep=timestep, noise_scale=noise_scale, key=key, tile=tile,
-                      frames_per_chunk=frames_per_chunk)
-
-
-def decode_latents(vae, latents, *, tile: int | None = None, frames_per_chunk: int | None = None,
-                   timestep: float = 0.0, noise_scale: float | None = None, key=None) -> np.ndarray:
-    """Normalised latents → uint8 frames (B, T, H, W, 3) with an LTX-2 VAE (module or ``nnx.split`` pair), jitted
-    and keyed by the VAE's structure (stage 1's and the refiner's VAE share the compiled decode). Defaults are
-    diffusers': decode timestep 0, no noise (ltx-pipelines uses 0.05 / 0.025). ``tile``: latent pixels per spatial
-    tile (a tile covering the whole latent is the untiled decode)."""
-    graphdef, params = nnx.split(vae) if isinstance(vae, nnx.Module) else vae
-    latents = jnp.asarray(latents, jnp.float32)
-    if tile is not None and tile >= max(latents.shape[2:4]):
-        tile = None
-    if frames_per_chunk is not None and frames_per_chunk >= latents.shape[1]:
-        frames_per_chunk = None
-    if noise_scale and key is None:
-        key = jax.random.key(0)
-    video = _decode_jit(graphdef, params, latents, jnp.float32(timestep), key, tile=tile,
-                        frames_per_chunk=frames_per_chunk, noise_scale=noise_scale or None)
-    return to_uint8(video)
-
-
-@functools.partial(jax.jit, static_argnums=0, static_argnames=("tile",))
-def _encode_jit(graphdef, params, video, *, tile=None):
-    return nnx.merge(graphdef, params).encode(video, tile=tile)
+    def check_frames(self, shape: Sequence[int], where: str = "video") -> None:
+        """A (T, H, W, 3) video the LTX-2 VAE can encode: 1 + temporal·k frames, sides multiples of spatial."""
+        if len(shape) != 4 or shape[-1] != 3:
+            raise InputError(f"{where}: expected RGB video frames (T, H, W, 3), got shape {tuple(shape)}")
+        try:
+            check_video_size(shape[1], shape[2], shape[0], *self.factors)
+        except InputError as e:
+            raise InputError(f"{where} ({shape[0]} frames of {shape[2]}×{shape[1]}): "
+                             f"{str(e).split(': ', 1)[-1]}") from e
 
 
-def _weights_file(folder: Path) -> Path:
-    for name in WEIGHT_NAMES:
-        if (folder / name).exists():
-            return folder / name
-    raise CheckpointError(f"{folder}: no weights found (looked for {', '.join(WEIGHT_NAMES)})")
-
-
-def _lora_sources(lora, strength) -> list[tuple]:
+def _lora_pairs(lora, strength) -> tuple[tuple[Path, float], ...]:
+    """``lora`` (one path or several) with ``strength`` (one for all, or one each) as (path, strength) pairs."""
     if lora is None:
-        return []
+        return ()
     paths = [lora] if isinstance(lora, (str, Path)) else list(lora)
     strengths = [strength] * len(paths) if isinstance(strength, (int, float)) else list(strength)
     if len(strengths) != len(paths):
         raise InputError(f"{len(paths)} LoRA files but {len(strengths)} strengths")
-    out = []
-    for p, s in zip(paths, strengths):
-        p = Path(p)
-        if not p.is_file():
+    for p in paths:
+        if not Path(p).is_file():
             raise InputError(f"--lora {p}: no such file")
-        src = open_safetensors(p)
-        other = [k for k in src if k.startswith(transformer_conv._OTHER_MODELS) or "_embeddings_connector." in k]
-        if other:
-            warnings.warn(f"{p}: {len(other)} LoRA tensors target the text connectors; only the transformer's are "
-                          "fused (the connectors are loaded without LoRA)", stacklevel=3)
-        out.append((src, float(s)))
-    return out
+    return tuple((Path(p), float(s)) for p, s in zip(paths, strengths))
 
 
 class RefinePipeline:
@@ -348,7 +115,7 @@ class RefinePipeline:
         self.tokenizer, self.vae, self._upsampler = tokenizer, vae, upsampler
         self._upsampler_source = upsampler_source
         self.fps, self.max_length = fps, max_length
-        self.mesh = _as_mesh(mesh)
+        self.mesh = as_mesh(mesh)
         graphdef, params = nnx.split(transformer)
         if self.mesh is not None:  # DiT weights per the logical-axis rules (no-op when loaded onto the mesh)
             params = shard_state(params, self.mesh)
@@ -360,23 +127,82 @@ class RefinePipeline:
     # -- construction ------------------------------------------------------------------------------------------------
 
     @classmethod
+    def check(cls, path: str | Path, *, lora=None, lora_strength: float | Sequence[float] = 1.0,
+              text_encoder: str | Path | None = None, upsampler: str | Path | bool | None = None,
+              local_files_only: bool = False) -> RefinerPlan:
+        """Every check that needs no weights, with :meth:`from_pretrained`'s arguments (which see); reads only
+        configs and safetensors headers. ``upsampler=True``: the folder's ``latent_upsampler/`` must exist.
+
+        Raises:
+          InputError: a LoRA, text-encoder or upsampler path that does not exist; a native file without
+            ``text_encoder``; an upsampler asked for and none found.
+          CheckpointError / ConfigError: a path that is no LTX-2 folder or native file, a missing component.
+        """
+        path = converters.resolve(path, local_files_only=local_files_only)
+        loras = _lora_pairs(lora, lora_strength)
+        if text_encoder is not None:
+            text_encoder = converters.resolve(text_encoder, local_files_only=local_files_only)
+            if not text_encoder.is_dir():
+                raise InputError(f"--text-encoder {text_encoder}: no such folder (a Gemma-3 folder with its "
+                                 "tokenizer)")
+        if upsampler not in (None, False, True):
+            upsampler = converters.resolve(upsampler, local_files_only=local_files_only)
+            if not upsampler.exists():
+                raise InputError(f"--upsampler {upsampler}: no such file or folder")
+        if path.is_dir():
+            folder = PipelineFolder.open(path)
+            for name in NATIVE_FAMILIES:
+                converters.weights_file(folder.component(name))
+            channels = folder.config("transformer").get("in_channels", 128)
+            factors = folder.vae_factors()
+            te = text_encoder or folder.component("text_encoder")
+            tokenizer = text_encoder or folder.component("tokenizer")
+            default_upsampler = path / "latent_upsampler" if (path / "latent_upsampler").is_dir() else None
+        elif path.is_file():
+            folder = None
+            if text_encoder is None:
+                raise InputError(f"{path} is a native LTX-2 file, which holds no Gemma-3 text encoder: pass "
+                                 "--text-encoder GEMMA3_FOLDER (text_encoder=; google/gemma-3-12b-it)")
+            header = open_safetensors(path)  # names, shapes and metadata only
+            if not ltx2_transformer.is_native_layout(header):
+                raise CheckpointError(f"{path}: not a native LTX-2 checkpoint (no "
+                                      f"'{ltx2_transformer.NATIVE_PREFIX}patchify_proj.weight')")
+            channels = ltx2_transformer.config_from_checkpoint(header, str(path)).in_channels
+            vae = ltx2_vae.config_from_checkpoint(header, str(path))
+            factors = (vae.temporal_compression, vae.spatial_compression)
+            te = tokenizer = text_encoder
+            default_upsampler = None
+        else:
+            raise CheckpointError(f"{path}: no such folder or file (a diffusers LTX-2 folder, a native LTX-2 "
+                                  ".safetensors file, or a Hub id)")
+        if upsampler is True and default_upsampler is None:
+            raise InputError(f"--upsample: {path} has no latent_upsampler/ folder; pass --upsampler PATH "
+                             "(upsampler=)")
+        if upsampler in (None, True):
+            upsampler = default_upsampler
+        return RefinerPlan(path, folder, loras, Path(te), Path(tokenizer), upsampler or None, channels,
+                           tuple(factors))
+
+    @classmethod
     def from_pretrained(cls, path: str | Path, *, lora=None, lora_strength: float | Sequence[float] = 1.0,
                         text_encoder: str | Path | None = None, upsampler: str | Path | bool | None = None,
                         dtype: str = "float32", text_dtype: str | None = None, vae_dtype: str = "float32",
                         video_only: bool = False, max_length: int = DEFAULT_MAX_LENGTH, fps: int = DEFAULT_FPS,
-                        progress: bool = False, mesh=None) -> "RefinePipeline":
-        """Load the refiner.
+                        progress: bool = False, mesh=None, local_files_only: bool = False) -> "RefinePipeline":
+        """Load the refiner (after :meth:`check`).
 
         Args:
           path: a diffusers ``LTX2Pipeline`` folder (``model_index.json`` with transformer, connectors, vae,
             text_encoder, tokenizer; ``latent_upsampler/`` beside them is used for ``--upsample``), or a native
             LTX-2 single file (``ltx-2-19b-dev.safetensors``: transformer, connectors and VAE; then
-            ``text_encoder`` must name the Gemma-3 folder, which also holds the tokenizer).
+            ``text_encoder`` must name the Gemma-3 folder, which also holds the tokenizer), or a Hub id of such a
+            folder (``converters.resolve``; ``local_files_only``: the local cache only).
           lora: LoRA file(s) fused into the transformer while its weights stream in (e.g.
-            ``ltx-2-19b-distilled-lora-384.safetensors``, strength 1.0, SANA's recipe).
+            ``ltx-2-19b-distilled-lora-384.safetensors``, strength 1.0, SANA's recipe); ``lora_strength`` one
+            strength for all or one each.
           text_encoder: a Gemma-3 folder (transformers layout, with its tokenizer) replacing the folder's own.
           upsampler: a latent-upsampler folder or file; ``None``: the folder's ``latent_upsampler/`` if it has one;
-            ``False``: none. It is loaded on first use.
+            ``True``: that folder, which must exist; ``False``: none. It is loaded on first use.
           dtype: transformer and connectors dtype (``bfloat16`` on GPU); ``text_dtype`` Gemma's (default: dtype);
             ``vae_dtype`` the VAE's.
           video_only: load without the audio stream and a↔v attention (13 B instead of 19 B parameters; an
@@ -385,66 +211,28 @@ class RefinePipeline:
             the transformer is loaded onto it (each device reads and receives only its shard of every weight) and
             refines with tokens over ``context`` and Ulysses self-attention (module docstring).
         """
-        path = Path(path)
-        mesh = _as_mesh(mesh)
-        text_dtype = text_dtype or dtype
-        loras = _lora_sources(lora, lora_strength)
-        up_path = None
-        if path.is_dir():
-            pf = PipelineFolder.open(path)
-            folder = pf.component("transformer")
-            source = open_checkpoint(_weights_file(folder))
-            cfg = LTX2TransformerConfig.from_json(folder / "config.json")
-            where = str(folder)
-            connectors = converters.load(pf.component("connectors"), dtype=dtype, progress=progress)
-            vae = converters.load(pf.component("vae"), dtype=vae_dtype, progress=progress)
-            te_folder = Path(text_encoder) if text_encoder is not None else pf.component("text_encoder")
-            tok_folder = Path(text_encoder) if text_encoder is not None else pf.component("tokenizer")
-            if upsampler is None and (path / "latent_upsampler").is_dir():
-                up_path = path / "latent_upsampler"
-        elif path.is_file():
-            if text_encoder is None:
-                raise InputError(f"{path}: a native LTX-2 file holds no Gemma-3 text encoder; pass text_encoder= "
-                                 "(the --text-encoder folder of google/gemma-3-12b-it…)")
-            source = open_safetensors(path)
-            if not transformer_conv.is_native_layout(source):
-                raise CheckpointError(f"{path}: not a native LTX-2 checkpoint (no "
-                                      f"'{transformer_conv.NATIVE_PREFIX}patchify_proj.weight')")
-            cfg = transformer_conv.config_from_checkpoint(source, str(path))
-            where = str(path)
-            connectors = converters.load(path, component="ltx2_connectors", dtype=dtype, progress=progress)
-            vae = converters.load(path, component="ltx2_vae", dtype=vae_dtype, progress=progress)
-            te_folder = tok_folder = Path(text_encoder)
-        else:
-            raise CheckpointError(f"{path}: no such folder or file (expected a diffusers LTX-2 folder or a native "
-                                  "LTX-2 .safetensors file)")
-        if upsampler not in (None, False, True):
-            up_path = Path(upsampler)
-            if not up_path.exists():
-                raise InputError(f"upsampler {up_path}: no such file or folder")
-        elif upsampler is True and up_path is None:
-            raise InputError(f"{path}: has no latent_upsampler/ folder; pass the upsampler's path")
-        bar = None
-        if progress:
-            from tqdm.auto import tqdm
+        plan = cls.check(path, lora=lora, lora_strength=lora_strength, text_encoder=text_encoder,
+                         upsampler=upsampler, local_files_only=local_files_only)
+        mesh = as_mesh(mesh)
+        transformer = converters.load(**plan.model("transformer"), dtype=dtype, progress=progress, mesh=mesh,
+                                      loras=plan.loras, video_only=video_only or None)
+        connectors = converters.load(**plan.model("connectors"), dtype=dtype, progress=progress)
+        vae = converters.load(**plan.model("vae"), dtype=vae_dtype, progress=progress)
+        text = converters.load(plan.text_encoder, dtype=text_dtype or dtype, progress=progress)
+        tokenizer = Tokenizer.from_folder(plan.tokenizer)
+        upsampler_source = None if plan.upsampler is None else functools.partial(_load_upsampler, plan.upsampler,
+                                                                                 dtype)
+        return cls(transformer, connectors, text, tokenizer, vae, fps=fps, max_length=max_length,
+                   upsampler_source=upsampler_source, mesh=mesh)
 
-            bar = tqdm(desc="loading LTX-2 transformer", unit="tensor", leave=False)
-        shardings = None if mesh is None else mesh_shardings(transformer_conv, cfg, mesh)
-        try:
-            with sharded_loading(shardings):
-                transformer = transformer_conv.load(source, cfg, where=where, dtype=dtype, progress=bar,
-                                                    loras=loras, video_only=video_only or None)
-        finally:
-            if bar is not None:
-                bar.close()
-        te = converters.load(te_folder, dtype=text_dtype, progress=progress)
-        tokenizer = Tokenizer.from_folder(tok_folder)
-        loader = None
-        if up_path is not None:
-            def loader(p=up_path):
-                return converters.load(p, component="ltx2_upsampler" if p.is_file() else None, dtype=dtype)
-        return cls(transformer, connectors, te, tokenizer, vae, fps=fps, max_length=max_length,
-                   upsampler_source=loader, mesh=mesh)
+    def check_inputs(self, latents_shape: Sequence[int] | None = None, *, upsample: bool = False) -> None:
+        """What :meth:`__call__` checks before any work: latents this transformer takes, an upsampler if asked."""
+        if latents_shape is not None:
+            check_latents(latents_shape, self.transformer.config.in_channels)
+        if upsample and self._upsampler is None and self._upsampler_source is None:
+            raise InputError("upsample=True, but this refiner has no latent upsampler (a diffusers folder with "
+                             "latent_upsampler/, or upsampler=PATH)")
+
 
     @property
     def upsampler(self):
@@ -471,11 +259,9 @@ class RefinePipeline:
         return encode_prompt(prompt, self.tokenizer, self._encode_text, max_length=self.max_length)
 
     def upsample(self, latents) -> jax.Array:
-        up = self.upsampler
-        if up is None:
-            raise InputError("this refiner has no latent upsampler (a diffusers folder with latent_upsampler/, or "
-                             "upsampler=PATH)")
-        return upsample_latents(up, latents, self.latents_mean, self.latents_std)
+        """×2 spatial upsampling of normalised latents (:func:`upsample_latents` with this VAE's statistics)."""
+        self.check_inputs(np.shape(latents), upsample=True)
+        return upsample_latents(self.upsampler, latents, self.latents_mean, self.latents_std)
 
     def refine(self, latents, text: LTX2TextEmbeddings, *, key=None, seed: int = 0, noise=None, audio_noise=None,
                upsample: bool = False, fps: float | None = None, sigmas: Sequence[float] = DISTILLED_SIGMAS,
@@ -487,7 +273,7 @@ class RefinePipeline:
                              fps=fps or self.fps, sigmas=sigmas, upsampler=self.upsampler if upsample else None,
                              latents_mean=self.latents_mean, latents_std=self.latents_std, video_only=video_only,
                              progress=progress, mesh=self.mesh)
-        return out if self.mesh is None else _gathered(out)
+        return out if self.mesh is None else gathered(out)
 
     def decode(self, latents, *, tile: int | None = None, frames_per_chunk: int | None = None,
                timestep: float = 0.0, noise_scale: float | None = None, key=None) -> np.ndarray:
@@ -496,14 +282,9 @@ class RefinePipeline:
                               frames_per_chunk=frames_per_chunk, timestep=timestep, noise_scale=noise_scale, key=key)
 
     def encode_video(self, frames, *, tile: int | None = None) -> jax.Array:
-        """uint8 (T, H, W, 3) or (B, T, H, W, 3) frames (or float in [-1, 1]) → normalised latents."""
-        v = np.asarray(frames)
-        if v.dtype == np.uint8:
-            v = v.astype(np.float32) / 127.5 - 1.0
-        if v.ndim == 4:
-            v = v[None]
-        return _encode_jit(self._vae_graph, self.vae_params, jnp.asarray(v, jnp.float32),
-                           tile=None if tile is None else tile * self.vae.config.spatial_compression)
+        """uint8 (T, H, W, 3) or (B, T, H, W, 3) frames (or float in [-1, 1]) → normalised latents
+        (:func:`encode_frames`)."""
+        return encode_frames(self.vae, frames, tile=tile)
 
     # -- the main call -----------------------------------------------------------------------------------------------
 
@@ -514,21 +295,22 @@ class RefinePipeline:
                  decode_noise_scale: float | None = None, video_only: bool = False,
                  progress: bool = True) -> RefineOutput:
         """Refine normalised latents (B, T, H, W, C) with ``prompt`` (one per sample, or one for all)."""
+        self.check_inputs(np.shape(latents), upsample=upsample)
         timings = {}
         start = time.perf_counter()
-        with _bar(progress, 1, "LTX-2 text encoding") as bar:
+        with progress_bar(progress, 1, "LTX-2 text encoding") as bar:
             text = jax.block_until_ready(self.encode_prompt(prompt))
             bar.update()
         timings["refiner_text_encoding"] = time.perf_counter() - start
         if upsample:
             start = time.perf_counter()
-            with _bar(progress, 1, "upsampling") as bar:
+            with progress_bar(progress, 1, "upsampling") as bar:
                 latents = jax.block_until_ready(self.upsample(latents))
                 bar.update()
             timings["upsampling"] = time.perf_counter() - start
         start = time.perf_counter()
         steps = len([s for s in sigmas if s != 0])
-        with _bar(progress, steps, "refining") as bar:
+        with progress_bar(progress, steps, "refining") as bar:
             out = self.refine(latents, text, key=key, seed=seed, noise=noise, audio_noise=audio_noise, fps=fps,
                               sigmas=sigmas, video_only=video_only,
                               progress=(lambda _i: bar.update()) if progress else None)
@@ -537,7 +319,7 @@ class RefinePipeline:
         frames = None
         if decode:
             start = time.perf_counter()
-            with _bar(progress, 1, "decoding") as bar:
+            with progress_bar(progress, 1, "decoding") as bar:
                 frames = self.decode(out, tile=vae_tile, frames_per_chunk=frames_per_chunk,
                                      timestep=decode_timestep, noise_scale=decode_noise_scale,
                                      key=None if key is None else jax.random.fold_in(key, 1))
@@ -546,5 +328,10 @@ class RefinePipeline:
         return RefineOutput(frames, np.asarray(out), timings, fps=int(fps or self.fps))
 
 
-__all__ = ["RefineOutput", "RefinePipeline", "decode_latents", "load_latents", "refine_latents", "save_latents",
+def _load_upsampler(path: Path, dtype: str):
+    """The ×2 latent upsampler from its folder or file (loaded on first use)."""
+    return converters.load(path, component="ltx2_upsampler" if path.is_file() else None, dtype=dtype)
+
+
+__all__ = ["NATIVE_FAMILIES", "RefineOutput", "RefinePipeline", "RefinerPlan", "decode_latents", "refine_latents",
            "upsample_latents", "DEFAULT_FPS", "STAGE2_SIGMA0"]

@@ -25,7 +25,8 @@ from sana_jax.errors import ConfigError, InputError
 from sana_jax.io.video import SavesVideo, to_uint8
 from sana_jax.kernels.dispatch import force_impl
 from sana_jax.models.sana_video import SanaVideoTransformer
-from sana_jax.pipelines.components import PipelineFolder, check_video_size, default_size
+from sana_jax.pipelines.components import (PipelineFolder, VAESpec, as_mesh, check_video_size, default_size,
+                                           latent_frames)
 from sana_jax.progress import progress_bar
 from sana_jax.sampling import Schedule, dpm_flow_schedule, euler_flow_schedule, sample
 from sana_jax.text.sana_prompt import encode_for_guidance
@@ -38,6 +39,63 @@ from sana_jax.text.tokenizer import Tokenizer
 GENERATION_DEFAULTS = {"height": None, "width": None, "num_frames": 81, "num_inference_steps": 50,
                        "guidance_scale": 6.0, "fps": 16, "complex_human_instruction": "style",
                        "max_sequence_length": 300}
+
+
+def generation_defaults(stored: dict | None) -> dict:
+    """:data:`GENERATION_DEFAULTS` updated with a folder's stored ones; a :class:`ConfigError` for unknown keys."""
+    defaults = {**GENERATION_DEFAULTS, **(stored or {})}
+    unknown = set(defaults) - set(GENERATION_DEFAULTS)
+    if unknown:
+        raise ConfigError(f"unknown generation defaults {sorted(unknown)}; known: {sorted(GENERATION_DEFAULTS)}")
+    return defaults
+
+
+@dataclasses.dataclass(frozen=True)
+class GenerationRequest:
+    """A checked request: sizes, frames, steps and guidance with the checkpoint's defaults filled in."""
+
+    height: int
+    width: int
+    num_frames: int
+    num_inference_steps: int
+    guidance_scale: float
+    latent_frames: int
+
+
+def _request(defaults: dict, size: tuple[int, int], vae: VAESpec, patch: Sequence[int], *, height=None, width=None,
+             num_frames=None, num_inference_steps=None, guidance_scale=None, image=None) -> GenerationRequest:
+    """The checks of :meth:`SanaVideoPipeline.check` on what they need: the generation ``defaults``, the default
+    ``size``, the VAE's frame rule and the DiT's patch."""
+    num_frames = num_frames or defaults["num_frames"]
+    steps = num_inference_steps or defaults["num_inference_steps"]
+    guidance = defaults["guidance_scale"] if guidance_scale is None else guidance_scale
+    height, width = height or size[0], width or size[1]
+    check_video_size(height, width, num_frames, vae.temporal, vae.spatial, tuple(patch),
+                     causal_first_frame=vae.causal_first_frame)
+    if steps < 1:
+        raise InputError(f"--steps {steps}: at least one denoising step")
+    if isinstance(image, (str, Path)):
+        if not Path(image).is_file():
+            raise InputError(f"--image {image}: no such file")
+    elif image is not None:
+        shape = np.shape(image)
+        if len(shape) != 3 or shape[-1] != 3:
+            raise InputError(f"image must be (H, W, 3), got shape {shape}")
+        if shape[:2] != (height, width):
+            raise InputError(f"image is {shape[1]}×{shape[0]}, the video {width}×{height}: resize it first "
+                             "(the CLI does this for --image)")
+    return GenerationRequest(height, width, num_frames, steps, guidance,
+                             latent_frames(num_frames, vae.temporal, vae.causal_first_frame))
+
+
+def check_folder(folder: PipelineFolder) -> None:
+    """What loading a SANA-Video folder needs, from its configs alone: every component with its weights file, a
+    supported VAE class and scheduler."""
+    for name in ("transformer", "vae", "text_encoder"):
+        converters.weights_file(folder.component(name))
+    folder.component("tokenizer")
+    folder.vae_spec()
+    schedule_from_config(folder.config("scheduler", "scheduler_config.json"), 2)
 
 
 @dataclasses.dataclass
@@ -78,10 +136,7 @@ class SanaVideoPipeline:
                  scheduler_config: dict, *, prompt_style: str = "diffusers", fps: int | None = None, mesh=None,
                  defaults: dict | None = None):
         self.transformer, self.vae, self.text_encoder, self.tokenizer = transformer, vae, text_encoder, tokenizer
-        self.defaults = {**GENERATION_DEFAULTS, **(defaults or {})}
-        unknown = set(self.defaults) - set(GENERATION_DEFAULTS)
-        if unknown:
-            raise ConfigError(f"unknown generation defaults {sorted(unknown)}; known: {sorted(GENERATION_DEFAULTS)}")
+        self.defaults = generation_defaults(defaults)
         self.fps = fps or self.defaults["fps"]
         self.scheduler_config, self.prompt_style, self.mesh = scheduler_config, prompt_style, mesh
         self._dit_graph, self.dit_params = nnx.split(transformer)
@@ -117,24 +172,41 @@ class SanaVideoPipeline:
     # -- construction ------------------------------------------------------------------------------------------------
 
     @classmethod
-    def from_pretrained(cls, folder: str | Path, *, dtype: str = "float32", vae_dtype: str = "float32",
-                        mesh=None, prompt_style: str = "diffusers", progress: bool = False) -> "SanaVideoPipeline":
-        """Load a diffusers ``SanaVideoPipeline`` folder (``model_index.json`` with transformer, vae, text_encoder,
-        tokenizer, scheduler). ``dtype`` applies to the transformer and the text encoder; the VAE runs in
-        ``vae_dtype`` (float32 as diffusers does for Wan). ``mesh`` (``sana_jax.parallel.make_mesh``, or a spec
-        string such as ``"data=2,context=4"``) runs the DiT sharded: weights per the logical-axis rules, the
-        classifier-free-guidance batch over ``data``, latent frames over ``context``."""
-        if isinstance(mesh, str):
-            from sana_jax.parallel import make_mesh
+    def check(cls, folder: str | Path | PipelineFolder, *, height: int | None = None, width: int | None = None,
+              num_frames: int | None = None, num_inference_steps: int | None = None,
+              guidance_scale: float | None = None, image=None, local_files_only: bool = False) -> GenerationRequest:
+        """Every check that needs no weights, from the folder's configs: the request as :meth:`__call__` takes it
+        (sizes and frames against the VAE's frame rule and the DiT's patch; ``image`` a path that exists or an
+        array (height, width, 3)), then the folder's components, VAE and scheduler (:func:`check_folder`).
+        Arguments left None take the folder's defaults; the returned :class:`GenerationRequest` has them filled
+        in."""
+        pf = folder if isinstance(folder, PipelineFolder) else PipelineFolder.open(folder,
+                                                                                 local_files_only=local_files_only)
+        request = _request(generation_defaults(pf.defaults()), pf.default_size(), pf.vae_spec(), pf.patch_size(),
+                           height=height, width=width, num_frames=num_frames,
+                           num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, image=image)
+        check_folder(pf)
+        return request
 
-            mesh = make_mesh(mesh)
-        pf = PipelineFolder.open(folder)
+    @classmethod
+    def from_pretrained(cls, folder: str | Path, *, dtype: str = "float32", vae_dtype: str = "float32",
+                        mesh=None, prompt_style: str = "diffusers", progress: bool = False,
+                        local_files_only: bool = False) -> "SanaVideoPipeline":
+        """Load a diffusers ``SanaVideoPipeline`` folder (``model_index.json`` with transformer, vae, text_encoder,
+        tokenizer, scheduler), or its Hub id (``Efficient-Large-Model/SANA-Video_2B_480p_diffusers``: the Hugging
+        Face cache, downloaded unless ``local_files_only`` or ``HF_HUB_OFFLINE``). ``dtype`` applies to the
+        transformer and the text encoder; the VAE runs in ``vae_dtype`` (float32 as diffusers does for Wan).
+        ``mesh`` (``sana_jax.parallel.make_mesh``, or a spec string such as ``"data=2,context=4"``) runs the DiT
+        sharded: weights per the logical-axis rules, the classifier-free-guidance batch over ``data``, latent
+        frames over ``context``. Sizes are checked per call (:meth:`check`)."""
+        mesh = as_mesh(mesh)
+        pf = PipelineFolder.open(folder, local_files_only=local_files_only)
+        check_folder(pf)  # fail before loading anything
         transformer = converters.load(pf.component("transformer"), dtype=dtype, progress=progress)
         vae = converters.load(pf.component("vae"), dtype=vae_dtype, progress=progress)
         text_encoder = converters.load(pf.component("text_encoder"), dtype=dtype, progress=progress)
         tokenizer = Tokenizer.from_folder(pf.component("tokenizer"))
         scheduler = pf.config("scheduler", "scheduler_config.json")
-        schedule_from_config(scheduler, 2)  # fail now on an unsupported scheduler, not after loading everything
         return cls(transformer, vae, text_encoder, tokenizer, scheduler, prompt_style=prompt_style, mesh=mesh,
                    defaults=pf.defaults())
 
@@ -149,6 +221,12 @@ class SanaVideoPipeline:
 
     def default_size(self) -> tuple[int, int]:
         return default_size(self.transformer.config.sample_size, self.defaults)
+
+    def check_inputs(self, **request) -> GenerationRequest:
+        """:meth:`check`'s request checks (``height``, ``width``, ``num_frames``, ``num_inference_steps``,
+        ``guidance_scale``, ``image``) against the loaded models; what :meth:`__call__` does first."""
+        vae = VAESpec(*self.vae.compression, self.vae.causal_first_frame)
+        return _request(self.defaults, self.default_size(), vae, self.transformer.config.patch_size, **request)
 
     def encode_prompt(self, prompts: Sequence[str], negative_prompts: Sequence[str] | None, *,
                       motion_score: int | None = None):
@@ -190,13 +268,10 @@ class SanaVideoPipeline:
         ``seed``); ``image`` (H, W, 3) uint8 or float in [-1, 1] makes it image-to-video (frame 0 = the image).
         Sizes, frames, steps and guidance left as None take the checkpoint's defaults (:attr:`defaults`)."""
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
-        num_frames = num_frames or self.defaults["num_frames"]
-        num_inference_steps = num_inference_steps or self.defaults["num_inference_steps"]
-        guidance_scale = self.defaults["guidance_scale"] if guidance_scale is None else guidance_scale
-        default_h, default_w = self.default_size()
-        height, width = height or default_h, width or default_w
-        check_video_size(height, width, num_frames, *self.vae_factors, self.transformer.config.patch_size,
-                         causal_first_frame=self.vae.causal_first_frame)
+        req = self.check_inputs(height=height, width=width, num_frames=num_frames,
+                                num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, image=image)
+        height, width, num_frames = req.height, req.width, req.num_frames
+        num_inference_steps, guidance_scale = req.num_inference_steps, req.guidance_scale
         negatives = None
         if guidance_scale != 1.0:
             negatives = [negative_prompt] * len(prompts) if isinstance(negative_prompt, str) else list(negative_prompt)
@@ -223,7 +298,7 @@ class SanaVideoPipeline:
         latents = jnp.asarray(latents, jnp.float32)
         keep = None
         if image is not None:
-            latents, keep = self._condition_on_image(image, latents, cond, uncond, height, width)
+            latents, keep = self._condition_on_image(image, latents, cond, uncond)
 
         schedule = schedule_from_config(self.scheduler_config, num_inference_steps)
         start = time.perf_counter()
@@ -243,18 +318,13 @@ class SanaVideoPipeline:
             timings["decoding"] = time.perf_counter() - start
         return SanaVideoOutput(frames, np.asarray(out), timings, fps=self.fps)
 
-    def _condition_on_image(self, image, latents, cond, uncond, height, width):
+    def _condition_on_image(self, image, latents, cond, uncond):
         """Image-to-video as ``SanaImageToVideoPipeline``: the image's latent (posterior mean, normalised) replaces
         latent frame 0, which then sees timestep 0 and is kept fixed by the solver. With DC-AE-V (no causal first
         frame) latent frame 0 stands for the first ``t`` frames: the VAE encodes the image repeated ``t`` times."""
-        img = np.asarray(image)
-        if img.ndim != 3 or img.shape[-1] != 3:
-            raise InputError(f"image must be (H, W, 3), got shape {img.shape}")
+        img = np.asarray(image)  # (height, width, 3): checked by check_inputs
         if img.dtype == np.uint8:
             img = img.astype(np.float32) / 127.5 - 1.0
-        if img.shape[:2] != (height, width):
-            raise InputError(f"image is {img.shape[1]}×{img.shape[0]}, the video {width}×{height}: resize it first "
-                             "(the CLI does this for --image)")
         z0 = self._encode_image(self.vae_params, jnp.asarray(img, jnp.float32)[None, None])[:, :1]
         latents = latents.at[:, :1].set(jnp.broadcast_to(z0, latents[:, :1].shape))
         t_scale = jnp.ones(latents.shape[:2], jnp.float32).at[:, 0].set(0.0)

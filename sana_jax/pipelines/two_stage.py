@@ -20,6 +20,7 @@ import dataclasses
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -28,14 +29,40 @@ from flax import nnx
 
 from sana_jax.errors import ConfigError, InputError
 from sana_jax.io.video import SavesVideo, write_video
-from sana_jax.pipelines.refine import DEFAULT_FPS, RefinePipeline, decode_latents
-from sana_jax.pipelines.text_to_video import SanaVideoPipeline
+from sana_jax.pipelines.components import PipelineFolder, as_mesh
+from sana_jax.pipelines.ltx2_codec import decode_latents
+from sana_jax.pipelines.refine import RefinePipeline, RefinerPlan
+from sana_jax.pipelines.refine_loop import DEFAULT_FPS
+from sana_jax.pipelines.text_to_video import GenerationRequest, SanaVideoPipeline, check_folder
 from sana_jax.progress import progress_bar
 from sana_jax.sampling import DISTILLED_SIGMAS
-from sana_jax.vae.ltx2 import LTX2VAE
+from sana_jax.vae.ltx2 import DIFFUSERS_CLASS as LTX2_VAE_CLASS, LTX2VAE
 
+#: the arguments of ``RefinePipeline.from_pretrained`` that ``RefinePipeline.check`` takes too
+_PLAN_ARGS = ("lora", "lora_strength", "text_encoder", "upsampler")
 #: diffusers' LTX-2 VAE tiling (512-pixel tiles, stride 448) in latent pixels: 16, overlapping by 2.
 DEFAULT_VAE_TILE = 16
+
+
+class TwoStagePlan(NamedTuple):
+    """What :meth:`TwoStagePipeline.check` found without reading weights."""
+
+    folder: PipelineFolder  # stage 1's SANA-Video folder (a Hub id resolved)
+    request: GenerationRequest  # stage 1's request, defaults filled in
+    refiner: RefinerPlan
+
+
+def _check_stages(folder: PipelineFolder, refiner: RefinerPlan) -> None:
+    """Stage 1 must make the latents the refiner takes: the LTX-2 VAE's, with the refiner's channel count."""
+    vae = folder.class_name("vae")
+    if vae != LTX2_VAE_CLASS:
+        raise ConfigError(f"{folder.root}: the refiner needs the SANA-Video model with the LTX-2 VAE (720p); this one "
+                          f"uses {vae or 'another VAE'}, whose latents LTX-2 cannot refine")
+    transformer = folder.config("transformer")
+    channels = transformer.get("out_channels") or transformer.get("in_channels")
+    if channels != refiner.channels:
+        raise ConfigError(f"{refiner.path}: its transformer takes {refiner.channels}-channel latents, "
+                          f"{folder.root} makes {channels}")
 
 
 @dataclasses.dataclass
@@ -98,9 +125,26 @@ class TwoStagePipeline:
         self._stage1_vae = nnx.split(stage1.vae)
 
     @classmethod
+    def check(cls, sana_folder: str | Path, ltx2: str | Path, *, height: int | None = None,
+              width: int | None = None, num_frames: int | None = None, num_inference_steps: int | None = None,
+              guidance_scale: float | None = None, image=None, local_files_only: bool = False,
+              **refiner_kwargs) -> TwoStagePlan:
+        """Every check that needs no weights: stage 1's request (``SanaVideoPipeline.check``), the refiner's paths
+        (``RefinePipeline.check`` with ``refiner_kwargs``: ``lora=``, ``text_encoder=``, ``upsampler=`` …), and that
+        stage 1 makes the latents the refiner takes (the LTX-2 VAE's, same channel count)."""
+        folder = PipelineFolder.open(sana_folder, local_files_only=local_files_only)
+        request = SanaVideoPipeline.check(folder, height=height, width=width, num_frames=num_frames,
+                                          num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
+                                          image=image)
+        refiner = RefinePipeline.check(ltx2, local_files_only=local_files_only, **refiner_kwargs)
+        _check_stages(folder, refiner)
+        return TwoStagePlan(folder, request, refiner)
+
+    @classmethod
     def from_pretrained(cls, sana_folder: str | Path, ltx2: str | Path, *, dtype: str = "float32",
                         vae_dtype: str = "float32", prompt_style: str = "diffusers", progress: bool = False,
-                        mesh=None, stage1_mesh=True, **refiner_kwargs) -> "TwoStagePipeline":
+                        mesh=None, stage1_mesh=True, local_files_only: bool = False,
+                        **refiner_kwargs) -> "TwoStagePipeline":
         """``SanaVideoPipeline.from_pretrained(sana_folder)`` + ``RefinePipeline.from_pretrained(ltx2,
         **refiner_kwargs)`` (``lora=``, ``lora_strength=``, ``text_encoder=``, ``upsampler=``, …).
 
@@ -109,15 +153,17 @@ class TwoStagePipeline:
         ``stage1_mesh=True``, SANA-Video too (CFG halves over ``data``, latent frames over ``context``: its latent
         frame count must divide by the context size). ``stage1_mesh=False`` keeps stage 1 on one device (e.g. 81
         frames = 11 latent frames at ``context=4``); another mesh or spec gives stage 1 its own."""
-        if isinstance(mesh, str):
-            from sana_jax.parallel import make_mesh
-
-            mesh = make_mesh(mesh)
+        folder = PipelineFolder.open(sana_folder, local_files_only=local_files_only)
+        check_folder(folder)
+        refiner_plan = RefinePipeline.check(ltx2, local_files_only=local_files_only,
+                                            **{k: v for k, v in refiner_kwargs.items() if k in _PLAN_ARGS})
+        _check_stages(folder, refiner_plan)  # sizes are checked per call
+        mesh = as_mesh(mesh)
         mesh1 = mesh if stage1_mesh is True else (stage1_mesh or None)
-        stage1 = SanaVideoPipeline.from_pretrained(sana_folder, dtype=dtype, vae_dtype=vae_dtype,
+        stage1 = SanaVideoPipeline.from_pretrained(folder.root, dtype=dtype, vae_dtype=vae_dtype,
                                                    prompt_style=prompt_style, progress=progress, mesh=mesh1)
-        refiner = RefinePipeline.from_pretrained(ltx2, dtype=dtype, vae_dtype=vae_dtype, progress=progress,
-                                                 mesh=mesh, **refiner_kwargs)
+        refiner = RefinePipeline.from_pretrained(refiner_plan.path, dtype=dtype, vae_dtype=vae_dtype,
+                                                 progress=progress, mesh=mesh, **refiner_kwargs)
         return cls(stage1, refiner)
 
     @property
@@ -147,6 +193,7 @@ class TwoStagePipeline:
             are the untiled decode).
           decode_timestep / decode_noise_scale: the LTX-2 VAE decode conditioning (diffusers' defaults 0 / none).
         """
+        self.refiner.check_inputs(upsample=upsample)  # before stage 1 runs
         out1 = self.stage1(prompt, negative_prompt=negative_prompt, height=height, width=width,
                            num_frames=num_frames, num_inference_steps=num_inference_steps,
                            guidance_scale=guidance_scale, seed=seed, latents=latents, image=image,
@@ -172,4 +219,4 @@ class TwoStagePipeline:
         return TwoStageOutput(out2.frames, out2.latents, out1.latents, stage1_frames, timings, fps=self.fps)
 
 
-__all__ = ["DEFAULT_VAE_TILE", "TwoStageOutput", "TwoStagePipeline", "resize_frames", "side_by_side"]
+__all__ = ["DEFAULT_VAE_TILE", "TwoStageOutput", "TwoStagePipeline", "TwoStagePlan", "resize_frames", "side_by_side"]
