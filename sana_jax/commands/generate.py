@@ -20,9 +20,9 @@ def add_parser(sub) -> None:
                     "'... on a white background').")
     gen.add_argument("prompt", help="the text prompt")
     gen.add_argument("--model", default=None,
-                     help="diffusers SANA-Video pipeline folder (model_index.json); default: the small model embedded "
-                          "in the package (64×64 coloured shapes, e.g. 'a blue square moving up'; "
-                          "docs/default-model.md)")
+                     help="diffusers SANA-Video pipeline folder (model_index.json) or its Hugging Face Hub id "
+                          "(org/name, from the hub's cache); default: the small model embedded in the package "
+                          "(64×64 coloured shapes, e.g. 'a blue square moving up'; docs/default-model.md)")
     gen.add_argument("--image", default=None, help="first frame (PNG/JPEG): image-to-video; resized to the video")
     gen.add_argument("--height", type=int, default=None, help="pixels (default: the checkpoint's resolution)")
     gen.add_argument("--width", type=int, default=None, help="pixels (default: the checkpoint's resolution)")
@@ -64,7 +64,7 @@ def add_parser(sub) -> None:
         "With --refine, the SANA-Video 720p latents go to LTX-2's distilled stage 2 (optional ×2 upsampling, "
         "3 Euler steps, no guidance) and the LTX-2 VAE decodes the result; --out is the refined video.")
     two.add_argument("--refine", default=None, metavar="LTX2",
-                     help="diffusers LTX-2 folder (model_index.json) or native LTX-2 .safetensors file")
+                     help="diffusers LTX-2 folder (model_index.json), its Hub id, or native LTX-2 .safetensors file")
     two.add_argument("--refine-prompt", default=None,
                      help="stage 2's prompt (default: the prompt, without the motion-score suffix)")
     from sana_jax.commands.refine import add_refiner_args

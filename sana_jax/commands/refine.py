@@ -18,7 +18,8 @@ def add_refiner_args(parser) -> None:
                              "ltx-2-19b-distilled-lora-384.safetensors)")
     parser.add_argument("--lora-strength", type=float, default=1.0, help="LoRA strength (default 1.0)")
     parser.add_argument("--text-encoder", default=None,
-                        help="Gemma-3 folder (with its tokenizer); required with a native LTX-2 .safetensors file")
+                        help="Gemma-3 folder or Hub id (with its tokenizer); required with a native LTX-2 .safetensors "
+                             "file")
     parser.add_argument("--upsample", action="store_true",
                         help="×2 spatial latent upsampling before refining (e.g. 704×1280 → 1408×2560)")
     parser.add_argument("--upsampler", default=None,
@@ -65,7 +66,8 @@ def add_parser(sub) -> None:
                     "latent, tiled VAE decode, mp4.")
     p.add_argument("input", help="stage-1 latents (.npy / .safetensors) or a video file (frames 1 + 8k, sides "
                                  "multiples of 32)")
-    p.add_argument("--model", required=True, help="diffusers LTX-2 folder (model_index.json) or native LTX-2 file")
+    p.add_argument("--model", required=True,
+                   help="diffusers LTX-2 folder (model_index.json), its Hub id (org/name), or native LTX-2 file")
     p.add_argument("--prompt", required=True, help="the text prompt (stage 2 gets it raw, without motion score)")
     p.add_argument("--out", default="refined.mp4", help="output mp4 path (written under a temporary name first)")
     add_refiner_args(p)
