@@ -14,7 +14,6 @@ one table maps them; :func:`expected_tensors` maps back to the checkpoint's own 
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from collections.abc import Mapping
@@ -29,6 +28,7 @@ from converters import tables
 from converters.nnx_state import abstract_model, flat_params, merge
 from converters.tables import CONV3D, Rename, Rule
 from converters.torch_pickle import open_torch_state_dict, TorchStateDict
+from sana_jax.config import read_json
 from sana_jax.errors import CheckpointError, ConfigError
 from sana_jax.vae.dcae_v import CLASS_NAME, DCAEVConfig, DCAEVideo
 
@@ -153,13 +153,9 @@ def config_from_shapes(source: Mapping, where: str) -> DCAEVConfig:
 def config_from_checkpoint(source: Mapping, where: str) -> DCAEVConfig:
     """A DC-AE-V ``config.json`` beside the file if there is one (it carries ``chunk_frames``), else the shapes."""
     sidecar = Path(where).parent / "config.json"
-    if sidecar.is_file():
-        try:
-            raw = json.loads(sidecar.read_text())
-        except (OSError, json.JSONDecodeError):
-            raw = None
-        if isinstance(raw, Mapping) and "width_list" in raw and raw.get("_class_name", CLASS_NAME) == CLASS_NAME:
-            return DCAEVConfig.from_dict(raw, str(sidecar))
+    raw = read_json(sidecar, missing={})
+    if "width_list" in raw and raw.get("_class_name", CLASS_NAME) == CLASS_NAME:
+        return DCAEVConfig.from_diffusers(raw, str(sidecar))
     return config_from_shapes(source, where)
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import ml_dtypes
 import numpy as np
 
+from sana_jax.config import read_json
 from sana_jax.errors import CheckpointError
 
 _DTYPES = {
@@ -111,10 +112,9 @@ class ShardedSafetensors(Mapping):
 
     def __init__(self, index_path: str | os.PathLike):
         self.path = Path(index_path)
-        try:
-            weight_map = json.loads(self.path.read_text())["weight_map"]
-        except (OSError, KeyError, json.JSONDecodeError) as e:
-            raise CheckpointError(f"{self.path}: not a safetensors index (needs a 'weight_map'): {e}") from e
+        weight_map = read_json(self.path, error=CheckpointError).get("weight_map")
+        if not isinstance(weight_map, dict):
+            raise CheckpointError(f"{self.path}: not a safetensors index (needs a 'weight_map' object)")
         self._files: dict[str, SafetensorsFile] = {}
         self._where: dict[str, SafetensorsFile] = {}
         for name, shard in weight_map.items():

@@ -140,7 +140,7 @@ def test_checkpoint_layouts_and_errors(fixture, tmp_path):
     with pytest.raises(CheckpointError, match=r"decoder\.stages\.2\.op_list\.1\.main|stages\.2\.blocks\.layers"):
         dcae_v.load(missing, cfg, where="missing")
     with pytest.raises(CheckpointError, match="shape"):
-        dcae_v.load(st, DCAEVConfig.from_dict({**cfg.to_diffusers(), "latent_channels": 4}), where="wrong")
+        dcae_v.load(st, DCAEVConfig.from_diffusers({**cfg.to_diffusers(), "latent_channels": 4}), where="wrong")
 
 
 def test_pt_model_state_dict_fallback(fixture, tmp_path):
@@ -205,14 +205,14 @@ def test_input_errors():
 
 def test_configs():
     cfg = DCAEVConfig.preset()
-    assert DCAEVConfig.from_dict(cfg.to_diffusers()) == cfg
+    assert DCAEVConfig.from_diffusers(cfg.to_diffusers()) == cfg
     assert DCAEVConfig.preset("dc-ae-v-f32t4c64-1.0").latent_channels == 64
     assert DCAEVConfig.preset("dc-ae-v-f64t4c128-1.0").spatial_compression == 64
     with pytest.raises(ConfigError, match="not DCAEVideo"):
-        DCAEVConfig.from_dict({"_class_name": "AutoencoderKLWan"})
+        DCAEVConfig.from_diffusers({"_class_name": "AutoencoderKLWan"})
     with pytest.raises(ConfigError, match="unknown DC-AE-V preset"):
         DCAEVConfig.preset("dc-ae-f32c32")
     with pytest.raises(ConfigError, match="chunk_frames"):
         DCAEVConfig(chunk_frames=42)
     with pytest.raises(ConfigError, match="spatial_compression"):
-        DCAEVConfig.from_dict({"spatial_compression": 16})
+        DCAEVConfig.from_diffusers({"spatial_compression": 16})

@@ -34,7 +34,7 @@ def main() -> None:
     import tempfile
 
     import converters
-    from sana_jax.config import TIMESTEP_SAMPLING
+    from sana_jax.training.config import TIMESTEP_SAMPLING
     from sana_jax.demo import default_model_path, recipe, shapes
     from sana_jax.pipelines import SanaVideoPipeline
     from sana_jax.training import TrainConfig, Trainer

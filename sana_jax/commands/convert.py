@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from sana_jax.commands.common import DTYPES
+from sana_jax.commands import DTYPES
 
 
 def add_parser(sub) -> None:

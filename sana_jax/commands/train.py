@@ -9,8 +9,8 @@ import os
 import time
 from pathlib import Path
 
-from sana_jax.config import TIMESTEP_SAMPLING
 from sana_jax.demo.shapes import BACKGROUNDS, PATHS
+from sana_jax.training.config import COMPUTE_DTYPES, LR_SCHEDULES, TIMESTEP_SAMPLING
 
 
 def _optimisation_args(p) -> None:
@@ -19,13 +19,13 @@ def _optimisation_args(p) -> None:
     g.add_argument("--batch-size", type=int, default=8, help="samples per step (global, over the data axes)")
     g.add_argument("--lr", type=float, default=1e-4, help="AdamW learning rate after warm-up")
     g.add_argument("--warmup", type=int, default=0, help="linear warm-up steps")
-    g.add_argument("--schedule", choices=["constant", "cosine"], default="constant",
+    g.add_argument("--schedule", choices=LR_SCHEDULES, default="constant",
                    help="after warm-up: constant, or cosine decay to 0 at --steps")
     g.add_argument("--weight-decay", type=float, default=0.0, help="AdamW weight decay")
     g.add_argument("--grad-clip", type=float, default=1.0, help="global gradient-norm clip (0 = off)")
     g.add_argument("--ema", type=float, default=None, metavar="DECAY",
                    help="keep an exponential moving average of the weights (e.g. 0.999); it is what gets exported")
-    g.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32",
+    g.add_argument("--dtype", choices=COMPUTE_DTYPES, default="float32",
                    help="compute dtype; weights and optimiser state stay float32")
     g.add_argument("--remat", action="store_true", help="recompute each block in the backward pass (less memory)")
     g.add_argument("--trainable", default=None, metavar="REGEX",
@@ -178,6 +178,7 @@ def run_finetune(args: argparse.Namespace) -> int:
 def run_adapt(args: argparse.Namespace) -> int:
     import converters
     from sana_jax.commands.cache import load_vae
+    from sana_jax.config import read_json
     from sana_jax.errors import InputError
     from sana_jax.pipelines.components import PipelineFolder
     from sana_jax.training import LatentDataset
@@ -200,7 +201,7 @@ def run_adapt(args: argparse.Namespace) -> int:
     converters.export_safetensors(final, pipeline / "transformer")
     index = dict(source.index)
     vae_root = Path(args.vae) / "vae" if (Path(args.vae) / "model_index.json").exists() else Path(args.vae)
-    vae_class = json.loads((vae_root / "config.json").read_text()).get("_class_name")
+    vae_class = read_json(vae_root / "config.json").get("_class_name")
     index["vae"] = ["diffusers" if vae_class.startswith("Autoencoder") else "sana_jax", vae_class]
     links = {"text_encoder": source.component("text_encoder"), "tokenizer": source.component("tokenizer"),
              "scheduler": source.component("scheduler"), "vae": vae_root}

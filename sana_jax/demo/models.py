@@ -64,7 +64,7 @@ def transformer_config(noise_scale: float | None = None) -> SanaVideoConfig:
 
 
 def vae_config(**stats) -> PatchVAEConfig:
-    return PatchVAEConfig(latent_channels=16, hidden_channels=96, num_res_blocks=2, temporal_factor=1, **stats)
+    return PatchVAEConfig(latent_channels=16, hidden_channels=96, num_res_blocks=2, temporal_compression=1, **stats)
 
 
 def write_tokenizer(folder: str | Path) -> Path:

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import orbax.checkpoint as ocp
 
+from sana_jax.config import read_json
 from sana_jax.errors import CheckpointError
 from sana_jax.io.files import atomic_directory
 
@@ -35,10 +36,7 @@ def is_checkpoint(path: str | os.PathLike) -> bool:
 
 
 def read_manifest(path: str | os.PathLike) -> dict:
-    try:
-        return json.loads((Path(path) / MANIFEST).read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"{path}: unreadable {MANIFEST} ({e})") from e
+    return read_json(Path(path) / MANIFEST, error=CheckpointError)
 
 
 def restore(path: str | os.PathLike, target: dict) -> dict:

@@ -24,7 +24,6 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import jax
@@ -32,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from sana_jax.config import read_config_json
+from sana_jax.config import ModelConfig, key_error
 from sana_jax.errors import ConfigError, InputError
 from sana_jax.nn.layers import DType, Linear, param, prepend_logical_axis
 
@@ -63,7 +62,7 @@ def _rope(spec: Mapping | None, theta: float, source: str) -> tuple[float, float
 
 
 @dataclasses.dataclass(frozen=True)
-class GemmaConfig:
+class GemmaConfig(ModelConfig):
     """Hyper-parameters of a Gemma-2 / Gemma-3 text decoder, named as in transformers' configs."""
 
     model_type: str = "gemma2"  # "gemma2" or "gemma3_text"
@@ -147,22 +146,28 @@ class GemmaConfig:
     def from_hf(cls, config: Mapping[str, Any], source: str = "config") -> GemmaConfig:
         """Parse a transformers ``config.json`` dict (Gemma-2, Gemma-3 text, or Gemma-3 multimodal whose text part
         is ``text_config``); refuses other models and options this implementation does not have."""
+        return cls.from_diffusers(config, source)
+
+    @classmethod
+    def _prepare(cls, config: dict, source: str) -> dict:
+        """transformers' names and defaults → the fields."""
         arch = (config.get("architectures") or [None])[0] or config.get("_class_name")
         if config.get("model_type") == "gemma3" or "text_config" in config:
             config = {"model_type": "gemma3_text", **(config.get("text_config") or {})}
             arch = arch or "Gemma3ForConditionalGeneration"
         kind = config.get("model_type")
         if kind not in _DEFAULTS:
-            raise ConfigError(f"{source}: is a {kind or arch or 'unknown'} config, not Gemma-2 or Gemma-3 text")
+            raise key_error(source, "model_type", f"is a {kind or arch or 'unknown'} config, not Gemma-2 or Gemma-3 "
+                                                  "text")
         d = _DEFAULTS[kind]
         get = lambda k: config[k] if config.get(k) is not None else d[k]  # noqa: E731
         act = config.get("hidden_activation") or config.get("hidden_act") or "gelu_pytorch_tanh"
         if act != "gelu_pytorch_tanh":
-            raise ConfigError(f"{source}: hidden_activation {act!r} is not supported (expected gelu_pytorch_tanh)")
+            raise key_error(source, "hidden_activation", f"{act!r} is not supported (expected gelu_pytorch_tanh)")
         if config.get("use_bidirectional_attention"):
-            raise ConfigError(f"{source}: use_bidirectional_attention=true (embedding Gemma) is not supported")
+            raise key_error(source, "use_bidirectional_attention", "true (embedding Gemma) is not supported")
         if config.get("attention_bias"):
-            raise ConfigError(f"{source}: attention_bias=true is not used by any released Gemma and not supported")
+            raise key_error(source, "attention_bias", "true is not used by any released Gemma and not supported")
         params = config.get("rope_parameters")
         if kind == "gemma2":
             glob = local = _rope(params or config.get("rope_scaling"), float(config.get("rope_theta") or 1e4), source)
@@ -176,29 +181,20 @@ class GemmaConfig:
         if types is None:
             pattern = config.get("sliding_window_pattern") or d["pattern"]
             types = [SLIDING if (i + 1) % pattern else FULL for i in range(get("num_hidden_layers"))]
-        try:
-            return cls(model_type=kind, vocab_size=get("vocab_size"), hidden_size=get("hidden_size"),
-                       intermediate_size=get("intermediate_size"), num_hidden_layers=get("num_hidden_layers"),
-                       num_attention_heads=get("num_attention_heads"), num_key_value_heads=get("num_key_value_heads"),
-                       head_dim=get("head_dim"), rms_norm_eps=float(config.get("rms_norm_eps") or 1e-6),
-                       query_pre_attn_scalar=float(config.get("query_pre_attn_scalar") or 256),
-                       sliding_window=config.get("sliding_window", d["sliding_window"]), layer_types=tuple(types),
-                       attn_logit_softcapping=config.get("attn_logit_softcapping", d["attn_logit_softcapping"]),
-                       rope_theta=glob[0], rope_scaling_factor=glob[1], rope_local_base_freq=local[0],
-                       pad_token_id=config.get("pad_token_id", 0),
-                       max_position_embeddings=get("max_position_embeddings"),
-                       architecture=arch if arch in HF_CLASSES else None,
-                       fully_masked_rows=config.get("fully_masked_rows"))
-        except TypeError as e:
-            raise ConfigError(f"{source}: {e}") from e
+        return dict(model_type=kind, vocab_size=get("vocab_size"), hidden_size=get("hidden_size"),
+                    intermediate_size=get("intermediate_size"), num_hidden_layers=get("num_hidden_layers"),
+                    num_attention_heads=get("num_attention_heads"), num_key_value_heads=get("num_key_value_heads"),
+                    head_dim=get("head_dim"), rms_norm_eps=float(config.get("rms_norm_eps") or 1e-6),
+                    query_pre_attn_scalar=float(config.get("query_pre_attn_scalar") or 256),
+                    sliding_window=config.get("sliding_window", d["sliding_window"]), layer_types=tuple(types),
+                    attn_logit_softcapping=config.get("attn_logit_softcapping", d["attn_logit_softcapping"]),
+                    rope_theta=glob[0], rope_scaling_factor=glob[1], rope_local_base_freq=local[0],
+                    pad_token_id=config.get("pad_token_id", 0),
+                    max_position_embeddings=get("max_position_embeddings"),
+                    architecture=arch if arch in HF_CLASSES else None,
+                    fully_masked_rows=config.get("fully_masked_rows"))
 
-    from_diffusers = from_hf  # the name converters.loader calls
-
-    @classmethod
-    def from_json(cls, path: str | Path) -> GemmaConfig:
-        return cls.from_hf(read_config_json(path), source=str(path))
-
-    def to_hf(self) -> dict[str, Any]:
+    def to_diffusers(self) -> dict[str, Any]:
         """A transformers-style text config dict that :meth:`from_hf` (and transformers) read back."""
         d = {k: getattr(self, k) for k in ("model_type", "vocab_size", "hidden_size", "intermediate_size",
                                            "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
@@ -213,7 +209,7 @@ class GemmaConfig:
                  rope_parameters={FULL: rope(*glob), SLIDING: rope(*local)} if self.is_gemma3 else rope(*glob))
         return d
 
-    to_diffusers = to_hf
+    to_hf = to_diffusers
 
 
 class GemmaRMSNorm(nnx.Module):

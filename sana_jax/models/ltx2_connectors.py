@@ -13,13 +13,12 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
-from typing import Any
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from sana_jax.config import ModelConfig
 from sana_jax.errors import ConfigError, InputError
 from sana_jax.nn.layers import DType, Linear, param, prepend_logical_axis
 from sana_jax.nn.ltx_attention import GeluFeedForward, LTXAttention, rope_1d_fractional
@@ -28,7 +27,11 @@ DIFFUSERS_CLASS = "LTX2TextConnectors"
 
 
 @dataclasses.dataclass(frozen=True)
-class LTX2ConnectorsConfig:
+class LTX2ConnectorsConfig(ModelConfig):
+    CLASS_NAME = DIFFUSERS_CLASS
+    FIXED = dict.fromkeys(("per_modality_projections", "video_gated_attn", "audio_gated_attn",  # LTX-2.3 options
+                           "causal_temporal_positioning", "proj_bias"), False)
+
     caption_channels: int = 3840
     text_proj_in_factor: int = 49
     video_connector_num_attention_heads: int = 30
@@ -49,21 +52,6 @@ class LTX2ConnectorsConfig:
         if name != "ltx-2.0":
             raise ConfigError(f"unknown connectors preset {name!r}; expected 'ltx-2.0'")
         return cls()
-
-    @classmethod
-    def from_diffusers(cls, config: Mapping[str, Any], source: str = "config") -> "LTX2ConnectorsConfig":
-        name = config.get("_class_name", DIFFUSERS_CLASS)
-        if name != DIFFUSERS_CLASS:
-            raise ConfigError(f"{source}: is a {name} config, not {DIFFUSERS_CLASS}")
-        for key in ("per_modality_projections", "video_gated_attn", "audio_gated_attn", "causal_temporal_positioning",
-                    "proj_bias"):
-            if config.get(key):
-                raise ConfigError(f"{source}: {key}=true (LTX-2.3 connectors) is not supported yet")
-        fields = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in config.items() if k in fields})
-
-    def to_diffusers(self) -> dict:
-        return {**dataclasses.asdict(self), "_class_name": DIFFUSERS_CLASS, "per_modality_projections": False}
 
 
 class ConnectorBlock(nnx.Module):

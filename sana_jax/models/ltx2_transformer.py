@@ -30,16 +30,15 @@ path is not negligible; it is not a quality estimate for the released weights.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from sana_jax.config import ModelConfig
 from sana_jax.errors import ConfigError, InputError
 from sana_jax.models.ltx2_rope import audio_coords, rope_tables, video_coords
 from sana_jax.models.ltx2_transformer_blocks import AdaLNSingle, BlockInputs, LTX2Block
@@ -61,9 +60,13 @@ _FIXED = {"gated_attn": False, "audio_gated_attn": False, "cross_attn_mod": Fals
 
 
 @dataclasses.dataclass(frozen=True)
-class LTX2TransformerConfig:
+class LTX2TransformerConfig(ModelConfig):
     """Hyper-parameters named as in diffusers' ``transformer/config.json`` (defaults = diffusers' defaults; the
     released LTX-2.0 model is :meth:`preset`). ``video_only`` is ours: build without audio and a↔v weights."""
+
+    CLASS_NAME = DIFFUSERS_CLASS
+    FIXED = _FIXED
+    OURS = ("video_only",)
 
     in_channels: int = 128
     out_channels: int = 128
@@ -128,23 +131,11 @@ class LTX2TransformerConfig:
         return cls(rope_type="split", **over)
 
     @classmethod
-    def from_diffusers(cls, config: Mapping[str, Any], source: str = "config") -> "LTX2TransformerConfig":
-        name = config.get("_class_name", DIFFUSERS_CLASS)
-        if name != DIFFUSERS_CLASS:
-            raise ConfigError(f"{source}: is a {name} config, not {DIFFUSERS_CLASS}")
-        for key, want in _FIXED.items():
-            if key in config and config[key] != want:
-                raise ConfigError(f"{source}: {key}={config[key]!r} is not supported (LTX-2.0 uses {want!r}; "
-                                  "gated attention / cross-attention adaLN are LTX-2.3 features)")
-        kwargs = {f.name: config[f.name] for f in dataclasses.fields(cls) if config.get(f.name) is not None}
-        if config.get("out_channels") is None and "in_channels" in config:
-            kwargs["out_channels"] = config["in_channels"]
-        if config.get("audio_out_channels") is None and "audio_in_channels" in config:
-            kwargs["audio_out_channels"] = config["audio_in_channels"]
-        try:
-            return cls(**kwargs)
-        except TypeError as e:
-            raise ConfigError(f"{source}: {e}") from e
+    def _prepare(cls, config: dict, source: str) -> dict:
+        for out, into in (("out_channels", "in_channels"), ("audio_out_channels", "audio_in_channels")):
+            if config.get(out) is None and into in config:  # diffusers: None means as many as the input
+                config[out] = config[into]
+        return config
 
     @classmethod
     def from_native(cls, transformer: Mapping[str, Any], source: str = "metadata") -> "LTX2TransformerConfig":
@@ -156,39 +147,25 @@ class LTX2TransformerConfig:
         max_pos = g("positional_embedding_max_pos") or [20, 2048, 2048]
         audio_max = g("audio_positional_embedding_max_pos") or [20]
         try:
-            return cls(in_channels=g("in_channels", 128), out_channels=g("out_channels", 128),
-                       num_attention_heads=g("num_attention_heads", 32),
-                       attention_head_dim=g("attention_head_dim", 128),
-                       cross_attention_dim=g("cross_attention_dim", 4096), pos_embed_max_pos=max_pos[0],
-                       base_height=max_pos[1], base_width=max_pos[2], audio_in_channels=g("audio_in_channels", 128),
-                       audio_out_channels=g("audio_out_channels", 128),
-                       audio_num_attention_heads=g("audio_num_attention_heads", 32),
-                       audio_attention_head_dim=g("audio_attention_head_dim", 64),
-                       audio_cross_attention_dim=g("audio_cross_attention_dim", 2048),
-                       audio_pos_embed_max_pos=audio_max[0], num_layers=g("num_layers", 48),
-                       norm_eps=g("norm_eps", 1e-6), caption_channels=g("caption_channels", 3840),
-                       rope_theta=g("positional_embedding_theta", 10000.0),
-                       rope_double_precision=g("frequencies_precision", False) == "float64",
-                       timestep_scale_multiplier=g("timestep_scale_multiplier", 1000),
-                       cross_attn_timestep_scale_multiplier=g("av_ca_timestep_scale_multiplier", 1),
-                       rope_type=g("rope_type", "interleaved"))
-        except (TypeError, IndexError) as e:
+            fields = dict(in_channels=g("in_channels", 128), out_channels=g("out_channels", 128),
+                          num_attention_heads=g("num_attention_heads", 32),
+                          attention_head_dim=g("attention_head_dim", 128),
+                          cross_attention_dim=g("cross_attention_dim", 4096), pos_embed_max_pos=max_pos[0],
+                          base_height=max_pos[1], base_width=max_pos[2], audio_in_channels=g("audio_in_channels", 128),
+                          audio_out_channels=g("audio_out_channels", 128),
+                          audio_num_attention_heads=g("audio_num_attention_heads", 32),
+                          audio_attention_head_dim=g("audio_attention_head_dim", 64),
+                          audio_cross_attention_dim=g("audio_cross_attention_dim", 2048),
+                          audio_pos_embed_max_pos=audio_max[0], num_layers=g("num_layers", 48),
+                          norm_eps=g("norm_eps", 1e-6), caption_channels=g("caption_channels", 3840),
+                          rope_theta=g("positional_embedding_theta", 10000.0),
+                          rope_double_precision=g("frequencies_precision", False) == "float64",
+                          timestep_scale_multiplier=g("timestep_scale_multiplier", 1000),
+                          cross_attn_timestep_scale_multiplier=g("av_ca_timestep_scale_multiplier", 1),
+                          rope_type=g("rope_type", "interleaved"))
+        except (TypeError, IndexError) as e:  # positional_embedding_max_pos not a list of 3
             raise ConfigError(f"{source}: invalid transformer config ({e})") from e
-
-    @classmethod
-    def from_json(cls, path: str | Path) -> "LTX2TransformerConfig":
-        try:
-            data = json.loads(Path(path).read_text())
-        except (OSError, json.JSONDecodeError) as e:
-            raise ConfigError(f"{path}: cannot read config ({e})") from e
-        return cls.from_diffusers(data, source=str(path))
-
-    def to_diffusers(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["vae_scale_factors"] = list(self.vae_scale_factors)
-        if not self.video_only:
-            del d["video_only"]
-        return {"_class_name": DIFFUSERS_CLASS, **_FIXED, **d}
+        return cls.build(fields, source)
 
 
 def audio_num_frames(num_frames: int, fps: float, config: LTX2TransformerConfig | None = None) -> int:

@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from sana_jax.config import ModelConfig
 from sana_jax.errors import ConfigError, InputError
 from sana_jax.nn.layers import DType, param
 
@@ -36,8 +37,10 @@ class Buffer(nnx.Variable):
 
 
 @dataclasses.dataclass(frozen=True)
-class LTX2UpsamplerConfig:
+class LTX2UpsamplerConfig(ModelConfig):
     """Named as diffusers' ``latent_upsampler/config.json`` (defaults = diffusers' defaults = the released ×2)."""
+
+    CLASS_NAME = DIFFUSERS_CLASS
 
     in_channels: int = 128
     mid_channels: int = 1024
@@ -82,31 +85,15 @@ class LTX2UpsamplerConfig:
                           "'ltx-2.3-spatial-x2-1.1'")
 
     @classmethod
-    def from_diffusers(cls, config: Mapping[str, Any], source: str = "config") -> "LTX2UpsamplerConfig":
-        name = config.get("_class_name", DIFFUSERS_CLASS)
-        if name != DIFFUSERS_CLASS:
-            raise ConfigError(f"{source}: is a {name} config, not {DIFFUSERS_CLASS}")
-        fields = {f.name for f in dataclasses.fields(cls)}
-        try:
-            return cls(**{k: v for k, v in config.items() if k in fields})
-        except TypeError as e:
-            raise ConfigError(f"{source}: {e}") from e
-
-    @classmethod
     def from_native(cls, config: Mapping[str, Any], source: str = "metadata") -> "LTX2UpsamplerConfig":
         """ltx-core ``LatentUpsamplerConfigurator`` names and defaults (mid 512, rational off)."""
         g = config.get
-        try:
-            return cls(in_channels=g("in_channels", 128), mid_channels=g("mid_channels", 512),
-                       num_blocks_per_stage=g("num_blocks_per_stage", 4), dims=g("dims", 3),
-                       spatial_upsample=g("spatial_upsample", True), temporal_upsample=g("temporal_upsample", False),
-                       rational_spatial_scale=g("spatial_scale", 2.0),
-                       use_rational_resampler=g("rational_resampler", False))
-        except TypeError as e:
-            raise ConfigError(f"{source}: {e}") from e
-
-    def to_diffusers(self) -> dict[str, Any]:
-        return {"_class_name": DIFFUSERS_CLASS, **dataclasses.asdict(self)}
+        return cls.build(dict(in_channels=g("in_channels", 128), mid_channels=g("mid_channels", 512),
+                              num_blocks_per_stage=g("num_blocks_per_stage", 4), dims=g("dims", 3),
+                              spatial_upsample=g("spatial_upsample", True),
+                              temporal_upsample=g("temporal_upsample", False),
+                              rational_spatial_scale=g("spatial_scale", 2.0),
+                              use_rational_resampler=g("rational_resampler", False)), source)
 
 
 def _conv_init(fan_in: int):

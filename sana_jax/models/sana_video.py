@@ -10,15 +10,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from sana_jax.config import read_config_json
+from sana_jax.config import ModelConfig, key_error
 from sana_jax.errors import ConfigError, InputError
 from sana_jax.nn.attention import mask_to_bias, softmax_attention
 from sana_jax.nn.embeddings import AdaLayerNormSingle, CaptionProjection
@@ -31,8 +29,13 @@ DIFFUSERS_CLASS = "SanaVideoTransformer3DModel"
 
 
 @dataclasses.dataclass(frozen=True)
-class SanaVideoConfig:
+class SanaVideoConfig(ModelConfig):
     """Hyper-parameters of a SANA-Video transformer, named as in diffusers' ``transformer/config.json``."""
+
+    CLASS_NAME = DIFFUSERS_CLASS
+    ALSO_READS = ("SanaVideoCausalTransformer3DModel",)
+    FIXED = {"guidance_embeds": False,  # the guidance-distilled variant
+             "norm_elementwise_affine": False}  # used by no released model
 
     in_channels: int = 16
     out_channels: int = 16
@@ -88,37 +91,15 @@ class SanaVideoConfig:
         raise ConfigError(f"unknown preset {name!r}; expected '480p' or '720p'")
 
     @classmethod
-    def from_diffusers(cls, config: Mapping[str, Any], source: str = "config") -> "SanaVideoConfig":
-        """Parse a diffusers ``config.json`` dict, refusing configs of other models or unsupported options."""
-        name = config.get("_class_name", DIFFUSERS_CLASS)
-        if name not in (DIFFUSERS_CLASS, "SanaVideoCausalTransformer3DModel"):
-            raise ConfigError(f"{source}: is a {name} config, not {DIFFUSERS_CLASS}")
-        if config.get("guidance_embeds"):
-            raise ConfigError(f"{source}: guidance_embeds=true (guidance-distilled variant) is not supported yet")
-        if config.get("norm_elementwise_affine"):
-            raise ConfigError(f"{source}: norm_elementwise_affine=true is not used by any released model")
-        if config.get("cross_attention_dim", 1) is None:
-            raise ConfigError(f"{source}: models without cross-attention are not supported")
-        fields = {f.name for f in dataclasses.fields(cls)}
-        kwargs = {k: v for k, v in config.items() if k in fields and v is not None}
+    def _prepare(cls, config: dict, source: str) -> dict:
+        if "cross_attention_dim" in config and config["cross_attention_dim"] is None:
+            raise key_error(source, "cross_attention_dim", "models without cross-attention are not supported")
         if config.get("out_channels") is None and "in_channels" in config:
-            kwargs["out_channels"] = config["in_channels"]
-        try:
-            return cls(**kwargs)
-        except TypeError as e:
-            raise ConfigError(f"{source}: {e}") from e
+            config["out_channels"] = config["in_channels"]
+        return config
 
-    @classmethod
-    def from_json(cls, path: str | Path) -> "SanaVideoConfig":
-        return cls.from_diffusers(read_config_json(path), source=str(path))
-
-    def to_diffusers(self) -> dict[str, Any]:
-        """The diffusers ``config.json`` dict of this configuration."""
-        d = dataclasses.asdict(self)
-        d["patch_size"] = list(self.patch_size)
-        d.update(_class_name=DIFFUSERS_CLASS, dropout=0.0, guidance_embeds=False, guidance_embeds_scale=0.1,
-                 interpolation_scale=None, norm_elementwise_affine=False)
-        return d
+    def _extra_keys(self) -> dict[str, Any]:
+        return {"dropout": 0.0, "guidance_embeds_scale": 0.1, "interpolation_scale": None}
 
 
 class LinearSelfAttention(nnx.Module):

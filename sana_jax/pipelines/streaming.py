@@ -337,7 +337,8 @@ class StreamingPipeline:
             if vae_tile is not None:
                 raise InputError("vae_tile is only supported with the LTX-2 VAE when streaming")
             self.decoder = WanStreamDecoder(vae)
-            self.temporal_compression, self.spatial_compression = vae.config.temporal_factor, vae.config.spatial_factor
+            self.temporal_compression, self.spatial_compression = (vae.config.temporal_compression,
+                                                                   vae.config.spatial_compression)
         graphdef = self.graphdef
 
         def chunk(params, state, key, index, timesteps, sigmas, *, shape, max_frames):

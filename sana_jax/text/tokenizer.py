@@ -12,26 +12,16 @@ were dropped.
 
 from __future__ import annotations
 
-import json
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
+from sana_jax.config import read_json
 from sana_jax.errors import CheckpointError, InputError
 
 _DEFAULT_TOKENS = {"pad": "<pad>", "bos": "<bos>", "eos": "<eos>"}
-
-
-def _read_json(path: Path) -> dict:
-    if not path.exists():
-        return {}
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"{path}: cannot read ({e})") from e
-    return data if isinstance(data, dict) else {}
 
 
 def _content(token) -> str | None:
@@ -65,8 +55,8 @@ class Tokenizer:
         folder = Path(path)
         if not folder.is_dir():
             raise InputError(f"{folder}: tokenizer folder does not exist")
-        config = _read_json(folder / "tokenizer_config.json")
-        special = _read_json(folder / "special_tokens_map.json")
+        config = read_json(folder / "tokenizer_config.json", error=CheckpointError, missing={})
+        special = read_json(folder / "special_tokens_map.json", error=CheckpointError, missing={})
         tokens = {k: _content(config.get(f"{k}_token")) or _content(special.get(f"{k}_token"))
                   for k in _DEFAULT_TOKENS}
         if (folder / "tokenizer.json").exists():

@@ -13,24 +13,12 @@ from pathlib import Path
 
 import orbax.checkpoint as ocp
 
+from sana_jax.config import read_json
 from sana_jax.errors import CheckpointError, ConfigError
+from sana_jax.training.config import TrainConfig
 
 RUN_FILE = "run.json"
 METRICS_FILE = "metrics.jsonl"
-
-
-def _train_defaults() -> dict:
-    from sana_jax.training.trainer import TrainConfig
-
-    return json.loads(json.dumps(TrainConfig().to_dict()))
-
-
-def run_signature(trainer, dataset) -> dict:
-    """What must not change between a run and its resumption."""
-    from sana_jax.training.trainer import describe
-
-    return {"train": trainer.config.to_dict(), "model": trainer.model_config,
-            "parameters": describe(trainer), "data": dataset.signature()}
 
 
 class RunDirectory:
@@ -40,16 +28,13 @@ class RunDirectory:
         self.path = Path(path).absolute()
         self.trainer = trainer
         self.path.mkdir(parents=True, exist_ok=True)
-        signature = run_signature(trainer, dataset)
+        signature = trainer.run_signature(dataset)
         run_file = self.path / RUN_FILE
         if run_file.exists():
-            try:
-                previous = json.loads(run_file.read_text())
-            except (OSError, json.JSONDecodeError) as e:
-                raise CheckpointError(f"{run_file}: unreadable ({e})") from e
+            previous = read_json(run_file, error=CheckpointError)
             if isinstance(previous.get("train"), dict):  # settings added since the run began count as their default
-                previous["train"] = {**_train_defaults(), **previous["train"]}
-            changed = sorted(k for k in signature if previous.get(k) != json.loads(json.dumps(signature[k])))
+                previous["train"] = {**_as_json(TrainConfig().to_dict()), **previous["train"]}
+            changed = sorted(k for k in signature if previous.get(k) != _as_json(signature[k]))
             if changed:
                 raise ConfigError(f"{self.path} holds a run with a different {', '.join(changed)}; resume with the "
                                   "same settings or choose a new --out folder")
@@ -94,6 +79,11 @@ class RunDirectory:
     def close(self) -> None:
         self.manager.wait_until_finished()
         self.manager.close()
+
+
+def _as_json(value):
+    """``value`` as read back from JSON (tuples become lists)."""
+    return json.loads(json.dumps(value))
 
 
 def read_metrics(run_dir) -> list[dict]:

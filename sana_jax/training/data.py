@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from sana_jax.config import read_json
 from sana_jax.errors import CheckpointError, InputError
 from sana_jax.io.files import atomic_directory
 
@@ -58,10 +59,10 @@ class LatentDataset:
         folder = Path(folder)
         if not (folder / "cache.json").is_file():
             raise InputError(f"{folder}: not a latent cache (no cache.json; make one with `sana-jax cache`)")
+        meta = read_json(folder / "cache.json", error=CheckpointError)
         try:
-            meta = json.loads((folder / "cache.json").read_text())
             arrays = {name: np.load(folder / f"{name}.npy", mmap_mode="r") for name in CACHE_FILES}
-        except (OSError, ValueError, json.JSONDecodeError) as e:
+        except (OSError, ValueError) as e:
             raise CheckpointError(f"{folder}: unreadable cache ({e})") from e
         return cls(**arrays, captions=meta.get("captions", ()), meta=meta)
 
@@ -115,12 +116,7 @@ def captioned_videos(folder: str | os.PathLike) -> list[tuple[Path, str]]:
     folder = Path(folder)
     if not folder.is_dir():
         raise InputError(f"{folder}: no such folder of videos")
-    table = {}
-    if (folder / "captions.json").is_file():
-        try:
-            table = json.loads((folder / "captions.json").read_text())
-        except (OSError, json.JSONDecodeError) as e:
-            raise InputError(f"{folder / 'captions.json'}: unreadable ({e})") from e
+    table = read_json(folder / "captions.json", error=InputError, missing={})
     videos = sorted(p for p in folder.iterdir() if p.suffix.lower() in VIDEO_SUFFIXES)
     if not videos:
         raise InputError(f"{folder}: no videos ({', '.join(VIDEO_SUFFIXES)})")

@@ -17,8 +17,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from sana_jax.config import TIMESTEP_SAMPLING
 from sana_jax.errors import InputError
+from sana_jax.training.config import TIMESTEP_SAMPLING
 
 
 def shift_sigmas(u: jax.Array, shift: float) -> jax.Array:

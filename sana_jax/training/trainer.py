@@ -14,7 +14,6 @@ checkpoint therefore continues bit-for-bit as the uninterrupted run would (on CP
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -26,53 +25,9 @@ import optax
 from flax import nnx
 
 from sana_jax.errors import ConfigError, InputError
-from sana_jax.training.flow import TIMESTEP_SAMPLING, flow_matching_loss
-
-
-@dataclasses.dataclass(frozen=True)
-class TrainConfig:
-    """Optimisation settings (defaults: SANA-Video's recipe where it states one)."""
-
-    learning_rate: float = 1e-4
-    warmup_steps: int = 0
-    lr_schedule: str = "constant"  # "constant" after warm-up, or "cosine" decay to 0 at ``total_steps``
-    total_steps: int | None = None
-    weight_decay: float = 0.0
-    adam_b1: float = 0.9
-    adam_b2: float = 0.999
-    grad_clip: float | None = 1.0  # global-norm clipping; None: off
-    ema_decay: float | None = None  # e.g. 0.999; None: no EMA
-    compute_dtype: str = "float32"  # "bfloat16": bf16 activations/matmuls, float32 master weights and optimiser
-    remat: bool = False  # rematerialise each DiT block in the backward pass
-    flow_shift: float = 3.0
-    timestep_sampling: str = "logit_normal"
-    pure_noise_fraction: float = 0.0  # share of samples trained at σ = 1 exactly, where sampling starts
-    text_dropout: float = 0.0  # probability of training a sample on the empty prompt (for guidance)
-    trainable: str | None = None  # regular expression over parameter names (re.search); None: all
-    batch_size: int = 8
-    seed: int = 0
-
-    def __post_init__(self):
-        if self.lr_schedule not in ("constant", "cosine"):
-            raise ConfigError(f"lr_schedule must be 'constant' or 'cosine', got {self.lr_schedule!r}")
-        if self.lr_schedule == "cosine" and (not self.total_steps or self.total_steps <= self.warmup_steps):
-            raise ConfigError(f"lr_schedule='cosine' needs total_steps > warmup_steps ({self.warmup_steps}), "
-                              f"got {self.total_steps}")
-        if self.timestep_sampling not in TIMESTEP_SAMPLING:
-            raise ConfigError(f"timestep_sampling must be one of {TIMESTEP_SAMPLING}")
-        if self.compute_dtype not in ("float32", "bfloat16"):
-            raise ConfigError(f"compute_dtype must be 'float32' or 'bfloat16', got {self.compute_dtype!r}")
-        if not 0.0 <= self.pure_noise_fraction < 1.0:
-            raise ConfigError(f"pure_noise_fraction must be in [0, 1), got {self.pure_noise_fraction}")
-        if not 0.0 <= self.text_dropout < 1.0:
-            raise ConfigError(f"text_dropout must be in [0, 1), got {self.text_dropout}")
-        if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
-            raise ConfigError(f"ema_decay must be in (0, 1), got {self.ema_decay}")
-        if self.batch_size < 1 or self.warmup_steps < 0:
-            raise ConfigError("batch_size must be ≥ 1 and warmup_steps ≥ 0")
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+from sana_jax.training.checkpoints import RunDirectory
+from sana_jax.training.config import TrainConfig
+from sana_jax.training.flow import flow_matching_loss
 
 
 def learning_rate_schedule(cfg: TrainConfig) -> optax.Schedule:
@@ -164,6 +119,11 @@ class Trainer:
     def abstract_state(self) -> dict:
         return jax.eval_shape(self.init_state)
 
+    def run_signature(self, dataset) -> dict:
+        """What must not change between a run and its resumption (``run.json``)."""
+        return {"train": self.config.to_dict(), "model": self.model_config, "parameters": describe(self),
+                "data": dataset.signature()}
+
     def model_from(self, state: dict, *, ema: bool = True, dtype="float32") -> nnx.Module:
         """The model with the state's weights (the EMA weights when kept and ``ema``), computing in ``dtype``."""
         weights = state["ema"] if (ema and state["ema"]) else state["params"]
@@ -226,8 +186,6 @@ class Trainer:
         checkpoint; a checkpoint whose write was interrupted is never picked (orbax commits by an atomic rename).
         """
         from tqdm.auto import tqdm
-
-        from sana_jax.training.checkpoints import RunDirectory
 
         if steps < 1:
             raise InputError(f"steps must be ≥ 1, got {steps}")

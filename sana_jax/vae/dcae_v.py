@@ -26,16 +26,13 @@ and ``overlap`` are in the input's pixels (video pixels for encode, latent pixel
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
 from fractions import Fraction
-from pathlib import Path
-from typing import Any
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from sana_jax.config import read_config_json
+from sana_jax.config import ModelConfig
 from sana_jax.errors import ConfigError, InputError
 from sana_jax.nn.layers import DType
 from sana_jax.vae.common import PipelineVAE, check_video
@@ -57,7 +54,7 @@ _PRESETS = {  # name → (latent channels, widths, depths, scaling factor); DC-G
 
 
 @dataclasses.dataclass(frozen=True)
-class DCAEVConfig:
+class DCAEVConfig(ModelConfig):
     """Hyper-parameters of a chunk-causal DC-AE-V (encoder and decoder share widths and depths).
 
     Structure (DC-Gen ``dc_ae_v_f32t4_chunk_causal``): ``project_in`` conv + 2× spatial unshuffle to
@@ -73,6 +70,10 @@ class DCAEVConfig:
     temporal_compression: int = 4
     scaling_factor: float = RELEASED_SCALING_FACTOR
     eps: float = 1e-5
+
+    CLASS_NAME = CLASS_NAME
+    RENAMED = {"chunk_size": "chunk_frames"}
+    DERIVED = {"spatial_compression": "spatial_compression"}
 
     def __post_init__(self):
         object.__setattr__(self, "width_list", tuple(int(v) for v in self.width_list))
@@ -115,46 +116,16 @@ class DCAEVConfig:
                       **overrides})
 
     @classmethod
-    def from_dict(cls, config: Mapping[str, Any], source: str = "config") -> DCAEVConfig:
-        """Parse a config dict: :meth:`to_diffusers`'s output or the DC-Gen-style ``config.json`` of the tiny
-        fixture (``latent_channels``, ``chunk_frames``, ``width_list``, ``depth_list``, ``spatial_compression``,
-        ``temporal_compression``, descriptive ``norm``/``act``). Other models' configs raise :class:`ConfigError`."""
-        name = config.get("_class_name", CLASS_NAME)
-        if name != CLASS_NAME:
-            raise ConfigError(f"{source}: is a {name} config, not {CLASS_NAME}")
-        if "preset" in config:
-            base = dataclasses.asdict(cls.preset(config["preset"]))
-        else:
-            base = {}
+    def _prepare(cls, config: dict, source: str) -> dict:
+        """Also reads the DC-Gen-style ``config.json`` of the tiny fixture: a ``preset`` the other keys override,
+        ``chunk_size``, descriptive ``norm``/``act``."""
         act, norm = str(config.get("act", "silu")), str(config.get("norm", "rms3d"))
         if not act.startswith("silu") or not norm.startswith(("rms3d", "trms2d")):
             raise ConfigError(f"{source}: act {act!r} / norm {norm!r} are not DC-AE-V's silu / rms3d")
-        fields = {f.name for f in dataclasses.fields(cls)}
-        kwargs = {**base, **{k: v for k, v in config.items() if k in fields and v is not None}}
-        if "chunk_size" in config and "chunk_frames" not in config:
-            kwargs["chunk_frames"] = config["chunk_size"]
-        try:
-            cfg = cls(**kwargs)
-        except (ConfigError, TypeError) as e:
-            raise ConfigError(f"{source}: {e}") from e
-        sc = config.get("spatial_compression")
-        if sc is not None and int(sc) != cfg.spatial_compression:
-            raise ConfigError(f"{source}: spatial_compression {sc} does not match the {len(cfg.width_list)} stages "
-                              f"(which give {cfg.spatial_compression})")
-        return cfg
-
-    from_diffusers = from_dict
-
-    @classmethod
-    def from_json(cls, path: str | Path) -> DCAEVConfig:
-        return cls.from_dict(read_config_json(path), source=str(path))
-
-    def to_diffusers(self) -> dict[str, Any]:
-        d = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
-        d.update(_class_name=CLASS_NAME, spatial_compression=self.spatial_compression)
-        return d
-
-    to_dict = to_diffusers
+        if "preset" not in config:
+            return config
+        given = {k: v for k, v in config.items() if v is not None}
+        return {**dataclasses.asdict(cls.preset(config["preset"])), **given}
 
 
 def _stage_factors(cfg: DCAEVConfig, s: int) -> tuple[int, int, int]:

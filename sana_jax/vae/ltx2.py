@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from sana_jax.config import ModelConfig, key_error
 from sana_jax.errors import ConfigError, InputError
 from sana_jax.nn.embeddings import TimestepEmbedding, timestep_sinusoid
 from sana_jax.nn.layers import DType, param
@@ -40,10 +41,13 @@ class Buffer(nnx.Variable):
 
 
 @dataclasses.dataclass(frozen=True)
-class LTX2VAEConfig:
+class LTX2VAEConfig(ModelConfig):
     """Hyper-parameters, named as in diffusers' ``vae/config.json``; only the LTX-2 family's options."""
 
     in_channels: int = 3
+    CLASS_NAME = DIFFUSERS_CLASS
+    FIXED = {"patch_size_t": 1}
+
     latent_channels: int = 128
     block_out_channels: tuple[int, ...] = (256, 512, 1024, 2048)
     layers_per_block: tuple[int, ...] = (4, 6, 6, 2, 2)
@@ -95,23 +99,14 @@ class LTX2VAEConfig:
         return cls()
 
     @classmethod
-    def from_diffusers(cls, config: Mapping[str, Any], source: str = "config") -> "LTX2VAEConfig":
-        name = config.get("_class_name", DIFFUSERS_CLASS)
-        if name != DIFFUSERS_CLASS:
-            raise ConfigError(f"{source}: is a {name} config, not {DIFFUSERS_CLASS}")
+    def _prepare(cls, config: dict, source: str) -> dict:
         if any(config.get("decoder_inject_noise") or ()):
-            raise ConfigError(f"{source}: decoder_inject_noise is not supported (no released LTX-2 VAE uses it)")
-        if config.get("patch_size_t", 1) != 1:
-            raise ConfigError(f"{source}: patch_size_t must be 1")
+            raise key_error(source, "decoder_inject_noise", "is not supported (no released LTX-2 VAE uses it)")
         for key in ("spatio_temporal_scaling", "decoder_spatio_temporal_scaling"):
             v = config.get(key, True)
             if not all(v if isinstance(v, (list, tuple)) else (v,)):
-                raise ConfigError(f"{source}: blocks without up/downsampling ({key}) are not supported")
-        fields = {f.name for f in dataclasses.fields(cls)}
-        try:
-            return cls(**{k: v for k, v in config.items() if k in fields and v is not None})
-        except TypeError as e:
-            raise ConfigError(f"{source}: {e}") from e
+                raise key_error(source, key, "blocks without up/downsampling are not supported")
+        return config
 
     @classmethod
     def from_native(cls, vae: Mapping[str, Any], source: str = "metadata") -> "LTX2VAEConfig":
@@ -138,27 +133,26 @@ class LTX2VAEConfig:
             c *= m
             chans.append(c)
         base = vae.get("decoder_base_channels", 128)
-        return cls(latent_channels=latent, block_out_channels=tuple(chans), layers_per_block=tuple(layers),
-                   downsample_type=tuple(downs), decoder_block_out_channels=tuple(base * 2 ** (i + 1)
-                                                                                   for i in range(len(ups))),
-                   decoder_layers_per_block=tuple(reversed(dec_layers)),
-                   upsample_type=("spatiotemporal",) * len(ups),
-                   upsample_residual=tuple(bool(p.get("residual", False)) for p in reversed(ups)),
-                   upsample_factor=tuple(p.get("multiplier", 1) for p in reversed(ups)),
-                   timestep_conditioning=vae.get("timestep_conditioning", True), patch_size=vae.get("patch_size", 4),
-                   decoder_causal=vae.get("causal_decoder", False),
-                   encoder_spatial_padding_mode=vae.get("encoder_spatial_padding_mode",
-                                                        vae.get("spatial_padding_mode", "zeros")),
-                   decoder_spatial_padding_mode=vae.get("decoder_spatial_padding_mode", "reflect"))
+        fields = dict(latent_channels=latent, block_out_channels=tuple(chans), layers_per_block=tuple(layers),
+                      downsample_type=tuple(downs),
+                      decoder_block_out_channels=tuple(base * 2 ** (i + 1) for i in range(len(ups))),
+                      decoder_layers_per_block=tuple(reversed(dec_layers)),
+                      upsample_type=("spatiotemporal",) * len(ups),
+                      upsample_residual=tuple(bool(p.get("residual", False)) for p in reversed(ups)),
+                      upsample_factor=tuple(p.get("multiplier", 1) for p in reversed(ups)),
+                      timestep_conditioning=vae.get("timestep_conditioning", True),
+                      patch_size=vae.get("patch_size", 4), decoder_causal=vae.get("causal_decoder", False),
+                      encoder_spatial_padding_mode=vae.get("encoder_spatial_padding_mode",
+                                                           vae.get("spatial_padding_mode", "zeros")),
+                      decoder_spatial_padding_mode=vae.get("decoder_spatial_padding_mode", "reflect"))
+        return cls.build(fields, source)
 
-    def to_diffusers(self) -> dict:
-        d = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
-        d.update(_class_name=DIFFUSERS_CLASS, out_channels=self.in_channels, patch_size_t=1,
-                 down_block_types=["LTX2VideoDownBlock3D"] * len(self.block_out_channels),
-                 spatio_temporal_scaling=[True] * len(self.block_out_channels),
-                 decoder_spatio_temporal_scaling=[True] * len(self.decoder_block_out_channels),
-                 decoder_inject_noise=[False] * len(self.decoder_layers_per_block), resnet_norm_eps=1e-6)
-        return d
+    def _extra_keys(self) -> dict[str, Any]:
+        blocks = len(self.block_out_channels)
+        return dict(out_channels=self.in_channels, down_block_types=["LTX2VideoDownBlock3D"] * blocks,
+                    spatio_temporal_scaling=[True] * blocks,
+                    decoder_spatio_temporal_scaling=[True] * len(self.decoder_block_out_channels),
+                    decoder_inject_noise=[False] * len(self.decoder_layers_per_block), resnet_norm_eps=1e-6)
 
 
 class DownBlock(nnx.Module):

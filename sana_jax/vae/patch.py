@@ -17,13 +17,12 @@ data after the autoencoder is trained, stored in the config), as the pipeline ex
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
-from typing import Any
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from sana_jax.config import ModelConfig
 from sana_jax.errors import ConfigError, InputError
 from sana_jax.nn.conv import conv
 from sana_jax.vae.common import PipelineVAE
@@ -33,13 +32,16 @@ CLASS_NAME = "SanaJaxPatchVAE"
 
 
 @dataclasses.dataclass(frozen=True)
-class PatchVAEConfig:
+class PatchVAEConfig(ModelConfig):
+    CLASS_NAME = CLASS_NAME
+    RENAMED = {"temporal_factor": "temporal_compression", "spatial_factor": "spatial_compression"}  # older folders
+
     in_channels: int = 3
     latent_channels: int = 8
     hidden_channels: int = 128
     num_res_blocks: int = 2
-    temporal_factor: int = 4
-    spatial_factor: int = 8
+    temporal_compression: int = 4
+    spatial_compression: int = 8
     latents_mean: tuple[float, ...] | None = None
     latents_std: tuple[float, ...] | None = None
 
@@ -50,29 +52,12 @@ class PatchVAEConfig:
                 object.__setattr__(self, name, tuple(float(v) for v in value))
                 if len(value) != self.latent_channels:
                     raise ConfigError(f"{name} has {len(value)} entries for {self.latent_channels} latent channels")
-        if min(self.temporal_factor, self.spatial_factor, self.latent_channels, self.hidden_channels) < 1:
+        if min(self.temporal_compression, self.spatial_compression, self.latent_channels, self.hidden_channels) < 1:
             raise ConfigError("factors and channel counts must be ≥ 1")
 
     @property
     def patch_values(self) -> int:
-        return self.temporal_factor * self.spatial_factor ** 2 * self.in_channels
-
-    @classmethod
-    def from_diffusers(cls, config: Mapping[str, Any], source: str = "config") -> "PatchVAEConfig":
-        name = config.get("_class_name", CLASS_NAME)
-        if name != CLASS_NAME:
-            raise ConfigError(f"{source}: is a {name} config, not {CLASS_NAME}")
-        fields = {f.name for f in dataclasses.fields(cls)}
-        try:
-            return cls(**{k: v for k, v in config.items() if k in fields})
-        except TypeError as e:
-            raise ConfigError(f"{source}: {e}") from e
-
-    def to_diffusers(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        for name in ("latents_mean", "latents_std"):
-            d[name] = None if d[name] is None else list(d[name])
-        return {"_class_name": CLASS_NAME, **d}
+        return self.temporal_compression * self.spatial_compression ** 2 * self.in_channels
 
 
 class ResBlock(nnx.Module):
@@ -122,7 +107,7 @@ class PatchVAE(PipelineVAE, nnx.Module):
     # -- pipeline protocol -------------------------------------------------------------------------------------
     @property
     def compression(self) -> tuple[int, int]:
-        return self.config.temporal_factor, self.config.spatial_factor
+        return self.config.temporal_compression, self.config.spatial_compression
 
     def decode_for_pipeline(self, latents: jax.Array, *, tile: int | None = None) -> jax.Array:
         del tile  # small enough to decode whole
@@ -139,7 +124,7 @@ class PatchVAE(PipelineVAE, nnx.Module):
         """(mean, log-variance) of the un-normalised latent, each (B, T', H', W', latent_channels)."""
         cfg = self.config
         b, t, h, w, c = video.shape
-        tf, s = cfg.temporal_factor, cfg.spatial_factor
+        tf, s = cfg.temporal_compression, cfg.spatial_compression
         if c != cfg.in_channels or (t - 1) % tf or h % s or w % s:
             raise InputError(f"video must be (B, 1 + {tf}k, H, W, {cfg.in_channels}) with H, W multiples of {s}, "
                              f"got {video.shape}")
@@ -165,7 +150,7 @@ class PatchVAE(PipelineVAE, nnx.Module):
             m, s = self._stats(z.dtype)
             z = z * s + m
         b, t, h, w, _ = z.shape
-        tf, s = cfg.temporal_factor, cfg.spatial_factor
+        tf, s = cfg.temporal_compression, cfg.spatial_compression
         y = self.decoder(z.astype(self.dtype)).reshape(b, t, h, w, tf, s, s, cfg.in_channels)
         y = y.transpose(0, 1, 4, 2, 5, 3, 6, 7).reshape(b, t * tf, h * s, w * s, cfg.in_channels)
         return y[:, tf - 1:].astype(jnp.float32)

@@ -22,16 +22,14 @@ Two ways to run a clip, equal to diffusers' cached chunk loop (its ``feat_cache`
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
 from fractions import Fraction
-from pathlib import Path
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from sana_jax.config import read_config_json
+from sana_jax.config import ModelConfig
 from sana_jax.errors import ConfigError
 from sana_jax.nn.layers import DType
 from sana_jax.vae.common import PipelineVAE, check_video
@@ -47,10 +45,14 @@ WAN21_LATENTS_STD = (2.8184, 1.4541, 2.3275, 2.6558, 1.2196, 1.7708, 2.6052, 2.0
 
 
 @dataclasses.dataclass(frozen=True)
-class WanVAEConfig:
+class WanVAEConfig(ModelConfig):
     """Hyper-parameters of ``AutoencoderKLWan``, named as in its ``config.json`` (the defaults are Wan2.1's)."""
 
     base_dim: int = 96
+    CLASS_NAME = DIFFUSERS_CLASS
+    FIXED = {"is_residual": False, "patch_size": None}  # the Wan2.2 VAE's options
+    DERIVED = {"scale_factor_temporal": "temporal_compression", "scale_factor_spatial": "spatial_compression"}
+
     z_dim: int = 16
     dim_mult: tuple[int, ...] = (1, 2, 4, 4)
     num_res_blocks: int = 2
@@ -85,12 +87,12 @@ class WanVAEConfig:
         return self.decoder_base_dim or self.base_dim
 
     @property
-    def temporal_factor(self) -> int:
+    def temporal_compression(self) -> int:
         """Video frames per latent frame after the first (4 for Wan2.1)."""
         return 2 ** sum(self.temperal_downsample)
 
     @property
-    def spatial_factor(self) -> int:
+    def spatial_compression(self) -> int:
         """Video pixels per latent pixel along H and W (8 for Wan2.1)."""
         return 2 ** (len(self.dim_mult) - 1)
 
@@ -101,36 +103,8 @@ class WanVAEConfig:
             return cls()
         raise ConfigError(f"unknown Wan VAE preset {name!r}; expected 'wan2.1'")
 
-    @classmethod
-    def from_diffusers(cls, config: Mapping[str, Any], source: str = "config") -> "WanVAEConfig":
-        """Parse a diffusers ``AutoencoderKLWan`` ``config.json`` dict; other models and Wan2.2 options raise."""
-        name = config.get("_class_name", DIFFUSERS_CLASS)
-        if name != DIFFUSERS_CLASS:
-            raise ConfigError(f"{source}: is a {name} config, not {DIFFUSERS_CLASS}")
-        if config.get("is_residual"):
-            raise ConfigError(f"{source}: is_residual=true (the Wan2.2 VAE) is not supported")
-        if config.get("patch_size") not in (None, 1):
-            raise ConfigError(f"{source}: patch_size={config['patch_size']} (the Wan2.2 VAE) is not supported")
-        fields = {f.name for f in dataclasses.fields(cls)}
-        kwargs = {k: v for k, v in config.items() if k in fields and v is not None}
-        try:
-            return cls(**kwargs)
-        except ConfigError as e:
-            raise ConfigError(f"{source}: {e}") from e
-        except TypeError as e:
-            raise ConfigError(f"{source}: {e}") from e
-
-    @classmethod
-    def from_json(cls, path: str | Path) -> "WanVAEConfig":
-        return cls.from_diffusers(read_config_json(path), source=str(path))
-
-    def to_diffusers(self) -> dict[str, Any]:
-        """The diffusers ``config.json`` dict of this configuration."""
-        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        d = {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
-        d.update(_class_name=DIFFUSERS_CLASS, dropout=0.0, is_residual=False, patch_size=None,
-                 scale_factor_temporal=self.temporal_factor, scale_factor_spatial=self.spatial_factor)
-        return d
+    def _extra_keys(self) -> dict[str, Any]:
+        return {"dropout": 0.0}
 
 
 class Encoder(nnx.Module):
@@ -218,7 +192,7 @@ class WanVAE(PipelineVAE, nnx.Module):
     @property
     def compression(self) -> tuple[int, int]:
         """(temporal, spatial): video frames per latent frame after the first, video pixels per latent pixel."""
-        return self.config.temporal_factor, self.config.spatial_factor
+        return self.config.temporal_compression, self.config.spatial_compression
 
     def decode_for_pipeline(self, latents: jax.Array, *, tile: int | None = None) -> jax.Array:
         """Normalised latents → video in [-1, 1], one latent frame at a time (``chunked``: bounded memory)."""
@@ -227,7 +201,7 @@ class WanVAE(PipelineVAE, nnx.Module):
     # ----------------------------------------------------------------------------------------------- checks
     def check_video(self, shape) -> None:
         cfg = self.config
-        check_video(tuple(shape), frame_step=cfg.temporal_factor, frame_offset=1, spatial=cfg.spatial_factor,
+        check_video(tuple(shape), frame_step=cfg.temporal_compression, frame_offset=1, spatial=cfg.spatial_compression,
                     channels=cfg.in_channels, what="video")
 
     def check_latents(self, shape) -> None:
@@ -257,7 +231,7 @@ class WanVAE(PipelineVAE, nnx.Module):
         return self._encode_chunk(x, None)[0]
 
     def _encode_chunked(self, x: jax.Array) -> jax.Array:
-        f = self.config.temporal_factor
+        f = self.config.temporal_compression
         y0, cache = self._encode_chunk(x[:, :1], None)
         steps = (x.shape[1] - 1) // f
         if steps == 0:
@@ -285,7 +259,7 @@ class WanVAE(PipelineVAE, nnx.Module):
         self.check_video(video.shape)
         fn = self._encode_chunked if chunked else self._encode_single
         if tile is not None:
-            mu = tiled_apply(fn, video, tile=tile, overlap=overlap, ratio=Fraction(1, self.config.spatial_factor))
+            mu = tiled_apply(fn, video, tile=tile, overlap=overlap, ratio=Fraction(1, self.config.spatial_compression))
         else:
             mu = fn(video)
         return self.normalize(mu) if normalized else mu
@@ -298,7 +272,7 @@ class WanVAE(PipelineVAE, nnx.Module):
         return self._decode_chunk(z, None)[0]
 
     def _decode_chunked(self, z: jax.Array) -> jax.Array:
-        f = self.config.temporal_factor
+        f = self.config.temporal_compression
         y0, cache = self._decode_chunk(z[:, :1], None)
         steps = z.shape[1] - 1
         if steps == 0:
@@ -355,7 +329,7 @@ class WanVAE(PipelineVAE, nnx.Module):
         z = self.denormalize(latents) if normalized else latents
         fn = self._decode_chunked if chunked else self._decode_single
         if tile is not None:
-            video = tiled_apply(fn, z, tile=tile, overlap=overlap, ratio=self.config.spatial_factor)
+            video = tiled_apply(fn, z, tile=tile, overlap=overlap, ratio=self.config.spatial_compression)
         else:
             video = fn(z)
         return jnp.clip(video, -1.0, 1.0)
