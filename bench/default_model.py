@@ -7,7 +7,6 @@ its held-out demo score.
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import tempfile
@@ -29,9 +28,10 @@ def main() -> None:
                                    "--out", str(out), "-q"], capture_output=True, text=True, check=True)
             runs.append({"wall_s": time.perf_counter() - start, "stdout": proc.stdout.strip().splitlines()})
             print(f"run {i}: {runs[-1]['wall_s']:.1f} s; {runs[-1]['stdout'][-1]}")
+    from sana_jax.config import read_json
     from sana_jax.demo import default_model_path
 
-    recipe = json.loads((default_model_path() / "recipe.json").read_text())
+    recipe = read_json(default_model_path() / "recipe.json")
     result = {"device": device_description(), "command": "sana-jax generate 'a blue square moving up'",
               "runs": runs, "held_out_score": recipe["quality_on_held_out"]["score"],
               "training_times_s": recipe["times"]}

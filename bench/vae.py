@@ -29,6 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.common import device_description, write_result  # noqa: E402
+from sana_jax.config import read_json  # noqa: E402
 
 SMALL = {
     "ltx2": dict(latent_channels=32, block_out_channels=(32, 64, 128, 256), layers_per_block=(1, 1, 1, 1, 1),
@@ -53,7 +54,7 @@ def make_folder(family: str, config: str, folder: Path) -> None:
 
 def shapes(family: str, args) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """(video shape, latent shape), channels-last."""
-    cfg = json.loads((Path(args.folder) / "config.json").read_text())
+    cfg = read_json(Path(args.folder) / "config.json")
     if family == "ltx2":
         t, s, c = 8, 32, cfg["latent_channels"]
     else:
