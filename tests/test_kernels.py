@@ -20,7 +20,7 @@ import pytest
 
 from sana_jax.errors import InputError
 from sana_jax.kernels.dispatch import linear_attention
-from sana_jax.kernels.linear_attention import (chunk_sizes, combine_chunks, linear_attention_pallas, state_to_kernel,
+from sana_jax.kernels.linear_attention import (combine_chunks, linear_attention_pallas, split_tokens, state_to_kernel,
                                                state_to_natural)
 from sana_jax.nn.linear_attention import LinearAttentionState, accumulate_state, read_state, relu_linear_attention
 from sana_jax.nn.rope import rope_3d
@@ -79,7 +79,7 @@ def test_noncausal_matches_reference(d):
 def test_chunk_causal_matches_reference(d):
     q, k, v, cos, sin = _inputs(d)
     chunk = 2 * 21  # two latent frames: chunks of 42, 42, 21 tokens, none a multiple of the block sizes
-    ref, _ = chunk_causal_reference(q, k, v, cos, sin, chunk_sizes(N, chunk))
+    ref, _ = chunk_causal_reference(q, k, v, cos, sin, split_tokens(N, chunk))
     kw = {"causal_chunk": chunk, "interpret": True, "block_state": 16, "block_out": 16, "splits": 2,
           "blocks_per_program": 2}
     out = linear_attention_pallas(q, k, v, cos, sin, **kw)

@@ -13,7 +13,6 @@ Every implementation returns the output in q's dtype with float32 maths inside, 
 path is differentiable: its backward pass is the reference's (recomputed), so training code may call it too.
 
 ``jax_triton`` is not needed: the kernels go through Pallas' Triton lowering, which ships with jaxlib.
-:data:`HAS_JAX_TRITON` only records whether it is importable (no jax-triton variant is implemented).
 """
 
 from __future__ import annotations
@@ -29,15 +28,8 @@ import jax
 import jax.numpy as jnp
 
 from sana_jax.errors import InputError
-from sana_jax.kernels.linear_attention import chunk_sizes, combine_chunks, linear_attention_pallas, padded_dim
+from sana_jax.kernels.linear_attention import combine_chunks, linear_attention_pallas, padded_dim, split_tokens
 from sana_jax.nn.linear_attention import LinearAttentionState, accumulate_state, read_state, relu_linear_attention
-
-try:  # optional; never required
-    import jax_triton  # noqa: F401
-
-    HAS_JAX_TRITON = True
-except Exception:  # noqa: BLE001 - ImportError, or a jax_triton that does not match this jax
-    HAS_JAX_TRITON = False
 
 IMPLS = ("auto", "reference", "pallas", "interpret")
 MAX_KERNEL_HEAD_DIM = 128  # the state tile (P × P float32, two halves) must fit the registers of one program
@@ -88,7 +80,7 @@ def reference_linear_attention(q: jax.Array, k: jax.Array, v: jax.Array, cos: ja
     non-causal without extras). Same arguments and results as :func:`linear_attention`."""
     if causal_chunk is None and initial_state is None and not return_states:
         return relu_linear_attention(q, k, v, cos, sin, eps)
-    sizes = chunk_sizes(q.shape[1], causal_chunk)
+    sizes = split_tokens(q.shape[1], causal_chunk)
     bounds = [0]
     for s in sizes:
         bounds.append(bounds[-1] + s)

@@ -77,9 +77,11 @@ def padded_dim(d: int) -> int:
     return max(_next_pow2(d), MIN_PADDED_DIM)
 
 
-def chunk_sizes(n: int, causal_chunk: int | Sequence[int] | None) -> tuple[int, ...]:
-    """Token counts per chunk. ``None``: one chunk (non-causal); an int: chunks of that many tokens from the start
-    (the last may be shorter); a sequence: the sizes themselves (must sum to ``n``)."""
+def split_tokens(n: int, causal_chunk: int | Sequence[int] | None) -> tuple[int, ...]:
+    """Token counts per chunk. ``None``: one chunk (non-causal); an int c: chunks of c tokens from the start, the
+    last one shorter (token t is in chunk t // c, the usual block-causal mask: the kernel knows nothing of frames);
+    a sequence: the sizes themselves (must sum to ``n``). Streaming passes explicit sizes, from LongSANA's frame
+    split that puts the remainder first (:func:`sana_jax.models.sana_video_causal.split_frames`)."""
     if causal_chunk is None:
         return (n,)
     if isinstance(causal_chunk, (int,)) or hasattr(causal_chunk, "__index__"):
@@ -392,7 +394,7 @@ def linear_attention_pallas(q: jax.Array, k: jax.Array, v: jax.Array, cos: jax.A
                          f"{sin.shape}")
     if interpret is None:
         interpret = jax.default_backend() != "gpu"
-    sizes = chunk_sizes(n, causal_chunk)
+    sizes = split_tokens(n, causal_chunk)
     if isinstance(precision, lax.Precision):
         precision = precision.name.lower()
     init_kv = init_ks = None
