@@ -1,10 +1,12 @@
 """Streaming long video (LongSANA): chunks into a live mp4, Ctrl-C, exact streaming Wan decode, flat memory, prompt
-switching, one compilation per chunk shape. A tiny diffusers SANA-Video folder (``pipeline_refs.build``); every test
-uses the same chunk shapes so the module compiles each executable once (XLA:CPU compiles the Wan decoder slowly)."""
+switching, one compilation per chunk shape, the package's streaming DiT, checks before loading. A tiny diffusers
+SANA-Video folder (``pipeline_refs.build``); every test uses the same chunk shapes so the module compiles each
+executable once (XLA:CPU compiles the Wan decoder slowly)."""
 
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -16,6 +18,8 @@ from tests.pipeline_refs import build
 from sana_jax.errors import InputError  # noqa: E402
 from sana_jax.io.video import read_video, to_uint8  # noqa: E402
 from sana_jax.pipelines.streaming import StreamingPipeline, plan_chunks  # noqa: E402
+from sana_jax.sampling.solvers import renoise_coefficients, renoise_step  # noqa: E402
+from tests.conftest import max_rel_err  # noqa: E402
 
 PROMPT = "a big blue square moving up"
 OTHER = "a red circle moving left"
@@ -80,7 +84,7 @@ def test_streams_chunks_into_a_live_mp4(pipe, tmp_path):
         assert not out.exists()
         seen.append((written, readable_frames(partial, written - 1)))
 
-    traces = pipe.traces + pipe.decoder.traces
+    traces = pipe.traces
     result = stream(pipe, out=out, progress=on_chunk)
     assert [c.frames for c in result.chunks] == [9, 8, 8, 8] and result.frames == 33
     assert read_video(out).shape == (33, H, W, 3) and not partial.exists()
@@ -92,7 +96,7 @@ def test_streams_chunks_into_a_live_mp4(pipe, tmp_path):
     assert result.steady_fps > 0 and result.state_bytes > 0 and not result.interrupted
     again = stream(pipe, num_chunks=5)  # no file; the same shapes: nothing new to compile
     assert again.frames == 41 and not any(c.traced for c in again.chunks)
-    assert pipe.traces + pipe.decoder.traces - traces <= 7  # init, 2 chunk steps, 2 uint8, 2 decoder (1st use)
+    assert pipe.traces - traces <= 7  # init, 2 chunk steps, 2 uint8, 2 decoder (1st use)
 
 
 def test_ctrl_c_keeps_a_valid_file(pipe, tmp_path):
@@ -161,6 +165,39 @@ def test_sliding_window(pipe):
     assert float(jnp.max(jnp.abs(windowed[3].latents - base[3].latents))) > 1e-6
 
 
+def test_pipeline_is_the_streaming_dit_sampler_written_out(pipe):
+    """The pipeline's chunk latents are LongSANA's sampler looped by hand with the package's ``StreamingDiT``: a
+    step call per timestep, ``renoise_step`` with the documented noise keys, then the committing pass."""
+    chunks = collect(pipe, num_chunks=2, seed=7)
+    text, mask = pipe._encode(PROMPT)
+    dit, sched = pipe.dit, pipe.schedule
+    k = renoise_coefficients(sched.sigmas)
+    state = dit.init_state(text, mask, height=H // 8, width=W // 8)
+    key = jax.random.key(7)
+    for c, chunk in enumerate(chunks):
+        shape, chunk_key = chunk.latents.shape, jax.random.fold_in(key, c)
+        x = jax.random.normal(jax.random.fold_in(chunk_key, 0), shape, jnp.float32)
+        for i, t in enumerate(sched.timesteps):
+            v, _ = dit(state, x, t)
+            eps = jax.random.normal(jax.random.fold_in(chunk_key, i + 1), shape, jnp.float32)
+            x = renoise_step(x, v.astype(jnp.float32), eps, {name: a[i] for name, a in k.items()})
+        _, state = dit(state, x, 0.0, commit=True)
+        assert max_rel_err(chunk.latents, x) <= 1e-5
+
+
+def test_check_needs_no_weights(folder, tmp_path):
+    import sana_jax
+
+    request = StreamingPipeline.check(folder, num_chunks=3, chunk_frames=CHUNK, width=W, prompts_at={2: OTHER})
+    assert request.chunks == (3, 2, 2) and (request.height, request.width) == (480, W)  # the checkpoint's height
+    for bad in ({"height": H + 8}, {"window": 0}, {"prompts_at": {3: OTHER}}, {"num_chunks": 0}):
+        with pytest.raises(InputError):
+            StreamingPipeline.check(folder, **{"num_chunks": 3, **bad})
+    default_model = Path(sana_jax.__file__).parent / "default_model"  # its PatchVAE has no streaming decoder
+    with pytest.raises(InputError, match="streaming decoder"):
+        StreamingPipeline.check(default_model, num_chunks=1)
+
+
 def test_bad_input(pipe):
     with pytest.raises(InputError, match="multiple of 16"):
         stream(pipe, height=H + 8)
@@ -168,6 +205,10 @@ def test_bad_input(pipe):
         stream(pipe, window=0)
     with pytest.raises(InputError, match="out= or writer="):
         stream(pipe, out="a.mp4", writer=object())
+    with pytest.raises(InputError, match="streaming decoder"):
+        StreamingPipeline(pipe.transformer, object())
+    with pytest.raises(InputError, match="takes no options"):
+        StreamingPipeline(pipe.transformer, pipe.vae, decode_options={"overlap": 1})  # Wan's decode is exact
 
 
 def test_cli_stream(pipe, folder, tmp_path, monkeypatch, capsys):
@@ -191,7 +232,7 @@ def test_ltx2_streams_with_overlapping_windows(tmp_path):
     """LTX-2 (non-causal decoder): each chunk decoded with the previous overlap + 1 latent frames, the first one's
     frame dropped, the overlap cross-faded with the held-back frames; compared with that recipe written out."""
     build(tmp_path / "ltx", "ltx2")
-    pipe = StreamingPipeline.from_pretrained(tmp_path / "ltx", ltx2_overlap=1)
+    pipe = StreamingPipeline.from_pretrained(tmp_path / "ltx", decode_options={"overlap": 1})
     h, w = 64, 96
     out = tmp_path / "ltx.mp4"
     result = pipe.stream(PROMPT, num_chunks=3, chunk_frames=CHUNK, height=h, width=w, out=out, progress=False)
@@ -237,5 +278,5 @@ def test_loads_a_longsana_folder(pipe, folder, tmp_path, monkeypatch):
     by_class.setdefault("SanaVideoCausalTransformer3DModel", by_class["SanaVideoTransformer3DModel"])
     monkeypatch.setattr(converters.loader, "BY_CLASS", by_class)
     loaded = StreamingPipeline.from_pretrained(copy)
-    same = jax.tree.map(lambda a, b: bool(jnp.array_equal(a, b)), loaded.params, pipe.params)
+    same = jax.tree.map(lambda a, b: bool(jnp.array_equal(a, b)), loaded.dit.params, pipe.dit.params)
     assert all(jax.tree.leaves(same))

@@ -158,7 +158,8 @@ def test_sliding_window(one_shot, dense, dit):
 
 
 def test_longsana_split_first_chunk_larger(one_shot, dense, dit):
-    assert sc.chunk_sizes(31, 10) == (11, 10, 10) and sc.chunk_sizes(4, 10) == (4,) and sc.chunk_sizes(8, 3) == (5, 3)
+    assert sc.split_frames(31, 10) == (11, 10, 10) and sc.split_frames(4, 10) == (4,)
+    assert sc.split_frames(8, 3) == (5, 3)  # the remainder goes first
     x, text, mask, ts = inputs(8, seed=5)
     ref = one_shot(x, text, ts, mask, chunk=3)
     assert max_rel_err(ref, dense(x, text, ts, mask, sizes=[5, 3])) <= TOL

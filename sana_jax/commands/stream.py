@@ -44,7 +44,7 @@ def parse_switches(items: list[str]) -> dict[int, str]:
     out = {}
     for item in items:
         chunk, sep, text = item.partition(":")
-        if not sep or not chunk.strip().isdigit() or not text.strip():
+        if not sep or not chunk.strip().isdigit() or int(chunk) < 1 or not text.strip():
             raise InputError(f"--switch {item!r}: expected CHUNK:PROMPT with CHUNK a chunk index >= 1")
         out[int(chunk)] = text.strip()
     return out
@@ -52,29 +52,17 @@ def parse_switches(items: list[str]) -> dict[int, str]:
 
 def run(args: argparse.Namespace) -> int:
     from sana_jax.errors import InputError
-    from sana_jax.pipelines.components import PipelineFolder, check_video_size, default_size
-    from sana_jax.pipelines.streaming import StreamingPipeline, plan_chunks
+    from sana_jax.pipelines.streaming import StreamingPipeline
 
     if args.model is None:
         raise InputError("--model FOLDER is required: a diffusers LongSANA / SANA-Video pipeline folder")
-    folder = PipelineFolder.open(args.model)
-    default_height, default_width = default_size(folder.config("transformer").get("sample_size", 30))
-    height, width = args.height or default_height, args.width or default_width
-    temporal, spatial, causal_first_frame = folder.vae_spec()
-    if not causal_first_frame:
-        raise InputError(f"{args.model}: streaming needs a VAE with a causal first frame and a streaming decoder "
-                         f"(Wan, LTX-2); its VAE is {folder.class_name('vae')}")
-    # every check that needs no weights happens before loading them
-    check_video_size(height, width, 1, temporal, spatial, folder.patch_size())
-    if args.window is not None and args.window < 1:
-        raise InputError(f"--window {args.window}: must be >= 1 chunk")
     seconds = 10.0 if args.seconds is None and args.chunks is None else args.seconds
-    sizes = plan_chunks(seconds=seconds, num_chunks=args.chunks, chunk_frames=args.chunk_frames, fps=args.fps,
-                        temporal_compression=temporal)
     switches = parse_switches(args.switch)
-    for chunk in switches:
-        if not 1 <= chunk < len(sizes):
-            raise InputError(f"--switch {chunk}: the stream has chunks 0..{len(sizes) - 1}; switch at 1 or later")
+    # every check that needs no weights happens before loading them
+    request = StreamingPipeline.check(args.model, seconds=seconds, num_chunks=args.chunks,
+                                      chunk_frames=args.chunk_frames, fps=args.fps, height=args.height,
+                                      width=args.width, window=args.window, prompts_at=switches)
+    height, width, sizes = request.height, request.width, request.chunks
 
     pipe = StreamingPipeline.from_pretrained(args.model, dtype=args.dtype, motion_score=args.motion_score,
                                              progress=not args.quiet, fps=args.fps)

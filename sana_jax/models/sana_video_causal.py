@@ -16,21 +16,26 @@ Two equivalent forms:
 * :func:`causal_forward` — one pass over a whole clip (per-frame timesteps allowed; training / reference);
 * :func:`init_state` + :func:`step` — one chunk at a time with a constant-size state. Denoising calls use
   ``commit=False`` (state untouched); the clean t = 0 pass uses ``commit=True`` and returns the next state.
-  :class:`StreamingDiT` wraps the step in two jitted functions (params as an argument, offset traced, the state
-  donated on commit) so a fixed chunk size compiles once.
+  :class:`StreamingDiT` jits the step (params as an argument, offset traced, the state donated on commit) so a
+  fixed chunk size compiles once.
+
+LongSANA's sampler (``LongLiveFlowEuler``) per chunk, CFG 1, written out with the step:
 
     sched = longsana_schedule()                  # timesteps [1000, 960, 889, 727], sigmas σ0..σ3 + a final 0
+    k = renoise_coefficients(sched.sigmas)       # σ_i and σ_{i+1} per step (sana_jax.sampling.solvers)
     dit = StreamingDiT(model)
     state = dit.init_state(text, text_mask, height=h, width=w)          # the prompt's K/V, computed once
-    for c in range(num_chunks):                                          # CFG 1: one forward per step
+    for c in range(num_chunks):
         x = jax.random.normal(jax.random.fold_in(jax.random.fold_in(key, c), 0), shape)
         for i, t in enumerate(sched.timesteps):
             v, _ = dit(state, x, t)                                      # commit=False: state untouched
-            x0 = x - sched.sigmas[i] * v
             eps = jax.random.normal(jax.random.fold_in(jax.random.fold_in(key, c), i + 1), shape)
-            x = (1 - sched.sigmas[i + 1]) * x0 + sched.sigmas[i + 1] * eps  # = x0 after the last step
+            x = renoise_step(x, v, eps, {n: a[i] for n, a in k.items()})  # x0 = x − σ_i·v, re-noised to σ_{i+1}
         _, state = dit(state, x, 0.0, commit=True)                       # clean t = 0 pass writes the chunk
-        emit(x)                                                          # (the old state was donated)
+        emit(x)                                                          # x0 (σ_n = 0); the old state was donated
+
+:func:`sample_chunk` is that chunk loop as one function (the steps a ``lax.scan``), and
+``dit.sample_chunk(state, key, c, sched, shape=shape)`` its jitted form (what ``StreamingPipeline`` runs).
 """
 
 from __future__ import annotations
@@ -51,6 +56,8 @@ from sana_jax.nn.attention import mask_to_bias, softmax_attention
 from sana_jax.nn.layers import layer_norm, modulate
 from sana_jax.nn.linear_attention import LinearAttentionState, accumulate_state, feature_map, read_state
 from sana_jax.nn.rope import rope_3d
+from sana_jax.sampling.schedules import Schedule
+from sana_jax.sampling.solvers import renoise_coefficients, renoise_step
 
 # RoPE tables are gathered by absolute frame and built this long (rows below 1024 are bit-identical to the plain
 # model's); 4096 latent frames ≈ 11 min at 24 fps. Past the end, step() returns NaN rather than clamped positions.
@@ -58,10 +65,20 @@ DEFAULT_MAX_FRAMES = 4096
 _EPS = 1e-15  # read_state's default, as in relu_linear_attention
 
 
-def chunk_sizes(frames: int, chunk: int) -> tuple[int, ...]:
-    """LongSANA's split (``_create_autoregressive_segments``): chunks of ``chunk`` frames, remainder in the first.
+def stream_max_frames(frames: int) -> int:
+    """The RoPE table length for a stream of ``frames`` latent frames: :data:`DEFAULT_MAX_FRAMES`, or the next
+    multiple of it (the length is static: one executable per 4096 frames, not per stream length)."""
+    return max(DEFAULT_MAX_FRAMES, -(-frames // DEFAULT_MAX_FRAMES) * DEFAULT_MAX_FRAMES)
 
-    ``chunk_sizes(31, 10) == (11, 10, 10)``; fewer frames than ``chunk`` make one chunk.
+
+def split_frames(frames: int, chunk: int) -> tuple[int, ...]:
+    """LongSANA's split of a clip's latent frames (``_create_autoregressive_segments``): chunks of ``chunk``
+    frames, the remainder in the *first* chunk. A clip has 1 + k·chunk latent frames (the causal VAE's latent frame
+    0 holds video frame 0 alone), so every chunk after the first has the same size: one compiled step shape for the
+    rest of the stream. (Token-level chunking, :func:`sana_jax.kernels.linear_attention.split_tokens`, cuts from
+    the start instead.)
+
+    ``split_frames(31, 10) == (11, 10, 10)``; fewer frames than ``chunk`` make one chunk.
     """
     if frames < 1 or chunk < 1:
         raise InputError(f"need frames >= 1 and chunk >= 1, got frames={frames}, chunk={chunk}")
@@ -71,7 +88,7 @@ def chunk_sizes(frames: int, chunk: int) -> tuple[int, ...]:
 
 def _post_patch_sizes(model: SanaVideoTransformer, frames: int, chunk: int | Sequence[int]) -> tuple[int, ...]:
     pt = model.config.patch_size[0]
-    sizes = chunk_sizes(frames, chunk) if isinstance(chunk, (int, np.integer)) else tuple(int(c) for c in chunk)
+    sizes = split_frames(frames, chunk) if isinstance(chunk, (int, np.integer)) else tuple(int(c) for c in chunk)
     if sum(sizes) != frames or min(sizes) < 1 or any(c % pt for c in sizes):
         raise InputError(f"chunk sizes {sizes} must be positive multiples of the temporal patch {pt} summing to the "
                          f"{frames} latent frames")
@@ -365,32 +382,76 @@ def step(model: SanaVideoTransformer, state: StreamState, latents: jax.Array, ti
                                     frame=state.frame + grid[0], chunks=state.chunks + 1)
 
 
-class StreamingDiT:
-    """A model's chunk step, jitted once per chunk shape: ``dit(state, latents, t, commit=False) -> (v, state)``.
+def renoise_inputs(schedule: Schedule) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """(timesteps (n,), :func:`~sana_jax.sampling.solvers.renoise_coefficients`) of a re-noising schedule ending at
+    σ = 0 (``longsana_schedule``): what :func:`sample_chunk` scans over."""
+    if schedule.solver != "renoise" or schedule.sigmas[-1] != 0:
+        raise InputError("the streaming sampler needs a re-noising schedule ending at sigma 0 (longsana_schedule), "
+                         f"got solver {schedule.solver!r} ending at sigma {float(schedule.sigmas[-1])}")
+    return schedule.timesteps, renoise_coefficients(schedule.sigmas)
 
-    Parameters are split once and passed as an argument (not baked into the executable); the frame offset and the
-    timestep are traced, so every chunk of the same size reuses the same two executables (denoise, commit).
-    With ``donate=True`` the commit call donates ``state`` (do not reuse the state passed to a commit).
-    ``traces`` counts Python traces of the step (a test hook).
+
+def sample_chunk(model: SanaVideoTransformer, state: StreamState, key: jax.Array, index: jax.Array,
+                 timesteps: jax.Array, coefficients: dict[str, jax.Array], *, shape: tuple[int, ...],
+                 max_frames: int = DEFAULT_MAX_FRAMES) -> tuple[jax.Array, StreamState]:
+    """One chunk of LongSANA's sampler (the module docstring's loop), CFG 1: fresh noise, a re-noising step per
+    timestep (:func:`~sana_jax.sampling.solvers.renoise_step`; the last, to σ = 0, leaves x0), then the clean
+    t = 0 pass that commits the chunk. ``timesteps``/``coefficients``: :func:`renoise_inputs`. Noise keys:
+    ``fold_in(fold_in(key, index), 0)`` for the initial noise, ``…, i + 1)`` for step i's re-noising.
+    Returns (the chunk's clean latents, float32 ``shape``; the next state)."""
+    b = shape[0]
+    chunk_key = jax.random.fold_in(key, index)
+    x = jax.random.normal(jax.random.fold_in(chunk_key, 0), shape, jnp.float32)
+
+    def denoise(x, inputs):
+        i, t, k = inputs
+        v, _ = step(model, state, x.astype(model.dtype), jnp.broadcast_to(t, (b,)), max_frames=max_frames)
+        noise = jax.random.normal(jax.random.fold_in(chunk_key, i + 1), shape, jnp.float32)
+        return renoise_step(x, v.astype(jnp.float32), noise, k), None
+
+    x, _ = jax.lax.scan(denoise, x, (jnp.arange(timesteps.shape[0]), timesteps, coefficients))
+    _, state = step(model, state, x.astype(model.dtype), jnp.zeros((b,), jnp.float32), commit=True,
+                    max_frames=max_frames)
+    return x, state
+
+
+class StreamingDiT:
+    """A model's streaming functions, jitted: the chunk step ``dit(state, latents, t, commit=False) -> (v, state)``,
+    the whole sampler for one chunk (:meth:`sample_chunk`), :meth:`init_state` and :meth:`set_prompt`.
+
+    Parameters are split once and passed as an argument (not baked into the executable); the frame offset, the
+    timestep and the chunk index are traced, so every chunk of the same size reuses the same executables.
+    With ``donate=True`` the calls that return a new state (commit, :meth:`sample_chunk`, :meth:`set_prompt`)
+    donate the one passed in (do not reuse it). ``traces`` counts Python traces (a test hook).
     """
 
     def __init__(self, model: SanaVideoTransformer, *, donate: bool = True, max_frames: int = DEFAULT_MAX_FRAMES):
-        self.model = model
+        self.model, self.max_frames = model, max_frames
         self.graphdef, self.params = nnx.split(model)
         self.traces = 0
+        donated = (1,) if donate else ()
 
-        def fn(params, state, latents, timestep, *, commit):
-            self.traces += 1
-            m = nnx.merge(self.graphdef, params)
-            return step(m, state, latents, timestep, commit=commit, max_frames=max_frames)
+        def on_params(fn):  # fn(model, ...) → jittable fn(params, ...), counting its traces
+            def traced(params, *args, **kwargs):
+                self.traces += 1
+                return fn(nnx.merge(self.graphdef, params), *args, **kwargs)
+            return traced
 
-        self._denoise = jax.jit(functools.partial(fn, commit=False))
-        self._commit = jax.jit(functools.partial(fn, commit=True), donate_argnums=(1,) if donate else ())
+        frames = ("max_frames",)
+        self._denoise = jax.jit(on_params(functools.partial(step, commit=False)), static_argnames=frames)
+        self._commit = jax.jit(on_params(functools.partial(step, commit=True)), static_argnames=frames,
+                               donate_argnums=donated)
+        self._chunk = jax.jit(on_params(sample_chunk), static_argnames=("shape", *frames), donate_argnums=donated)
+        self._init = jax.jit(on_params(init_state), static_argnames=("height", "width", "window"))
+        self._set_prompt = jax.jit(on_params(set_prompt), donate_argnums=donated)
 
     def init_state(self, text, text_mask=None, *, height: int, width: int, window: int | None = None,
                    t_offset: int = 0) -> StreamState:
-        return init_state(self.model, text, text_mask, height=height, width=width, window=window,
+        return self._init(self.params, text, text_mask, height=height, width=width, window=window,
                           t_offset=t_offset)
+
+    def set_prompt(self, state: StreamState, text, text_mask=None) -> StreamState:
+        return self._set_prompt(self.params, state, text, text_mask)
 
     def _args(self, state, latents, timestep):
         timestep = jnp.asarray(timestep, jnp.float32)
@@ -399,8 +460,28 @@ class StreamingDiT:
         return self.params, state, latents, timestep
 
     def __call__(self, state: StreamState, latents: jax.Array, timestep, *, commit: bool = False):
-        return (self._commit if commit else self._denoise)(*self._args(state, latents, timestep))
+        return (self._commit if commit else self._denoise)(*self._args(state, latents, timestep),
+                                                           max_frames=self.max_frames)
 
     def lower(self, state: StreamState, latents: jax.Array, timestep, *, commit: bool = False):
         """``jax.stages.Lowered`` of the step (``.compile().memory_analysis()`` for memory checks)."""
-        return (self._commit if commit else self._denoise).lower(*self._args(state, latents, timestep))
+        return (self._commit if commit else self._denoise).lower(*self._args(state, latents, timestep),
+                                                                 max_frames=self.max_frames)
+
+    def _chunk_args(self, state, key, index, schedule, shape, max_frames):
+        timesteps, coefficients = renoise_inputs(schedule)
+        args = (self.params, state, key, jnp.asarray(index, jnp.int32), timesteps, coefficients)
+        return args, {"shape": tuple(shape), "max_frames": max_frames or self.max_frames}
+
+    def sample_chunk(self, state: StreamState, key: jax.Array, index, schedule: Schedule, *,
+                     shape: tuple[int, ...], max_frames: int | None = None) -> tuple[jax.Array, StreamState]:
+        """:func:`sample_chunk` for chunk ``index`` of the stream seeded by ``key``: (clean latents, next state).
+        ``max_frames``: the RoPE table length (default the constructor's; :func:`stream_max_frames`)."""
+        args, static = self._chunk_args(state, key, index, schedule, shape, max_frames)
+        return self._chunk(*args, **static)
+
+    def lower_chunk(self, state: StreamState, key: jax.Array, index, schedule: Schedule, *,
+                    shape: tuple[int, ...], max_frames: int | None = None):
+        """``jax.stages.Lowered`` of :meth:`sample_chunk` (``state`` may be ``jax.ShapeDtypeStruct`` s)."""
+        args, static = self._chunk_args(state, key, index, schedule, shape, max_frames)
+        return self._chunk.lower(*args, **static)

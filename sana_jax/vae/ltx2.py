@@ -30,6 +30,7 @@ from sana_jax.nn.layers import DType, param
 from sana_jax.vae.common import PipelineVAE, check_video
 from sana_jax.vae.ltx2_blocks import (CausalConv3d, Downsampler, ResGroup, ResnetBlock, Upsampler, depth_to_space,
                                       pixel_norm, space_to_depth)
+from sana_jax.vae.stream_decode import LTX2StreamDecoder
 from sana_jax.vae.tiling import tiled_apply
 
 DIFFUSERS_CLASS = "AutoencoderKLLTX2Video"
@@ -263,6 +264,11 @@ class LTX2VAE(PipelineVAE, nnx.Module):
     def decode_for_pipeline(self, latents: jax.Array, *, tile: int | None = None) -> jax.Array:
         """Normalised latents → video, decoded at timestep 0 (diffusers' default) without added noise."""
         return self.decode(latents, timestep=0.0, tile=tile)
+
+    def stream_decoder(self, **options) -> LTX2StreamDecoder:
+        """Decode chunk by chunk for streaming (:class:`~sana_jax.vae.stream_decode.LTX2StreamDecoder`): overlapping
+        temporal windows, cross-faded; options ``overlap`` (latent frames, default 1) and ``tile`` (latent pixels)."""
+        return LTX2StreamDecoder(self, **options)
 
     # -- latent space ------------------------------------------------------------------------------------------------
 

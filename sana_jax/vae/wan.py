@@ -33,6 +33,7 @@ from sana_jax.config import ModelConfig
 from sana_jax.errors import ConfigError
 from sana_jax.nn.layers import DType
 from sana_jax.vae.common import PipelineVAE, check_video
+from sana_jax.vae.stream_decode import WanStreamDecoder
 from sana_jax.vae.tiling import tiled_apply
 from sana_jax.vae.wan_blocks import CausalConv3d, MidBlock, Pointwise, Resample, ResidualBlock, RMSNorm, UpBlock
 
@@ -197,6 +198,11 @@ class WanVAE(PipelineVAE, nnx.Module):
     def decode_for_pipeline(self, latents: jax.Array, *, tile: int | None = None) -> jax.Array:
         """Normalised latents → video in [-1, 1], one latent frame at a time (``chunked``: bounded memory)."""
         return self.decode(latents, chunked=True, tile=tile)
+
+    def stream_decoder(self, **options) -> WanStreamDecoder:
+        """Decode chunk by chunk for streaming, exactly (:class:`~sana_jax.vae.stream_decode.WanStreamDecoder`: the
+        causal-conv cache of :meth:`decode_stream` carried across chunks); no options."""
+        return WanStreamDecoder(self, **options)
 
     # ----------------------------------------------------------------------------------------------- checks
     def check_video(self, shape) -> None:
