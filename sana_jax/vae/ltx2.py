@@ -45,10 +45,10 @@ class Buffer(nnx.Variable):
 class LTX2VAEConfig(ModelConfig):
     """Hyper-parameters, named as in diffusers' ``vae/config.json``; only the LTX-2 family's options."""
 
-    in_channels: int = 3
     CLASS_NAME = DIFFUSERS_CLASS
     FIXED = {"patch_size_t": 1}
 
+    in_channels: int = 3
     latent_channels: int = 128
     block_out_channels: tuple[int, ...] = (256, 512, 1024, 2048)
     layers_per_block: tuple[int, ...] = (4, 6, 6, 2, 2)

@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from sana_jax.config import ModelConfig
+from sana_jax.config import ModelConfig, key_error
 from sana_jax.errors import ConfigError
 from sana_jax.nn.layers import DType
 from sana_jax.vae.common import PipelineVAE, check_video
@@ -49,11 +49,11 @@ WAN21_LATENTS_STD = (2.8184, 1.4541, 2.3275, 2.6558, 1.2196, 1.7708, 2.6052, 2.0
 class WanVAEConfig(ModelConfig):
     """Hyper-parameters of ``AutoencoderKLWan``, named as in its ``config.json`` (the defaults are Wan2.1's)."""
 
-    base_dim: int = 96
     CLASS_NAME = DIFFUSERS_CLASS
-    FIXED = {"is_residual": False, "patch_size": None}  # the Wan2.2 VAE's options
+    FIXED = {"is_residual": False}  # the Wan2.2 VAE
     DERIVED = {"scale_factor_temporal": "temporal_compression", "scale_factor_spatial": "spatial_compression"}
 
+    base_dim: int = 96
     z_dim: int = 16
     dim_mult: tuple[int, ...] = (1, 2, 4, 4)
     num_res_blocks: int = 2
@@ -104,8 +104,14 @@ class WanVAEConfig(ModelConfig):
             return cls()
         raise ConfigError(f"unknown Wan VAE preset {name!r}; expected 'wan2.1'")
 
+    @classmethod
+    def _prepare(cls, config: dict, source: str) -> dict:
+        if config.get("patch_size") not in (None, 1):  # 1: no patchify, as null
+            raise key_error(source, "patch_size", f"{config['patch_size']!r} (the Wan2.2 VAE) is not supported")
+        return config
+
     def _extra_keys(self) -> dict[str, Any]:
-        return {"dropout": 0.0}
+        return {"dropout": 0.0, "patch_size": None}
 
 
 class Encoder(nnx.Module):
