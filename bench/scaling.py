@@ -176,4 +176,9 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(refiner() if "--refiner" in sys.argv[1:] else main())
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--refiner", action="store_true", help="compare the LTX-2 refiner's attention strategies "
+                        "instead of the SANA-Video DiT's meshes")
+    sys.exit(refiner() if parser.parse_args().refiner else main())

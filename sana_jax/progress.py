@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 
-def progress_bar(enabled: bool, total: int | None = None, desc: str = "", unit: str = "it"):
-    """A ``tqdm`` bar over ``total`` units (None: a counter), or a disabled one whose ``update`` does nothing."""
+def progress_bar(enabled: bool, total: int | None = None, desc: str = "", unit: str = "it", initial: int = 0):
+    """A ``tqdm`` bar over ``total`` units (None: a counter) starting at ``initial`` (a resumed run), or a disabled
+    one whose ``update`` does nothing."""
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc=desc, unit=unit, disable=not enabled, leave=False)
+    return tqdm(total=total, initial=initial, desc=desc, unit=unit, disable=not enabled, leave=False)

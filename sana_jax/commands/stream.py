@@ -16,7 +16,9 @@ def add_parser(sub) -> None:
                     "appended to a fragmented mp4 that can be watched while it grows. Ctrl-C stops and keeps a "
                     "valid file with what was written. Prints the time to the first frame and the frame rate.")
     p.add_argument("prompt", help="the text prompt")
-    p.add_argument("--model", default=None, help="diffusers pipeline folder (model_index.json)")
+    p.add_argument("--model", default=None,
+                   help="diffusers pipeline folder (model_index.json) or its Hugging Face Hub id (org/name, from the "
+                        "hub's cache)")
     length = p.add_mutually_exclusive_group()
     length.add_argument("--seconds", type=float, default=None, help="video length in seconds (default 10)")
     length.add_argument("--chunks", type=int, default=None,

@@ -53,12 +53,13 @@ class FlowPreconditioning:
                 raise ConfigError(f"preconditioning {name} must be a positive number, got {value!r}")
 
     @classmethod
-    def from_dict(cls, config: Mapping[str, Any], source: str = "config") -> "FlowPreconditioning":
+    def from_dict(cls, config: Mapping[str, Any]) -> "FlowPreconditioning":
+        """From the ``"preconditioning"`` object of a ``config.json`` (the config reader names the file)."""
         if not isinstance(config, Mapping):
-            raise ConfigError(f"{source}: preconditioning must be an object, got {config!r}")
+            raise ConfigError(f"preconditioning must be an object, got {config!r}")
         unknown = set(config) - {f.name for f in dataclasses.fields(cls)}
         if unknown:
-            raise ConfigError(f"{source}: unknown preconditioning keys {sorted(unknown)}")
+            raise ConfigError(f"unknown preconditioning keys {sorted(unknown)}")
         return cls(**config)
 
     def to_dict(self) -> dict[str, float]:
@@ -110,11 +111,6 @@ class PreconditionedConfig(SanaVideoConfig):
         """``config`` with ``preconditioning`` around it."""
         fields = {f.name: getattr(config, f.name) for f in dataclasses.fields(SanaVideoConfig)}
         return cls(**fields, preconditioning=preconditioning)
-
-    def to_diffusers(self) -> dict[str, Any]:
-        d = super().to_diffusers()
-        d["preconditioning"] = self.preconditioning.to_dict()
-        return d
 
 
 class PreconditionedTransformer(SanaVideoTransformer):

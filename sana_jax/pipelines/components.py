@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import NamedTuple
 
@@ -13,6 +13,7 @@ from sana_jax.errors import CheckpointError, ConfigError, InputError
 from sana_jax.vae import DCAEVConfig, DCAEVideo, LTX2VAE, LTX2VAEConfig, WanVAE, WanVAEConfig
 from sana_jax.vae import dcae_v, ltx2, wan
 from sana_jax.vae.common import nearest_valid
+from sana_jax.vae.patch import PatchVAE, PatchVAEConfig
 
 
 class VAESpec(NamedTuple):
@@ -25,34 +26,13 @@ class VAESpec(NamedTuple):
     causal_first_frame: bool
 
 
-def _wan_spec(config: dict, where: str) -> VAESpec:
-    cfg = WanVAEConfig.from_diffusers(config, where)
-    return VAESpec(cfg.temporal_compression, cfg.spatial_compression, WanVAE.causal_first_frame)
-
-
-def _ltx2_spec(config: dict, where: str) -> VAESpec:
-    cfg = LTX2VAEConfig.from_diffusers(config, where)
-    return VAESpec(cfg.temporal_compression, cfg.spatial_compression, LTX2VAE.causal_first_frame)
-
-
-def _patch_spec(config: dict, where: str) -> VAESpec:
-    from sana_jax.vae.patch import PatchVAE, PatchVAEConfig
-
-    cfg = PatchVAEConfig.from_diffusers(config, where)
-    return VAESpec(cfg.temporal_compression, cfg.spatial_compression, PatchVAE.causal_first_frame)
-
-
-def _dcae_v_spec(config: dict, where: str) -> VAESpec:
-    cfg = DCAEVConfig.from_diffusers(config, where)
-    return VAESpec(cfg.temporal_compression, cfg.spatial_compression, DCAEVideo.causal_first_frame)
-
-
-#: VAE class named in ``model_index.json`` → its :class:`VAESpec` from the parsed ``vae/config.json`` (no weights).
-#: DC-AE-V has no diffusers class: its folder lists ``"vae": ["sana_jax", "DCAEVideo"]`` and ``vae/`` holds the
-#: ``config.json`` + ``diffusion_pytorch_model.safetensors`` that ``converters.export_safetensors`` writes.
-VAE_FACTORS: dict[str, Callable[[dict, str], VAESpec]] = {
-    wan.DIFFUSERS_CLASS: _wan_spec, ltx2.DIFFUSERS_CLASS: _ltx2_spec, dcae_v.CLASS_NAME: _dcae_v_spec,
-    "SanaJaxPatchVAE": _patch_spec}
+#: VAE class named in ``model_index.json`` → (its config class, its module class): enough to read the frame and size
+#: rules from ``vae/config.json`` without weights. DC-AE-V has no diffusers class: its folder lists
+#: ``"vae": ["sana_jax", "DCAEVideo"]`` and ``vae/`` holds the ``config.json`` + ``diffusion_pytorch_model.safetensors``
+#: that ``converters.export_safetensors`` writes.
+VAE_CLASSES: dict[str, tuple[type, type]] = {
+    wan.DIFFUSERS_CLASS: (WanVAEConfig, WanVAE), ltx2.DIFFUSERS_CLASS: (LTX2VAEConfig, LTX2VAE),
+    dcae_v.CLASS_NAME: (DCAEVConfig, DCAEVideo), "SanaJaxPatchVAE": (PatchVAEConfig, PatchVAE)}
 
 
 def as_mesh(mesh):
@@ -113,9 +93,11 @@ class PipelineFolder:
     def vae_spec(self) -> VAESpec:
         """(temporal, spatial, causal_first_frame) of the folder's VAE, from ``vae/config.json`` (no weights)."""
         cls = self.class_name("vae")
-        if cls not in VAE_FACTORS:
-            raise ConfigError(f"{self.root}: VAE class {cls!r} is not supported (supported: {sorted(VAE_FACTORS)})")
-        return VAE_FACTORS[cls](self.config("vae"), str(self.component("vae") / "config.json"))
+        if cls not in VAE_CLASSES:
+            raise ConfigError(f"{self.root}: VAE class {cls!r} is not supported (supported: {sorted(VAE_CLASSES)})")
+        config_class, module_class = VAE_CLASSES[cls]
+        cfg = config_class.from_diffusers(self.config("vae"), str(self.component("vae") / "config.json"))
+        return VAESpec(cfg.temporal_compression, cfg.spatial_compression, module_class.causal_first_frame)
 
     def vae_factors(self) -> tuple[int, int]:
         """(temporal, spatial) compression (the frame rule is :meth:`vae_spec`'s ``causal_first_frame``)."""

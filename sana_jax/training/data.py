@@ -27,6 +27,7 @@ import numpy as np
 from sana_jax.config import read_json
 from sana_jax.errors import CheckpointError, InputError
 from sana_jax.io.files import atomic_directory
+from sana_jax.progress import progress_bar
 
 VIDEO_SUFFIXES = (".mp4", ".webm", ".mov", ".avi", ".gif", ".mkv")
 CACHE_FILES = ("latents", "text", "mask", "caption_index", "null_text", "null_mask")
@@ -154,8 +155,6 @@ def build_cache(pipeline, clips: Iterable[tuple[np.ndarray, str]], *, batch_size
     ``encode_prompt(prompts, negatives)`` (a :class:`sana_jax.pipelines.SanaVideoPipeline`). Captions are encoded
     once each.
     """
-    from tqdm.auto import tqdm
-
     latents, captions, index, pending = [], [], [], []
     position: dict[str, int] = {}
 
@@ -164,7 +163,8 @@ def build_cache(pipeline, clips: Iterable[tuple[np.ndarray, str]], *, batch_size
         latents.append(np.asarray(pipeline.encode_video(x), np.float32))
         pending.clear()
 
-    for frames, caption in tqdm(clips, desc="encoding videos", disable=not progress, leave=False):
+    bar = progress_bar(progress, len(clips) if hasattr(clips, "__len__") else None, "encoding videos", unit="clip")
+    for frames, caption in clips:
         if caption not in position:
             position[caption] = len(captions)
             captions.append(caption)
@@ -172,8 +172,10 @@ def build_cache(pipeline, clips: Iterable[tuple[np.ndarray, str]], *, batch_size
         pending.append((np.asarray(frames), caption))
         if len(pending) == batch_size:
             flush()
+        bar.update()
     if pending:
         flush()
+    bar.close()
     if not index:
         raise InputError("no clips to cache")
     texts, masks = [], []

@@ -25,6 +25,7 @@ import optax
 from flax import nnx
 
 from sana_jax.errors import ConfigError, InputError
+from sana_jax.progress import progress_bar
 from sana_jax.training.checkpoints import RunDirectory
 from sana_jax.training.config import TrainConfig
 from sana_jax.training.flow import flow_matching_loss
@@ -185,8 +186,6 @@ class Trainer:
         ``metrics.jsonl``. Calling ``fit`` again on the same ``run_dir`` continues from the newest complete
         checkpoint; a checkpoint whose write was interrupted is never picked (orbax commits by an atomic rename).
         """
-        from tqdm.auto import tqdm
-
         if steps < 1:
             raise InputError(f"steps must be ≥ 1, got {steps}")
         if dataset.size < 1:
@@ -196,7 +195,7 @@ class Trainer:
             state = run.restore_latest() if run is not None else None
             state = self.init_state() if state is None else state
         start = int(state["step"])
-        bar = tqdm(total=steps, initial=start, desc="training", disable=not progress, leave=False)
+        bar = progress_bar(progress, steps, "training", unit="step", initial=start)
         try:
             for step in range(start, steps):
                 batch = dataset.batch(step, self.config.batch_size, seed=self.config.seed)
