@@ -9,6 +9,7 @@ up to the last frame, under the name asked for. ``live=True`` tunes it for watch
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
@@ -93,6 +94,17 @@ class SavesVideo:
         if self.frames is None:
             raise InputError("this output was not decoded (decode=False); nothing to save as video")
         return write_video(self.frames[index], path, fps=self.fps)
+
+
+@dataclasses.dataclass
+class VideoOutput(SavesVideo):
+    """What a pipeline returns: ``frames`` uint8 (B, T, H, W, 3) (None when not decoded), ``latents`` normalised
+    (B, T', H', W', C), ``timings`` seconds per stage, ``fps`` for saving."""
+
+    frames: np.ndarray | None
+    latents: np.ndarray
+    timings: dict[str, float]
+    fps: int = 16
 
 
 def write_video(frames, path: str | os.PathLike, fps: float = 16.0) -> Path:

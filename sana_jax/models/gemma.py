@@ -33,7 +33,7 @@ from flax import nnx
 
 from sana_jax.config import ModelConfig, key_error
 from sana_jax.errors import ConfigError, InputError
-from sana_jax.nn.layers import DType, Linear, param, prepend_logical_axis
+from sana_jax.nn.layers import DType, Linear, param, stacked
 
 SLIDING, FULL = "sliding_attention", "full_attention"
 #: transformers class names whose checkpoints hold a Gemma-2/3 text decoder.
@@ -334,13 +334,8 @@ class Gemma(nnx.Module):
         self.embed_tokens = ScaledEmbed(cfg.vocab_size, cfg.hidden_size, dtype=dtype, param_dtype=param_dtype,
                                         rngs=rngs)
 
-        @nnx.split_rngs(splits=cfg.num_hidden_layers)
-        @nnx.vmap(in_axes=(0,), out_axes=0)
-        def make_layers(r: nnx.Rngs) -> GemmaDecoderLayer:
-            return GemmaDecoderLayer(cfg, dtype=dtype, param_dtype=param_dtype, rngs=r)
-
-        self.layers = make_layers(rngs)
-        prepend_logical_axis(self.layers, "layers")
+        self.layers = stacked(cfg.num_hidden_layers, lambda r: GemmaDecoderLayer(cfg, dtype=dtype,
+                                                                                 param_dtype=param_dtype, rngs=r), rngs)
         self.norm = GemmaRMSNorm(cfg.hidden_size, eps=cfg.rms_norm_eps, param_dtype=param_dtype, rngs=rngs)
 
     def check_inputs(self, input_ids, attention_mask) -> tuple[jax.Array, jax.Array]:

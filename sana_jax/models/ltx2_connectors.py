@@ -20,7 +20,7 @@ from flax import nnx
 
 from sana_jax.config import ModelConfig
 from sana_jax.errors import ConfigError, InputError
-from sana_jax.nn.layers import DType, Linear, param, prepend_logical_axis
+from sana_jax.nn.layers import DType, Linear, param, stacked
 from sana_jax.nn.ltx_attention import GeluFeedForward, LTXAttention, rope_1d_fractional
 
 DIFFUSERS_CLASS = "LTX2TextConnectors"
@@ -81,13 +81,8 @@ class Connector(nnx.Module):
                                           (registers, dim), (None, "embed"), param_dtype)
                                     if registers else nnx.data(None))
 
-        @nnx.split_rngs(splits=layers)
-        @nnx.vmap(in_axes=(0,), out_axes=0)
-        def make(r):
-            return ConnectorBlock(dim, heads, head_dim, rope_type, dtype=dtype, param_dtype=param_dtype, rngs=r)
-
-        self.blocks = make(rngs)
-        prepend_logical_axis(self.blocks, "layers")
+        self.blocks = stacked(layers, lambda r: ConnectorBlock(dim, heads, head_dim, rope_type, dtype=dtype,
+                                                               param_dtype=param_dtype, rngs=r), rngs)
 
     def __call__(self, x: jax.Array, mask: jax.Array) -> tuple[jax.Array, jax.Array]:
         """``x`` (B, L, D), ``mask`` (B, L) of {0, 1}. Returns the embeddings and the mask they carry on."""

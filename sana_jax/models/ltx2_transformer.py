@@ -44,7 +44,7 @@ from sana_jax.models.ltx2_rope import audio_coords, rope_tables, video_coords
 from sana_jax.models.ltx2_transformer_blocks import AdaLNSingle, BlockInputs, LTX2Block
 from sana_jax.nn.attention import mask_to_bias
 from sana_jax.nn.embeddings import CaptionProjection
-from sana_jax.nn.layers import DType, Linear, layer_norm, param, prepend_logical_axis
+from sana_jax.nn.layers import DType, Linear, layer_norm, param, stacked
 from sana_jax.parallel import ulysses
 
 DIFFUSERS_CLASS = "LTX2VideoTransformer3DModel"
@@ -214,13 +214,8 @@ class LTX2Transformer(nnx.Module):
             self.av_cross_attn_video_a2v_gate = AdaLNSingle(d, 1, **kw)
             self.av_cross_attn_audio_v2a_gate = AdaLNSingle(da, 1, **kw)
 
-        @nnx.split_rngs(splits=cfg.num_layers)
-        @nnx.vmap(in_axes=(0,), out_axes=0)
-        def make_blocks(r: nnx.Rngs) -> LTX2Block:
-            return LTX2Block(cfg, audio=audio, dtype=dtype, param_dtype=param_dtype, rngs=r)
-
-        self.blocks = make_blocks(rngs)
-        prepend_logical_axis(self.blocks, "layers")
+        self.blocks = stacked(cfg.num_layers, lambda r: LTX2Block(cfg, audio=audio, dtype=dtype,
+                                                                  param_dtype=param_dtype, rngs=r), rngs)
 
     @property
     def has_audio(self) -> bool:

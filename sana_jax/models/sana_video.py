@@ -21,7 +21,7 @@ from sana_jax.errors import ConfigError, InputError
 from sana_jax.nn.attention import mask_to_bias, softmax_attention
 from sana_jax.nn.embeddings import AdaLayerNormSingle, CaptionProjection
 from sana_jax.nn.glumb import GLUMBTempConv
-from sana_jax.nn.layers import DType, Linear, RMSNorm, layer_norm, modulate, param, prepend_logical_axis
+from sana_jax.nn.layers import DType, Linear, RMSNorm, layer_norm, modulate, param, stacked
 from sana_jax.kernels.dispatch import linear_attention
 from sana_jax.nn.rope import rope_3d
 
@@ -102,6 +102,14 @@ class SanaVideoConfig(ModelConfig):
         return {"dropout": 0.0, "guidance_embeds_scale": 0.1, "interpolation_scale": None}
 
 
+def _qk_norms(cfg: SanaVideoConfig, param_dtype: DType, rngs: nnx.Rngs) -> tuple:
+    """``norm_q``, ``norm_k``: RMSNorm across all heads (``qk_norm="rms_norm_across_heads"``), or none."""
+    if cfg.qk_norm is None:
+        return nnx.data(None), nnx.data(None)
+    return tuple(RMSNorm(cfg.inner_dim, eps=1e-5, axis_name="heads", param_dtype=param_dtype, rngs=rngs)
+                 for _ in range(2))
+
+
 class LinearSelfAttention(nnx.Module):
     """``attn1``: q/k/v projections, q/k RMSNorm across all heads, ReLU linear attention with RoPE, ``to_out``."""
 
@@ -113,11 +121,7 @@ class LinearSelfAttention(nnx.Module):
         self.to_k = Linear(d, d, axes=("embed", "heads"), use_bias=cfg.attention_bias, **kw)
         self.to_v = Linear(d, d, axes=("embed", "heads"), use_bias=cfg.attention_bias, **kw)
         self.to_out = Linear(d, d, axes=("heads", "embed"), **kw)
-        has_norm = cfg.qk_norm is not None
-        self.norm_q = RMSNorm(d, eps=1e-5, axis_name="heads", param_dtype=param_dtype, rngs=rngs) if has_norm \
-            else nnx.data(None)
-        self.norm_k = RMSNorm(d, eps=1e-5, axis_name="heads", param_dtype=param_dtype, rngs=rngs) if has_norm \
-            else nnx.data(None)
+        self.norm_q, self.norm_k = _qk_norms(cfg, param_dtype, rngs)
 
     def __call__(self, x: jax.Array, rope: tuple[jax.Array, jax.Array]) -> jax.Array:
         b, n, d = x.shape
@@ -140,11 +144,7 @@ class CrossAttention(nnx.Module):
         self.to_k = Linear(cfg.cross_attention_dim, d, axes=("embed", "heads"), **kw)
         self.to_v = Linear(cfg.cross_attention_dim, d, axes=("embed", "heads"), **kw)
         self.to_out = Linear(d, d, axes=("heads", "embed"), **kw)
-        has_norm = cfg.qk_norm is not None
-        self.norm_q = RMSNorm(d, eps=1e-5, axis_name="heads", param_dtype=param_dtype, rngs=rngs) if has_norm \
-            else nnx.data(None)
-        self.norm_k = RMSNorm(d, eps=1e-5, axis_name="heads", param_dtype=param_dtype, rngs=rngs) if has_norm \
-            else nnx.data(None)
+        self.norm_q, self.norm_k = _qk_norms(cfg, param_dtype, rngs)
 
     def key_value(self, text: jax.Array) -> tuple[jax.Array, jax.Array]:
         """Keys and values (B, L, heads, d) of the caption; computed once per prompt when streaming."""
@@ -219,13 +219,8 @@ class SanaVideoTransformer(nnx.Module):
         self.caption_projection = CaptionProjection(cfg.caption_channels, d, **kw)
         self.caption_norm = RMSNorm(d, eps=1e-5, param_dtype=param_dtype, rngs=rngs)
 
-        @nnx.split_rngs(splits=cfg.num_layers)
-        @nnx.vmap(in_axes=(0,), out_axes=0)
-        def make_blocks(r: nnx.Rngs) -> SanaVideoBlock:
-            return SanaVideoBlock(cfg, dtype=dtype, param_dtype=param_dtype, rngs=r)
-
-        self.blocks = make_blocks(rngs)
-        prepend_logical_axis(self.blocks, "layers")
+        self.blocks = stacked(cfg.num_layers, lambda r: SanaVideoBlock(cfg, dtype=dtype, param_dtype=param_dtype,
+                                                                       rngs=r), rngs)
         self.scale_shift_table = param(rngs, lambda k, s, t: jax.random.normal(k, s, t) / math.sqrt(d),
                                        (2, d), (None, "embed"), param_dtype)
         self.proj_out = Linear(d, pt * ph * pw * cfg.out_channels, axes=("embed", None), **kw)

@@ -3,7 +3,7 @@
 Every parameter is an ``nnx.Param`` with a ``logical_axes`` metadata tuple (one name per dimension, e.g.
 ``("embed", "mlp")``); ``sana_jax.parallel`` maps those names to mesh axes by rules alone. ``logical_axes`` is
 used rather than flax's ``out_sharding`` because the latter shards eagerly and then cannot be built without a mesh.
-Blocks stacked for ``scan`` get a leading ``"layers"`` axis through :func:`prepend_logical_axis`.
+Blocks stacked for ``scan`` (:func:`stacked`) get a leading ``"layers"`` axis through :func:`prepend_logical_axis`.
 """
 
 from __future__ import annotations
@@ -32,6 +32,20 @@ def prepend_logical_axis(module: nnx.Module, name: str) -> None:
     for _, var in nnx.iter_graph(module):
         if isinstance(var, nnx.Variable) and "logical_axes" in var.get_metadata():
             var.set_metadata(logical_axes=(name, *var.get_metadata()["logical_axes"]))
+
+
+def stacked(count: int, build: Callable[[nnx.Rngs], nnx.Module], rngs: nnx.Rngs) -> nnx.Module:
+    """``count`` identical modules ``build(rngs)`` as one module whose parameters have a leading ``layers`` axis
+    (``nnx.vmap`` over split keys), for a ``lax.scan`` over depth: compile time does not grow with it."""
+
+    @nnx.split_rngs(splits=count)
+    @nnx.vmap(in_axes=(0,), out_axes=0)
+    def make(r: nnx.Rngs) -> nnx.Module:
+        return build(r)
+
+    layers = make(rngs)
+    prepend_logical_axis(layers, "layers")
+    return layers
 
 
 class Linear(nnx.Module):

@@ -29,7 +29,7 @@ import converters
 from converters import ltx2_transformer, ltx2_vae
 from converters.safetensors_io import open_safetensors
 from sana_jax.errors import CheckpointError, InputError
-from sana_jax.io.video import SavesVideo
+from sana_jax.io.video import VideoOutput
 from sana_jax.models.ltx2_transformer import STAGE2_SIGMA0, LTX2Transformer
 from sana_jax.parallel.rules import shard_state
 from sana_jax.pipelines.components import PipelineFolder, as_mesh, check_video_size
@@ -44,15 +44,8 @@ from sana_jax.text.tokenizer import Tokenizer
 NATIVE_FAMILIES = {"transformer": "ltx2_transformer", "connectors": "ltx2_connectors", "vae": "ltx2_vae"}
 
 
-@dataclasses.dataclass
-class RefineOutput(SavesVideo):
-    """``frames`` uint8 (B, T, H, W, 3) (None when not decoded), ``latents`` refined normalised (B, T', H', W', C),
-    ``timings`` seconds per stage, ``fps`` for saving."""
-
-    frames: np.ndarray | None
-    latents: np.ndarray
-    timings: dict[str, float]
-    fps: int = DEFAULT_FPS
+class RefineOutput(VideoOutput):
+    """The refiner's :class:`~sana_jax.io.video.VideoOutput` (``latents``: the refined normalised latents)."""
 
 
 @dataclasses.dataclass(frozen=True)

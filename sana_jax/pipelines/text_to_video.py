@@ -22,7 +22,7 @@ from flax import nnx
 
 import converters
 from sana_jax.errors import ConfigError, InputError
-from sana_jax.io.video import SavesVideo, to_uint8
+from sana_jax.io.video import VideoOutput, to_uint8
 from sana_jax.kernels.dispatch import force_impl
 from sana_jax.models.sana_video import SanaVideoTransformer
 from sana_jax.pipelines.components import (PipelineFolder, VAESpec, as_mesh, check_video_size, default_size,
@@ -98,15 +98,8 @@ def check_folder(folder: PipelineFolder) -> None:
     schedule_from_config(folder.config("scheduler", "scheduler_config.json"), 2)
 
 
-@dataclasses.dataclass
-class SanaVideoOutput(SavesVideo):
-    """``frames`` uint8 (B, T, H, W, 3) (None when not decoded), ``latents`` normalised (B, T', H', W', C),
-    ``timings`` seconds per stage, ``fps`` for saving."""
-
-    frames: np.ndarray | None
-    latents: np.ndarray
-    timings: dict[str, float]
-    fps: int = 16
+class SanaVideoOutput(VideoOutput):
+    """SANA-Video's :class:`~sana_jax.io.video.VideoOutput`."""
 
 
 

@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from sana_jax.nn.layers import DType, param, prepend_logical_axis
+from sana_jax.nn.layers import DType, param, stacked
 
 _DN = ("NDHWC", "DHWIO", "NDHWC")
 
@@ -147,13 +147,8 @@ class ResStack(nnx.Module):
                  rngs: nnx.Rngs):
         self.depth = depth
 
-        @nnx.split_rngs(splits=depth)
-        @nnx.vmap(in_axes=(0,), out_axes=0)
-        def make(r):
-            return ResBlock(dim, chunk=chunk, eps=eps, dtype=dtype, param_dtype=param_dtype, rngs=r)
-
-        self.layers = make(rngs)
-        prepend_logical_axis(self.layers, "layers")
+        self.layers = stacked(depth, lambda r: ResBlock(dim, chunk=chunk, eps=eps, dtype=dtype,
+                                                        param_dtype=param_dtype, rngs=r), rngs)
         self.dim, self.context = dim, 1
 
     def init_cache(self, b: int, h: int, w: int, dtype: DType):
