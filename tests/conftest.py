@@ -42,7 +42,7 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 
 
 def max_rel_err(ours, ref) -> float:
-    """max |ours − ref| / max |ref| (the parity metric of ARCHITECTURE.md)."""
+    """max |ours − ref| / max |ref| (the parity metric of docs/architecture.md, "Testing"; tests/parity.py)."""
     ours, ref = np.asarray(ours, np.float64), np.asarray(ref, np.float64)
     assert ours.shape == ref.shape, (ours.shape, ref.shape)
     return float(np.max(np.abs(ours - ref)) / max(np.max(np.abs(ref)), 1e-30))

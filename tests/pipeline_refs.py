@@ -1,13 +1,14 @@
-"""Tiny random diffusers SANA-Video pipelines saved with ``save_pretrained``, for end-to-end parity tests."""
+"""Tiny random diffusers SANA-Video pipelines saved with ``save_pretrained``, for end-to-end parity tests (built with
+the harness of tests/parity.py)."""
 
 from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
+from tests.parity import perturb, to_torch, torch
+
 diffusers = pytest.importorskip("diffusers")
 transformers = pytest.importorskip("transformers")
 tokenizers = pytest.importorskip("tokenizers")
@@ -25,14 +26,6 @@ def tokenizer():
                                                 pad_token="<pad>", unk_token="<unk>", padding_side="right")
 
 
-def _perturb(module, seed):
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in module.named_parameters():
-            if p.ndim <= 1:
-                p.add_(0.2 * torch.randn(p.shape, generator=g))
-
-
 def text_encoder(seed=0):
     cfg = transformers.Gemma2Config(vocab_size=len(WORDS), hidden_size=CAPTION, intermediate_size=48,
                                     num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1, head_dim=12,
@@ -40,7 +33,7 @@ def text_encoder(seed=0):
                                     eos_token_id=1)
     torch.manual_seed(seed)
     model = transformers.Gemma2Model(cfg).eval()
-    _perturb(model, seed)
+    perturb(model, 0.2, seed=seed)
     return model
 
 
@@ -50,7 +43,7 @@ def transformer(channels, patch, seed=0):
         in_channels=channels, out_channels=channels, num_attention_heads=2, attention_head_dim=12, num_layers=2,
         num_cross_attention_heads=2, cross_attention_head_dim=12, cross_attention_dim=24, caption_channels=CAPTION,
         mlp_ratio=2.0, patch_size=patch, sample_size=30 if patch[1] == 2 else 22).eval()
-    _perturb(model, seed + 1)
+    perturb(model, 0.2, seed=seed + 1)
     return model
 
 
@@ -59,7 +52,7 @@ def wan_vae(seed=0):
     vae = diffusers.AutoencoderKLWan(base_dim=8, z_dim=4, dim_mult=[1, 2, 2, 2], num_res_blocks=1,
                                      temperal_downsample=[False, True, True],
                                      latents_mean=[0.1, -0.2, 0.3, 0.0], latents_std=[1.5, 0.8, 1.2, 2.0]).eval()
-    _perturb(vae, seed + 2)
+    perturb(vae, 0.2, seed=seed + 2)
     return vae
 
 
@@ -69,7 +62,7 @@ def ltx2_vae(seed=0):
         latent_channels=8, block_out_channels=(16, 32, 64, 128), layers_per_block=(1, 1, 1, 1, 1),
         decoder_block_out_channels=(16, 32, 64), decoder_layers_per_block=(1, 1, 1, 1), decoder_causal=False,
         timestep_conditioning=False, spatial_compression_ratio=32, temporal_compression_ratio=8).eval()
-    _perturb(vae, seed + 3)
+    perturb(vae, 0.2, seed=seed + 3)
     with torch.no_grad():
         vae.latents_mean.copy_(torch.linspace(-0.5, 0.5, 8))
         vae.latents_std.copy_(torch.linspace(0.5, 1.5, 8))
@@ -121,5 +114,5 @@ def build_dcae_v(folder, vae_config, seed=0):
     return vae
 
 
-def to_channels_first(x: np.ndarray):
-    return torch.from_numpy(np.ascontiguousarray(np.asarray(x).transpose(0, 4, 1, 2, 3)))
+#: channels-last numpy → channels-first torch (the name the pipeline tests use)
+to_channels_first = to_torch

@@ -1,11 +1,13 @@
-"""Tiny random-weight diffusers SANA-Video transformers, and their original-Sana ``.pth`` form, for parity tests."""
+"""Tiny random-weight diffusers SANA-Video transformers, and their original-Sana ``.pth`` form, for parity tests
+(built with the harness of tests/parity.py)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
+from tests.parity import reference, to_numpy, to_torch, torch, torch_call
+
 diffusers = pytest.importorskip("diffusers")
 
 
@@ -20,21 +22,12 @@ def tiny_kwargs(in_channels: int = 16, patch=(1, 2, 2), **over) -> dict:
 
 def make_reference(seed: int = 0, **kwargs):
     """A diffusers ``SanaVideoTransformer3DModel`` with every parameter random (norm weights and biases too)."""
-    torch.manual_seed(seed)
-    model = diffusers.SanaVideoTransformer3DModel(**kwargs).eval()
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if p.ndim == 1:  # norms start at 1 and biases at 0: perturb so a swapped mapping cannot hide
-                p.add_(0.2 * torch.randn_like(p))
-    return model
-
-
-def state_dict_numpy(model) -> dict[str, np.ndarray]:
-    return {k: v.detach().cpu().numpy().copy() for k, v in model.state_dict().items()}
+    return reference(diffusers.SanaVideoTransformer3DModel, seed=seed, scale=0.2, **kwargs)
 
 
 def to_original_layout(sd: dict) -> dict:
-    """diffusers state dict → original Sana ``.pth`` ``state_dict`` (inverse of spec §3.2), plus y_embedding."""
+    """diffusers state dict → original Sana ``.pth`` ``state_dict`` (the inverse of
+    ``huggingface/diffusers:scripts/convert_sana_video_to_diffusers.py``), plus y_embedding."""
     out = {}
     blocks = sorted({int(k.split(".")[1]) for k in sd if k.startswith("transformer_blocks.")})
     top = {"patch_embedding": "x_embedder.proj", "caption_projection.linear_1": "y_embedder.y_proj.fc1",
@@ -72,16 +65,9 @@ def to_original_layout(sd: dict) -> dict:
     return out
 
 
-def save_diffusers_folder(model, folder) -> None:
-    """``save_pretrained`` into ``folder`` (config.json + diffusion_pytorch_model.safetensors)."""
-    model.save_pretrained(folder, safe_serialization=True)
-
-
 def run_reference(model, latents_cl: np.ndarray, text: np.ndarray, timestep: np.ndarray, mask: np.ndarray | None,
                   ) -> np.ndarray:
     """Run diffusers on channels-last numpy inputs; returns channels-last numpy output."""
-    x = torch.from_numpy(np.ascontiguousarray(latents_cl.transpose(0, 4, 1, 2, 3)))
-    with torch.no_grad():
-        out = model(x, encoder_hidden_states=torch.from_numpy(text), timestep=torch.from_numpy(timestep),
-                    encoder_attention_mask=None if mask is None else torch.from_numpy(mask), return_dict=False)[0]
-    return out.numpy().transpose(0, 2, 3, 4, 1)
+    out = torch_call(model, to_torch(latents_cl), encoder_hidden_states=text, timestep=timestep,
+                     encoder_attention_mask=mask, return_dict=False)[0]
+    return to_numpy(out)

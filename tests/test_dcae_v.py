@@ -1,6 +1,6 @@
-"""DC-AE-V: parity with the DC-Gen reference fixture (random tiny weights), one-shot and scanned chunk-causal forms,
-partial last chunks, spatial tiling, both checkpoint layouts, full-size keys and parameter count, input errors.
-CPU float32."""
+"""DC-AE-V: parity with the DC-Gen reference fixture (tests/data/dc_ae_v_tiny/: random tiny weights and the
+reference's outputs), one-shot and scanned chunk-causal forms, partial last chunks, spatial tiling, both checkpoint
+layouts, full-size keys and parameter count, input errors. CPU float32."""
 
 from __future__ import annotations
 
@@ -12,38 +12,32 @@ import pytest
 from flax import nnx
 
 from converters import dcae_v, tables
-from converters.safetensors_io import open_safetensors
+from converters.safetensors_io import open_safetensors, save_safetensors
 from sana_jax.errors import CheckpointError, ConfigError, InputError
 from sana_jax.vae.dcae_v import DCAEVConfig, DCAEVideo
+from tests.parity import check, run_jitted, to_numpy
+from tests.released_keys import read
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-FIXTURE = SHARED / "fixtures" / "dc_ae_v_tiny"
-KEYS = SHARED / "specs" / "keys" / "dcaev_f32t4c32_keys.txt"
-TOL = 1e-4
-
-@nnx.jit(static_argnames=("method", "options"))
-def _run(model, x, method, options=()):
-    return getattr(model, method)(x, **dict(options))
-
-
-def run(model, x, method, **options):
-    """``model.encode/decode(x, **options)`` jitted (one compile per graph, shape and options)."""
-    return np.asarray(_run(model, jnp.asarray(x), method, tuple(sorted(options.items()))))
-
-
-def cl(a):
-    """PyTorch (B, C, T, H, W) → channels-last (B, T, H, W, C)."""
-    return np.ascontiguousarray(np.asarray(a).transpose(0, 2, 3, 4, 1))
+FIXTURE = Path(__file__).resolve().parent / "data" / "dc_ae_v_tiny"
 
 
 @pytest.fixture(scope="module")
 def fixture():
-    if not FIXTURE.is_dir():
-        pytest.skip(f"{FIXTURE} not present")
+    """The configuration and the reference's inputs and outputs, channels-last."""
     cfg = DCAEVConfig.from_json(FIXTURE / "config.json")
     with np.load(FIXTURE / "io.npz", allow_pickle=False) as d:
-        io = {k: cl(d[k]) for k in d.files}
+        io = {k: to_numpy(d[k]) for k in d.files}
     return cfg, io
+
+
+@pytest.fixture(scope="module")
+def safetensors_file(tmp_path_factory):
+    """The fixture's weights written as safetensors (DC-Gen's names), with its ``config.json`` beside them."""
+    folder = tmp_path_factory.mktemp("dc_ae_v_tiny")
+    (folder / "config.json").write_bytes((FIXTURE / "config.json").read_bytes())
+    pt = dcae_v.open_pt(FIXTURE / "dc_ae_v_tiny.pt")
+    save_safetensors({k: np.asarray(pt[k]) for k in pt}, folder / "dc_ae_v_tiny.safetensors")
+    return folder / "dc_ae_v_tiny.safetensors"
 
 
 @pytest.fixture(scope="module")
@@ -52,32 +46,31 @@ def model_pt(fixture):
 
 
 @pytest.fixture(scope="module")
-def model_st(fixture):
-    source = open_safetensors(FIXTURE / "dc_ae_v_tiny.safetensors")
-    return dcae_v.load(source, fixture[0], where=str(FIXTURE / "dc_ae_v_tiny.safetensors"))
+def model_st(fixture, safetensors_file):
+    return dcae_v.load(open_safetensors(safetensors_file), fixture[0], where=str(safetensors_file))
 
 
 # ------------------------------------------------------------------------------------------------- parity
 # Each distinct (shape, options) compiles the model once (~2-5 s on 2 cores): the tests share them where they can.
-def test_one_shot_parity_from_pt(fixture, model_pt, rel_err):
+def test_one_shot_parity_from_pt(fixture, model_pt):
     cfg, io = fixture
     sf = cfg.scaling_factor
-    z = run(model_pt, io["video"], "encode")
+    z = run_jitted(model_pt, io["video"], "encode")
     assert z.shape == (1, 4, 2, 3, 8)
-    assert rel_err(z, io["latent"] * sf) <= TOL, rel_err(z, io["latent"] * sf)
-    y = run(model_pt, io["latent"] * sf, "decode")
+    check(z, io["latent"] * sf, what="encode")
+    y = run_jitted(model_pt, io["latent"] * sf, "decode")
     assert y.shape == io["decoded"].shape
-    assert rel_err(y, io["decoded"]) <= TOL, rel_err(y, io["decoded"])
+    check(y, io["decoded"], what="decode")
 
 
-def test_scanned_parity_from_safetensors(fixture, model_st, rel_err):
+def test_scanned_parity_from_safetensors(fixture, model_st):
     """lax.scan over 8-frame / 2-latent tiles with a one-frame-per-conv cache = the reference's feature cache."""
     cfg, io = fixture
     sf = cfg.scaling_factor
-    z = run(model_st, io["video"], "encode", chunked=True)
-    assert rel_err(z, io["latent_tiled"] * sf) <= TOL, rel_err(z, io["latent_tiled"] * sf)
-    y = run(model_st, io["latent"] * sf, "decode", chunked=True)
-    assert rel_err(y, io["decoded_tiled"]) <= TOL, rel_err(y, io["decoded_tiled"])
+    z = run_jitted(model_st, io["video"], "encode", chunked=True)
+    check(z, io["latent_tiled"] * sf, what="scanned encode")
+    y = run_jitted(model_st, io["latent"] * sf, "decode", chunked=True)
+    check(y, io["decoded_tiled"], what="scanned decode")
 
 
 def test_pt_and_safetensors_give_the_same_parameters(model_pt, model_st):
@@ -95,44 +88,44 @@ def test_partial_last_chunk_is_encoded_and_decoded_alone(fixture, model_pt, rel_
     sf = cfg.scaling_factor
     extra = np.random.default_rng(0).uniform(-1, 1, (1, 4, 64, 96, 3)).astype(np.float32)
     video = np.concatenate([io["video"], extra], axis=1)
-    z = run(model_pt, video, "encode")
+    z = run_jitted(model_pt, video, "encode")
     assert z.shape == (1, 5, 2, 3, 8)
-    assert rel_err(z[:, :4], io["latent"] * sf) <= TOL
-    other = run(model_pt, np.concatenate([-io["video"], extra], axis=1), "encode")
+    check(z[:, :4], io["latent"] * sf)
+    other = run_jitted(model_pt, np.concatenate([-io["video"], extra], axis=1), "encode")
     assert rel_err(other[:, 4:], z[:, 4:]) <= 1e-6 and rel_err(other[:, :4], z[:, :4]) > 1e-2
 
-    y = run(model_pt, z, "decode")
+    y = run_jitted(model_pt, z, "decode")
     assert y.shape == (1, 20, 64, 96, 3)
-    assert rel_err(y[:, :16], io["decoded"]) <= TOL
-    y_other = run(model_pt, np.concatenate([-z[:, :4], z[:, 4:]], axis=1), "decode")
+    check(y[:, :16], io["decoded"])
+    y_other = run_jitted(model_pt, np.concatenate([-z[:, :4], z[:, 4:]], axis=1), "decode")
     assert rel_err(y_other[:, 16:], y[:, 16:]) <= 1e-6
-    assert rel_err(run(model_pt, z, "decode", chunked=True, chunks_per_step=2), y) <= 1e-5
+    assert rel_err(run_jitted(model_pt, z, "decode", chunked=True, chunks_per_step=2), y) <= 1e-5
 
 
 def test_spatial_tiles(fixture, model_pt, rel_err):
     """Where only one tile covers the output, the tiled result is exactly that tile's result."""
     _, io = fixture
     v = io["video"]
-    z = run(model_pt, v, "encode", normalized=False, tile=64, overlap=32)  # W tiles at 0 and 32 px
+    z = run_jitted(model_pt, v, "encode", normalized=False, tile=64, overlap=32)  # W tiles at 0 and 32 px
     assert z.shape == io["latent"].shape and np.all(np.isfinite(z))
-    left = run(model_pt, v[:, :, :, :64], "encode", normalized=False)
+    left = run_jitted(model_pt, v[:, :, :, :64], "encode", normalized=False)
     assert rel_err(z[..., :1, :], left[..., :1, :]) <= 1e-6
 
     lat = io["latent"]
-    y = run(model_pt, lat, "decode", normalized=False, tile=2, overlap=1)  # latent W tiles at 0 and 1
+    y = run_jitted(model_pt, lat, "decode", normalized=False, tile=2, overlap=1)  # latent W tiles at 0 and 1
     assert y.shape == io["decoded"].shape and np.all(np.isfinite(y))
-    y_left = run(model_pt, lat[..., :2, :], "decode", normalized=False)
+    y_left = run_jitted(model_pt, lat[..., :2, :], "decode", normalized=False)
     assert rel_err(y[..., :32, :], y_left[..., :32, :]) <= 1e-6
 
 
 # ------------------------------------------------------------------------------------------------- checkpoints
-def test_checkpoint_layouts_and_errors(fixture, tmp_path):
+def test_checkpoint_layouts_and_errors(fixture, safetensors_file):
     cfg, _ = fixture
     pt = dcae_v.open_pt(FIXTURE / "dc_ae_v_tiny.pt")
-    st = open_safetensors(FIXTURE / "dc_ae_v_tiny.safetensors")
+    st = open_safetensors(safetensors_file)
     assert set(pt) == set(st) and dcae_v.detect(pt) and dcae_v.detect(st)
     assert set(pt) == set(dcae_v.expected_tensors(cfg))
-    assert dcae_v.config_from_checkpoint(st, str(FIXTURE / "dc_ae_v_tiny.safetensors")) == cfg  # config.json beside
+    assert dcae_v.config_from_checkpoint(st, str(safetensors_file)) == cfg  # config.json beside
     inferred = dcae_v.config_from_shapes(pt, "fixture")
     assert inferred.width_list == cfg.width_list and inferred.depth_list == cfg.depth_list
     assert inferred.latent_channels == 8 and inferred.temporal_compression == 4 and inferred.chunk_frames == 40
@@ -143,9 +136,9 @@ def test_checkpoint_layouts_and_errors(fixture, tmp_path):
         dcae_v.load(st, DCAEVConfig.from_diffusers({**cfg.to_diffusers(), "latent_channels": 4}), where="wrong")
 
 
-def test_pt_model_state_dict_fallback(fixture, tmp_path):
+def test_pt_model_state_dict_fallback(safetensors_file, tmp_path):
     torch = pytest.importorskip("torch")
-    st = open_safetensors(FIXTURE / "dc_ae_v_tiny.safetensors")
+    st = open_safetensors(safetensors_file)
     sd = {k: torch.from_numpy(np.array(st[k])) for k in st}
     torch.save({"model_state_dict": sd, "global_step": 3}, tmp_path / "plain.pt")
     loaded = dcae_v.open_pt(tmp_path / "plain.pt")
@@ -165,13 +158,7 @@ def test_full_size_keys_and_parameter_count():
     assert sum(int(np.prod(s)) for s, _ in targets.values()) == total
     c64 = dcae_v.expected_tensors(DCAEVConfig.preset("dc-ae-v-f32t4c64-1.0-bf16"))
     assert round(sum(int(np.prod(s)) for s in c64.values()) / 1e6, 1) == 2140.4
-    if not KEYS.is_file():
-        pytest.skip(f"{KEYS} not present")
-    ref = {}
-    for line in KEYS.read_text().splitlines():
-        name, _, shape = line.partition(" ")
-        if shape.startswith("("):
-            ref[name] = tuple(int(v) for v in shape.strip("(),").split(",") if v.strip())
+    ref = read("dc_ae_v_f32t4c32.txt")
     assert len(ref) == 340
     assert expected == ref
 

@@ -14,16 +14,14 @@ from flax import nnx
 
 import converters
 from converters import gemma as conv
-from converters import loader
 from converters.safetensors_io import open_safetensors, save_safetensors
 from sana_jax.errors import CheckpointError, ConfigError, InputError
 from sana_jax.models.gemma import Gemma, GemmaConfig
 from sana_jax.text.tokenizer import Tokenizer
+from tests.parity import check, perturb, save, torch, torch_call
 
-torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-TOL = 1e-4
 LENGTH = 12  # > 2 × sliding_window: windows, and fully masked rows in sliding layers, happen on both sides
 TEXT = dict(vocab_size=300, hidden_size=32, intermediate_size=64, num_attention_heads=4, num_key_value_heads=2,
             head_dim=16, sliding_window=4, query_pre_attn_scalar=16)
@@ -33,11 +31,8 @@ VISION = dict(model_type="siglip_vision_model", hidden_size=16, intermediate_siz
 
 def _randomize(model, seed=0):
     """Larger-than-init weights (and non-zero norm weights) so softcap, windows and norms all matter."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * (0.5 if "norm" in name else 0.15))
-    return model.eval()
+    perturb(model, 0.5, seed=seed, select=lambda name, p: "norm" in name)
+    return perturb(model, 0.15, seed=seed + 1, select=lambda name, p: "norm" not in name)
 
 
 def _inputs(side: str):
@@ -51,29 +46,27 @@ def _inputs(side: str):
 
 
 def _reference(ref, ids, mask):
-    with torch.no_grad():
-        out = ref(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask), output_hidden_states=True)
-    return [h.numpy() for h in out.hidden_states]
+    out = torch_call(ref, input_ids=ids, attention_mask=mask, output_hidden_states=True)
+    return [np.asarray(h) for h in out.hidden_states]
 
 
-def _compare(model, ref, side, rel_err):
+def _compare(model, ref, side, what):
+    """Every hidden state, the last one and the plain forward's output against transformers' hidden states."""
     ids, mask = _inputs(side)
     want = _reference(ref, ids, mask)
     last, hidden = model(ids, mask, output_hidden_states=True)
     assert len(hidden) == len(want) == model.config.num_hidden_layers + 1
-    errs = [rel_err(np.asarray(h), w) for h, w in zip(hidden, want)]
-    errs.append(rel_err(np.asarray(last), want[-1]))
-    errs.append(rel_err(np.asarray(model(ids, mask)), want[-1]))
-    return max(errs)
+    for i, (h, w) in enumerate(zip(hidden, want)):
+        check(h, w, what=f"{what}, hidden state {i}")
+    check(last, want[-1], what=f"{what}, last hidden state")
+    check(model(ids, mask), want[-1], what=f"{what}, output")
 
 
 @pytest.fixture(scope="module")
 def gemma2(tmp_path_factory):
     cfg = transformers.Gemma2Config(num_hidden_layers=3, attn_logit_softcapping=1.0, **TEXT)
     ref = _randomize(transformers.Gemma2ForCausalLM(cfg))
-    folder = tmp_path_factory.mktemp("gemma2")
-    ref.save_pretrained(folder)
-    return ref, folder
+    return ref, save(ref, tmp_path_factory.mktemp("gemma2"))
 
 
 @pytest.fixture(scope="module")
@@ -82,32 +75,26 @@ def gemma3(tmp_path_factory):
                                                      rope_scaling={"rope_type": "linear", "factor": 8.0}),
                                     vision_config=VISION, mm_tokens_per_image=1)
     ref = _randomize(transformers.Gemma3ForConditionalGeneration(cfg))
-    folder = tmp_path_factory.mktemp("gemma3")
-    ref.save_pretrained(folder)
-    return ref, folder
+    return ref, save(ref, tmp_path_factory.mktemp("gemma3"))
 
 
 @pytest.mark.parametrize("side", ["right", "left"])
-def test_gemma2_matches_transformers(gemma2, side, rel_err):
+def test_gemma2_matches_transformers(gemma2, side):
     ref, folder = gemma2
     model = conv.load_folder(folder)
     assert model.config.layer_types == ("sliding_attention", "full_attention", "sliding_attention")
-    err = _compare(model, ref, side, rel_err)
-    print(f"gemma2 {side} padding: max relative error {err:.2e}")
-    assert err <= TOL
+    _compare(model, ref, side, f"gemma2 {side} padding")
 
 
 @pytest.mark.parametrize("side", ["right", "left"])
-def test_gemma3_matches_transformers(gemma3, side, rel_err):
+def test_gemma3_matches_transformers(gemma3, side):
     ref, folder = gemma3
     model = conv.load_folder(folder)
     assert model.config.layer_types.count("full_attention") == 1 and model.config.rope_scaling_factor == 8.0
-    err = _compare(model, ref, side, rel_err)
-    print(f"gemma3 {side} padding: max relative error {err:.2e}")
-    assert err <= TOL
+    _compare(model, ref, side, f"gemma3 {side} padding")
 
 
-def test_gemma3_eager_padded_rows(gemma3, rel_err):
+def test_gemma3_eager_padded_rows(gemma3):
     """transformers' eager attention averages all values in a row without visible keys; fully_masked_rows='mean'."""
     ref, folder = gemma3
     ref.config.text_config._attn_implementation = ref.config._attn_implementation = "eager"
@@ -116,26 +103,22 @@ def test_gemma3_eager_padded_rows(gemma3, rel_err):
         cfg = json.loads((folder / "config.json").read_text())
         cfg["text_config"]["fully_masked_rows"] = "mean"
         model = conv.load(open_safetensors(folder / "model.safetensors"), GemmaConfig.from_hf(cfg), where="t")
-        err = _compare(model, ref, "left", rel_err)
+        _compare(model, ref, "left", "gemma3 eager, left padding")
     finally:
         ref.config.text_config._attn_implementation = ref.config._attn_implementation = "sdpa"
         ref.model.language_model.config._attn_implementation = "sdpa"
-    print(f"gemma3 eager, left padding: max relative error {err:.2e}")
-    assert err <= TOL
 
 
-def test_gemma2_bare_layout_and_jit(gemma2, tmp_path, rel_err):
+def test_gemma2_bare_layout_and_jit(gemma2, tmp_path):
     """``Gemma2Model`` keys (no prefix) load the same; the jitted split/merge forward equals the eager one."""
     ref, _ = gemma2
-    ref.model.save_pretrained(tmp_path)
+    save(ref.model, tmp_path)
     assert "embed_tokens.weight" in open_safetensors(tmp_path / "model.safetensors")
     model = conv.load_folder(tmp_path)
     ids, mask = _inputs("right")
     graphdef, state = nnx.split(model)
     jitted = jax.jit(lambda s, i, m: nnx.merge(graphdef, s)(i, m))(state, ids, mask)
-    err = rel_err(np.asarray(jitted), _reference(ref.model, ids, mask)[-1])
-    print(f"gemma2 Gemma2Model layout, jitted: max relative error {err:.2e}")
-    assert err <= TOL
+    check(jitted, _reference(ref.model, ids, mask)[-1], what="gemma2 Gemma2Model layout, jitted")
 
 
 def _prefixed_sharded(folder, tmp_path):
@@ -155,20 +138,16 @@ def _prefixed_sharded(folder, tmp_path):
     return tmp_path / "model.safetensors.index.json", renamed
 
 
-def test_gemma3_prefixed_sharded_through_converters_load(gemma3, tmp_path, monkeypatch, rel_err):
+def test_gemma3_prefixed_sharded_through_converters_load(gemma3, tmp_path):
     ref, folder = gemma3
     index, renamed = _prefixed_sharded(folder, tmp_path)
     text = conv.text_source(open_safetensors(index))
     assert any(k.startswith("model.vision_tower.") for k in text.dropped)
     assert "model.multi_modal_projector.mm_input_projection_weight" in text.dropped
     assert not any("language_model" in k for k in text.dropped)
-    monkeypatch.setitem(loader.FAMILIES, conv.FAMILY, conv)
-    monkeypatch.setitem(loader.BY_CLASS, conv.MODEL_CLASS_NAME, conv)
     config = GemmaConfig.from_json(folder / "config.json")
     model = converters.load(index, config=config)
-    err = _compare(model, ref, "left", rel_err)
-    print(f"gemma3 model.language_model. sharded: max relative error {err:.2e}")
-    assert err <= TOL
+    _compare(model, ref, "left", "gemma3 model.language_model. sharded")
 
     saved = converters.save_orbax(model, tmp_path / "orbax")  # the family works with the orbax path too
     again = converters.load(saved)

@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
+from tests.parity import check, reference, save_and_load, torch_call
+
 diffusers = pytest.importorskip("diffusers")
 
-import converters  # noqa: E402
 from converters import ltx2_connectors, tables  # noqa: E402
 from sana_jax.models.ltx2_connectors import LTX2ConnectorsConfig, LTX2TextConnectors  # noqa: E402
-
-TOL = 1e-4
+from tests.released_keys import Shapes, read  # noqa: E402
 
 
 def tiny(rope_type="split", registers=4, double=True):
@@ -26,16 +23,10 @@ def tiny(rope_type="split", registers=4, double=True):
                 rope_double_precision=double)
 
 
-def reference(seed=0, **kw):
+def make_reference(seed=0, **kw):
     from diffusers.pipelines.ltx2.connectors import LTX2TextConnectors as Ref
 
-    torch.manual_seed(seed)
-    ref = Ref(**tiny(**kw)).eval()
-    with torch.no_grad():
-        for name, p in ref.named_parameters():
-            if p.ndim == 1:
-                p.add_(0.3 * torch.randn_like(p))
-    return ref
+    return reference(Ref, seed=seed, **tiny(**kw))
 
 
 def inputs(padding_side="left", t=8, seed=1):
@@ -52,24 +43,20 @@ def inputs(padding_side="left", t=8, seed=1):
 @pytest.mark.parametrize("rope_type,registers,padding_side,double", [
     ("split", 4, "left", True), ("interleaved", 4, "left", True), ("split", None, "left", False),
     ("split", 4, "right", True)])
-def test_parity_with_diffusers(rope_type, registers, padding_side, double, tmp_path, rel_err):
-    ref = reference(rope_type=rope_type, registers=registers, double=double)
-    ref.save_pretrained(tmp_path / "connectors")
-    ours = converters.load(tmp_path / "connectors")
+def test_parity_with_diffusers(rope_type, registers, padding_side, double, tmp_path):
+    ref = make_reference(rope_type=rope_type, registers=registers, double=double)
+    ours = save_and_load(ref, tmp_path / "connectors")
     assert isinstance(ours, LTX2TextConnectors)
     hidden, mask = inputs(padding_side)
-    with torch.no_grad():
-        want = ref(torch.from_numpy(hidden), torch.from_numpy(mask), padding_side=padding_side)
+    want = torch_call(ref, hidden, mask, padding_side=padding_side)
     got = ours(hidden, mask, padding_side)
-    for g, w in zip(got[:2], want[:2]):
-        assert rel_err(g, w.numpy()) <= TOL
-    np.testing.assert_array_equal(np.asarray(got[2]), want[2].numpy())
+    check(got[0], want[0], what="video")
+    check(got[1], want[1], what="audio")
+    np.testing.assert_array_equal(np.asarray(got[2]), want[2])
 
 
 def test_flattened_hidden_states_are_accepted(tmp_path):
-    ref = reference()
-    ref.save_pretrained(tmp_path / "c")
-    ours = converters.load(tmp_path / "c")
+    ours = save_and_load(make_reference(), tmp_path / "c")
     hidden, mask = inputs()
     a = ours(hidden, mask)[0]
     b = ours(hidden.reshape(2, 8, -1), mask)[0]
@@ -77,19 +64,14 @@ def test_flattened_hidden_states_are_accepted(tmp_path):
 
 
 def test_full_size_keys_in_both_layouts():
-    keys = Path(__file__).resolve().parents[2] / "shared" / "specs" / "keys"
-    if not keys.exists():
-        pytest.skip("shared/specs not beside the checkout")
-    from tests.test_ltx2_vae import _Shapes, _spec_keys
-
     cfg = LTX2ConnectorsConfig.preset("ltx-2.0")
-    want = _spec_keys(keys / "keys_diffusers.txt", "DIFFUSERS LTX2TextConnectors")
+    want = read("ltx2_diffusers.txt", "DIFFUSERS LTX2TextConnectors")
     assert ltx2_connectors.expected_tensors(cfg) == want
-    section = _spec_keys(keys / "keys_native.txt", "NATIVE Embeddings1DConnector")
-    native = _Shapes({f"model.diffusion_model.{w}_embeddings_connector.{k}": v for w in ("video", "audio")
-                      for k, v in section.items()})
+    section = read("ltx2_native.txt", "NATIVE Embeddings1DConnector")
+    native = Shapes({f"model.diffusion_model.{w}_embeddings_connector.{k}": v for w in ("video", "audio")
+                     for k, v in section.items()})
     native["text_embedding_projection.aggregate_embed.weight"] = (3840, 188160)
-    renamed = ltx2_connectors.as_diffusers(native, "spec")
+    renamed = ltx2_connectors.as_diffusers(native, "key list")
     assert {k: renamed.shape(k) for k in renamed} == want
     assert sum(int(np.prod(s)) for s in want.values()) == 1_431_475_200
     assert isinstance(renamed, tables.Subset)

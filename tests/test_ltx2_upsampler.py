@@ -4,38 +4,28 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
+from tests.parity import check, perturb, save_and_load, state_dict_numpy, to_numpy, to_torch, torch, torch_call
+
 diffusers = pytest.importorskip("diffusers")
 
 import converters  # noqa: E402
-from converters import loader  # noqa: E402
 from converters import ltx2_upsampler as conv  # noqa: E402
 from converters.safetensors_io import save_safetensors  # noqa: E402
 from sana_jax.errors import InputError  # noqa: E402
 from sana_jax.models.ltx2_upsampler import LTX2LatentUpsampler, LTX2UpsamplerConfig  # noqa: E402
+from tests.released_keys import Shapes, read  # noqa: E402
 
-TOL = 1e-4
 TINY = dict(in_channels=8, mid_channels=32, num_blocks_per_stage=2)
 
 
-@pytest.fixture
-def registered(monkeypatch):
-    monkeypatch.setitem(loader.FAMILIES, conv.FAMILY, conv)
-    monkeypatch.setitem(loader.BY_CLASS, conv.MODEL_CLASS_NAME, conv)
-
-
-def perturb(module, seed=0):
+def randomized(module, seed=0):
+    """GroupNorm weights start at one and biases at zero: perturbed (after ``torch.manual_seed(seed)``)."""
     torch.manual_seed(seed)
-    with torch.no_grad():
-        for _, p in module.named_parameters():
-            if p.ndim == 1:  # GroupNorm weights start at one, biases at zero
-                p.add_(0.3 * torch.randn_like(p))
-    return module.eval()
+    return perturb(module)
 
 
 def latents(shape=(2, 3, 5, 7, 8), seed=1):
@@ -43,8 +33,7 @@ def latents(shape=(2, 3, 5, 7, 8), seed=1):
 
 
 def run_torch(module, x):
-    with torch.no_grad():
-        return module(torch.from_numpy(x.transpose(0, 4, 1, 2, 3))).numpy().transpose(0, 2, 3, 4, 1)
+    return to_numpy(torch_call(module, to_torch(x)))
 
 
 @pytest.mark.parametrize("kind", [
@@ -55,23 +44,21 @@ def run_torch(module, x):
     dict(temporal_upsample=True, spatial_upsample=False),
     dict(temporal_upsample=True),
 ])
-def test_parity_with_diffusers(kind, registered, tmp_path, rel_err):
+def test_parity_with_diffusers(kind, tmp_path):
     from diffusers.pipelines.ltx2.latent_upsampler import LTX2LatentUpsamplerModel
 
-    ref = perturb(LTX2LatentUpsamplerModel(**TINY, **kind))
-    ref.save_pretrained(tmp_path / "latent_upsampler")
-    ours = converters.load(tmp_path / "latent_upsampler")
+    ref = randomized(LTX2LatentUpsamplerModel(**TINY, **kind))
+    ours = save_and_load(ref, tmp_path / "latent_upsampler")
     assert isinstance(ours, LTX2LatentUpsampler)
     x = latents()
     want = run_torch(ref, x)
     got = ours(x)
     assert got.shape == want.shape
-    assert rel_err(got, want) <= TOL
-    exported = conv.export(ours)
-    assert exported.keys() == set(ref.state_dict())
+    check(got, want)
+    assert conv.export(ours).keys() == set(ref.state_dict())
 
 
-def test_native_file_matches_ltx_core(registered, tmp_path, rel_err):
+def test_native_file_matches_ltx_core(tmp_path):
     """ltx-core's ``LatentUpsampler`` (same key names), from a native single file whose metadata holds the config."""
     pytest.importorskip("ltx_core")
     from ltx_core.model.upsampler import LatentUpsamplerConfigurator
@@ -79,14 +66,13 @@ def test_native_file_matches_ltx_core(registered, tmp_path, rel_err):
     native_config = {"in_channels": 8, "mid_channels": 32, "num_blocks_per_stage": 2, "dims": 3,
                      "spatial_upsample": True, "temporal_upsample": False, "spatial_scale": 2.0,
                      "rational_resampler": True}
-    ref = perturb(LatentUpsamplerConfigurator.from_config(native_config), seed=3)
+    ref = randomized(LatentUpsamplerConfigurator.from_config(native_config), seed=3)
     path = tmp_path / "ltx-2-spatial-upscaler-x2-tiny.safetensors"
-    save_safetensors({k: v.numpy() for k, v in ref.state_dict().items()}, path,
-                     metadata={"config": json.dumps(native_config)})
+    save_safetensors(state_dict_numpy(ref), path, metadata={"config": json.dumps(native_config)})
     ours = converters.load(path)
     assert ours.config == LTX2UpsamplerConfig(**TINY)
     x = latents(shape=(1, 4, 6, 5, 8), seed=4)
-    assert rel_err(ours(x), run_torch(ref, x)) <= TOL
+    check(ours(x), run_torch(ref, x))
 
 
 def test_config_from_shapes_without_metadata(tmp_path):
@@ -94,15 +80,14 @@ def test_config_from_shapes_without_metadata(tmp_path):
 
     for kind in (dict(), dict(use_rational_resampler=False), dict(dims=2), dict(temporal_upsample=True)):
         ref = LTX2LatentUpsamplerModel(**TINY, **kind)
-        source = {k: v.numpy() for k, v in ref.state_dict().items()}
-        inferred = conv.config_from_checkpoint(source, "bare")
+        inferred = conv.config_from_checkpoint(state_dict_numpy(ref), "bare")
         want = LTX2UpsamplerConfig.from_diffusers(dict(ref.config))
         assert (inferred.dims, inferred.rational, inferred.spatial_upsample, inferred.temporal_upsample,
                 inferred.mid_channels) == (want.dims, want.rational, want.spatial_upsample, want.temporal_upsample,
                                            want.mid_channels)
 
 
-def test_upsample_normalized_wraps_the_raw_model(rel_err):
+def test_upsample_normalized_wraps_the_raw_model():
     from flax import nnx
 
     model = LTX2LatentUpsampler(LTX2UpsamplerConfig(**TINY), rngs=nnx.Rngs(0))
@@ -112,7 +97,7 @@ def test_upsample_normalized_wraps_the_raw_model(rel_err):
     z = latents(seed=6)
     got = model.upsample_normalized(z, mean, std)
     want = (np.asarray(model(z * std + mean)) - mean) / std
-    assert rel_err(got, want) <= 1e-5
+    check(got, want, tol=1e-5)
     with pytest.raises(InputError, match="channels-last"):
         model(z.transpose(0, 4, 1, 2, 3))
 
@@ -122,20 +107,10 @@ def test_full_size_keys_and_count_in_both_layouts():
     expected = conv.expected_tensors(cfg)
     assert sum(int(np.prod(s)) for s in expected.values()) == 497_867_929
     assert LTX2UpsamplerConfig.from_diffusers(cfg.to_diffusers()) == cfg
-    keys = Path(__file__).resolve().parents[2] / "shared" / "specs" / "keys"
-    if not keys.exists():
-        pytest.skip("shared/specs not beside the checkout")
-    from tests.test_ltx2_vae import _spec_keys
-
-    assert expected == _spec_keys(keys / "keys_diffusers.txt", "DIFFUSERS LTX2LatentUpsamplerModel")
-    native = _spec_keys(keys / "keys_native.txt", "NATIVE LatentUpsampler x2")
+    assert expected == read("ltx2_diffusers.txt", "DIFFUSERS LTX2LatentUpsamplerModel")
+    native = read("ltx2_native.txt", "NATIVE LatentUpsampler x2")
     assert expected == native
     plain = conv.expected_tensors(LTX2UpsamplerConfig.preset("ltx-2.3-spatial-x2-1.1"))
-    variant = _spec_keys(keys / "keys_native.txt", "rational_resampler=False variant")
+    variant = read("ltx2_native.txt", "rational_resampler=False variant")
     assert {k: v for k, v in plain.items() if k.startswith("upsampler.")} == variant
-    assert conv.config_from_checkpoint(_Shapes(native), "spec") == cfg
-
-
-class _Shapes(dict):
-    def shape(self, name):
-        return self[name]
+    assert conv.config_from_checkpoint(Shapes(native), "key list") == cfg

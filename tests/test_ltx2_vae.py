@@ -8,15 +8,18 @@ import json
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
+from tests.parity import (assert_same_tensors, check, save_and_load, state_dict_numpy, to_numpy, to_torch, torch,
+                          torch_call)
+
 diffusers = pytest.importorskip("diffusers")
 
+import converters  # noqa: E402
 from converters import ltx2_vae, tables  # noqa: E402
 from converters.safetensors_io import SafetensorsFile, save_safetensors  # noqa: E402
 from sana_jax.errors import InputError  # noqa: E402
-from sana_jax.vae.ltx2 import LTX2VAEConfig  # noqa: E402
+from sana_jax.vae.ltx2 import LTX2VAE, LTX2VAEConfig  # noqa: E402
+from tests.released_keys import Shapes, read  # noqa: E402
 
-TOL = 1e-4
 TINY = dict(latent_channels=8, block_out_channels=(16, 32, 64, 128), layers_per_block=(1, 1, 1, 1, 1),
             decoder_block_out_channels=(16, 32, 64), decoder_layers_per_block=(1, 1, 1, 1), decoder_causal=False)
 NATIVE = {"latent_channels": 8, "decoder_base_channels": 8, "causal_decoder": False,
@@ -47,32 +50,28 @@ def randomize(module, seed):
 
 
 @functools.lru_cache(maxsize=2)
-def build_reference(timestep_conditioning: bool):
+def build_reference(timestep_conditioning: bool, folder):
+    """The tiny reference (random everywhere), its folder, and our model loaded from it by ``converters.load``."""
     torch.manual_seed(0)
     ref = diffusers.AutoencoderKLLTX2Video(**TINY, timestep_conditioning=timestep_conditioning).eval()
     randomize(ref, 1)
-    sd = {k: v.detach().numpy().copy() for k, v in ref.state_dict().items()}
-    cfg = LTX2VAEConfig.from_diffusers(dict(ref.config))
-    return ref, cfg, ltx2_vae.load(sd, cfg, where="tiny")
+    return ref, folder, save_and_load(ref, folder)
+
+
+def _reference(timestep_conditioning: bool, tmp_path_factory):
+    folder = tmp_path_factory.getbasetemp() / f"ltx2-vae-{'tcond' if timestep_conditioning else 'no-tcond'}"
+    return build_reference(timestep_conditioning, folder)
 
 
 @pytest.fixture(scope="module", params=[True, False], ids=["tcond", "no-tcond"])
-def reference(request):
-    return build_reference(request.param)
+def reference(request, tmp_path_factory):
+    return _reference(request.param, tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
-def tcond_reference():
+def tcond_reference(tmp_path_factory):
     """Tiling, memory and input checks do not depend on timestep conditioning: one variant is enough."""
-    return build_reference(True)
-
-
-def to_torch(x):
-    return torch.from_numpy(np.ascontiguousarray(np.asarray(x).transpose(0, 4, 1, 2, 3)))
-
-
-def to_numpy(t):
-    return t.detach().numpy().transpose(0, 2, 3, 4, 1)
+    return _reference(True, tmp_path_factory)
 
 
 def video(frames=9, h=64, w=96, seed=0):
@@ -98,25 +97,25 @@ def ref_decode(ref, z, t):
 
 
 @pytest.mark.parametrize("frames", [1, 9, 17])
-def test_encode_parity(reference, frames, rel_err):
+def test_encode_parity(reference, frames):
     ref, _, ours = reference
     x = video(frames)
-    assert rel_err(ours.encode(x), ref_normalized_mean(ref, x)) <= TOL
+    check(ours.encode(x), ref_normalized_mean(ref, x))
 
 
 @pytest.mark.parametrize("t", [0.0, 0.05, np.array([0.3, 0.9], np.float32)], ids=["t0", "t0.05", "per-sample"])
-def test_decode_parity(reference, t, rel_err):
+def test_decode_parity(reference, t):
     ref, _, ours = reference
     z = latents()
-    assert rel_err(ours.decode(z, timestep=t), ref_decode(ref, z, t)) <= TOL
+    check(ours.decode(z, timestep=t), ref_decode(ref, z, t))
 
 
-def test_decode_noise_mixing_matches_the_diffusers_pipeline(reference, rel_err):
+def test_decode_noise_mixing_matches_the_diffusers_pipeline(reference):
     """``z ← (1−s)·z + s·ε`` in normalised space, then de-normalise (LTX2Pipeline's order)."""
     ref, _, ours = reference
     z, eps = latents(), latents(seed=5)
     got = ours.decode(z, timestep=0.05, noise_scale=0.025, noise=eps)
-    assert rel_err(got, ref_decode(ref, 0.975 * z + 0.025 * eps, 0.05)) <= TOL
+    check(got, ref_decode(ref, 0.975 * z + 0.025 * eps, 0.05))
 
 
 def test_tiled_and_chunked_decode_match_untiled(tcond_reference, rel_err):
@@ -215,20 +214,24 @@ def native(tmp_path_factory):
     return enc, dec, path
 
 
-def test_native_layout_matches_ltx_core(native, rel_err):
+def ltx_core_decode(dec, z):
+    """ltx-core's decoder at timestep 0.05 (its own noise mixing off), channels-last."""
+    return to_numpy(torch_call(dec, to_torch(z), timestep=np.full(z.shape[0], 0.05, np.float32)))
+
+
+def test_native_layout_matches_ltx_core(native):
     enc, dec, path = native
     source = SafetensorsFile(path)
     cfg = ltx2_vae.native_config(source.metadata, str(path))
     ours = ltx2_vae.load(source, cfg, where=str(path))
     x, z = video(9), latents()
-    with torch.no_grad():
-        want_z = to_numpy(enc(to_torch(x)))
-        want_v = to_numpy(dec(to_torch(z), timestep=torch.tensor([0.05, 0.05])))
-    assert rel_err(ours.encode(x), want_z) <= TOL
-    assert rel_err(ours.decode(z, timestep=0.05), want_v) <= TOL
+    want_z = to_numpy(torch_call(enc, to_torch(x)))
+    want_v = ltx_core_decode(dec, z)
+    check(ours.encode(x), want_z, what="encode")
+    check(ours.decode(z, timestep=0.05), want_v, what="decode")
 
 
-def test_native_renames_load_into_diffusers_identically(native, rel_err):
+def test_native_renames_load_into_diffusers_identically(native):
     """The native → diffusers renames, applied to the native file, load strictly into diffusers and give
     ltx-core's outputs: the key table is right independently of our model."""
     enc, dec, path = native
@@ -239,69 +242,40 @@ def test_native_renames_load_into_diffusers_identically(native, rel_err):
                                                if not k.startswith("_")}).eval()
     ref.load_state_dict({k: torch.from_numpy(np.array(renamed[k])) for k in renamed}, strict=True)
     z = latents()
-    with torch.no_grad():
-        want = to_numpy(dec(to_torch(z), timestep=torch.tensor([0.05, 0.05])))
-    assert rel_err(ref_decode(ref, z, 0.05), want) <= TOL
+    check(ref_decode(ref, z, 0.05), ltx_core_decode(dec, z))
 
 
 # -- full-size shapes ------------------------------------------------------------------------------------------------
 
 
-def _spec_keys(path, section):
-    out, on = {}, False
-    for line in path.read_text().splitlines():
-        if line.startswith("###"):
-            on = section in line
-        elif on and "\t" in line:
-            name, shape = line.split("\t")
-            out[name] = tuple(int(s) for s in shape.strip("()").split(",") if s.strip())
-    return out
-
-
 def test_full_size_keys_match_the_released_checkpoints():
-    from pathlib import Path
-
-    keys = Path(__file__).resolve().parents[2] / "shared" / "specs" / "keys"
-    if not keys.exists():
-        pytest.skip("shared/specs not beside the checkout")
     cfg = LTX2VAEConfig.preset("ltx-2.0")
     ours = ltx2_vae.expected_tensors(cfg)
-    want = _spec_keys(keys / "keys_diffusers.txt", "DIFFUSERS AutoencoderKLLTX2Video")
-    want.update(_spec_keys(keys / "keys_diffusers.txt", "extra keys with timestep_conditioning=True"))
+    want = read("ltx2_diffusers.txt", "DIFFUSERS AutoencoderKLLTX2Video")
+    want.update(read("ltx2_diffusers.txt", "extra keys with timestep_conditioning=True"))
     assert ours == want
-    native = _spec_keys(keys / "keys_native.txt", "NATIVE ltx_core VideoEncoder")
+    native = read("ltx2_native.txt", "NATIVE ltx_core VideoEncoder")
     native_names = {f"vae.encoder.{k}" if not k.startswith("per_channel") else f"vae.{k}": v
                     for k, v in native.items()}
     for section in ("NATIVE ltx_core VideoDecoder", "Extra decoder keys if timestep_conditioning=True"):
-        native_names.update({f"vae.decoder.{k}": v for k, v in _spec_keys(keys / "keys_native.txt", section).items()
+        native_names.update({f"vae.decoder.{k}": v for k, v in read("ltx2_native.txt", section).items()
                              if not k.startswith("per_channel")})
-    renamed = tables.RenamedSource(_Shapes(native_names), ltx2_vae.native_renames(cfg), "spec")
+    renamed = tables.RenamedSource(Shapes(native_names), ltx2_vae.native_renames(cfg), "key list")
     assert {k: renamed.shape(k) for k in renamed} == want
     assert sum(int(np.prod(s)) for s in want.values()) == 1_246_913_778
 
 
-class _Shapes(dict):
-    def shape(self, name):
-        return self[name]
-
-
-def test_converters_load_finds_the_vae_in_folders_and_native_files(tcond_reference, native, tmp_path, rel_err):
+def test_converters_load_finds_the_vae_in_folders_and_native_files(tcond_reference, native, tmp_path):
     """``converters.load`` on a diffusers ``vae/`` folder, on a native file (config from its metadata, other
     components ignored), and back from ``sana-jax convert``'s orbax folder."""
-    import converters
-    from sana_jax.vae.ltx2 import LTX2VAE
-
     ref, _, ours = tcond_reference
-    ref.save_pretrained(tmp_path / "vae")
     z = latents()
-    from_folder = converters.load(tmp_path / "vae")
+    from_folder = save_and_load(ref, tmp_path / "vae")
     assert isinstance(from_folder, LTX2VAE)
     np.testing.assert_array_equal(np.asarray(from_folder.decode(z)), np.asarray(ours.decode(z)))
     enc, dec, path = native
     from_native = converters.load(path)
-    with torch.no_grad():
-        want = to_numpy(dec(to_torch(z), timestep=torch.tensor([0.05, 0.05])))
-    assert rel_err(from_native.decode(z, timestep=0.05), want) <= TOL
+    check(from_native.decode(z, timestep=0.05), ltx_core_decode(dec, z))
     converters.save_orbax(from_native, tmp_path / "vae.jax")
     again = converters.load(tmp_path / "vae.jax")
     np.testing.assert_array_equal(np.asarray(again.decode(z, timestep=0.05)),
@@ -309,12 +283,7 @@ def test_converters_load_finds_the_vae_in_folders_and_native_files(tcond_referen
 
 
 def test_export_round_trip_to_diffusers(tcond_reference, tmp_path):
-    import converters
-
     ref, _, ours = tcond_reference
     folder = converters.export_safetensors(ours, tmp_path / "vae")
     again = diffusers.AutoencoderKLLTX2Video.from_pretrained(folder).eval()
-    a, b = ref.state_dict(), again.state_dict()
-    assert a.keys() == b.keys()
-    for k in a:
-        np.testing.assert_array_equal(a[k].numpy(), b[k].numpy(), err_msg=k)
+    assert_same_tensors(state_dict_numpy(ref), state_dict_numpy(again))

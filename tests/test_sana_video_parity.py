@@ -5,13 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.sana_refs import (make_reference, run_reference, save_diffusers_folder, state_dict_numpy,
-                             tiny_kwargs, to_original_layout, torch)
+from tests.parity import assert_same_tensors, check, save_and_load, state_dict_numpy
+from tests.sana_refs import make_reference, run_reference, tiny_kwargs, to_original_layout, torch
 
 import converters  # noqa: E402
 from sana_jax.models.sana_video import SanaVideoConfig  # noqa: E402
 
-TOL = 1e-4
 CASES = {
     # name: (channels, patch, latent (T, H, W)) — non-square latents, odd frame counts
     "480p-style": (16, (1, 2, 2), (5, 6, 10)),
@@ -34,62 +33,49 @@ def case(request, tmp_path_factory):
     channels, patch, thw = CASES[request.param]
     ref = make_reference(**tiny_kwargs(in_channels=channels, patch=patch))
     folder = tmp_path_factory.mktemp(request.param) / "transformer"
-    save_diffusers_folder(ref, folder)
-    return request.param, ref, folder, inputs(channels, thw)
+    model = save_and_load(ref, folder)
+    return request.param, ref, folder, model, inputs(channels, thw)
 
 
-def test_parity_with_diffusers(case, rel_err):
-    name, ref, folder, (latents, text, timestep, mask) = case
-    model = converters.load(folder)
-    ours = np.asarray(model(latents, text, timestep, mask))
-    want = run_reference(ref, latents, text, timestep, mask)
-    err = rel_err(ours, want)
-    print(f"{name}: max relative error {err:.2e}")
-    assert err <= TOL
+def test_parity_with_diffusers(case):
+    name, ref, _, model, (latents, text, timestep, mask) = case
+    check(model(latents, text, timestep, mask), run_reference(ref, latents, text, timestep, mask), what=name)
 
 
-def test_parity_per_frame_timesteps(case, rel_err):
+def test_parity_per_frame_timesteps(case):
     """Per-frame timesteps (image-to-video: frame 0 at t=0) equal diffusers fed the same per token."""
-    name, ref, folder, (latents, text, _, mask) = case
-    model = converters.load(folder)
+    name, ref, _, model, (latents, text, _, mask) = case
     cfg = model.config
     grid = (latents.shape[1] // cfg.patch_size[0], latents.shape[2] // cfg.patch_size[1],
             latents.shape[3] // cfg.patch_size[2])
     per_frame = np.tile(np.linspace(0.0, 990.0, grid[0], dtype=np.float32), (2, 1))
     per_frame[1] *= 0.5
     per_token = np.repeat(per_frame, grid[1] * grid[2], axis=1)
-    ours = np.asarray(model(latents, text, per_frame, mask))
-    err = rel_err(ours, run_reference(ref, latents, text, per_token, mask))
-    assert err <= TOL
+    check(model(latents, text, per_frame, mask), run_reference(ref, latents, text, per_token, mask))
 
 
 def test_original_pth_layout_loads_identically(case, tmp_path):
-    name, ref, folder, (latents, text, timestep, mask) = case
+    name, ref, folder, from_diffusers, (latents, text, timestep, mask) = case
     path = tmp_path / "sana_video.pth"
     torch.save({"state_dict": to_original_layout(ref.state_dict())}, path)
     from_pth = converters.load(path, config=folder / "config.json")
-    from_diffusers = converters.load(folder)
     np.testing.assert_array_equal(np.asarray(from_pth(latents, text, timestep, mask)),
                                   np.asarray(from_diffusers(latents, text, timestep, mask)))
 
 
-def test_no_mask_and_bare_safetensors_with_inferred_config(case, rel_err):
+def test_no_mask_and_bare_safetensors_with_inferred_config(case):
     """A bare .safetensors (no config.json beside it is used when config= is given explicitly)."""
-    name, ref, folder, (latents, text, timestep, _) = case
+    name, ref, folder, _, (latents, text, timestep, _) = case
     cfg = SanaVideoConfig.from_json(folder / "config.json")
     model = converters.load(folder / "diffusion_pytorch_model.safetensors", config=cfg)
-    err = rel_err(np.asarray(model(latents, text, timestep)), run_reference(ref, latents, text, timestep, None))
-    assert err <= TOL
+    check(model(latents, text, timestep), run_reference(ref, latents, text, timestep, None))
 
 
-def test_export_round_trip_to_diffusers(case, tmp_path, rel_err):
-    """JAX → diffusers folder → diffusers model gives the reference's outputs again."""
-    name, ref, folder, (latents, text, timestep, mask) = case
-    out = converters.export_safetensors(converters.load(folder), tmp_path / "exported")
+def test_export_round_trip_to_diffusers(case, tmp_path):
+    """JAX → diffusers folder → diffusers model gives the reference's weights again."""
+    name, ref, _, model, _ = case
+    out = converters.export_safetensors(model, tmp_path / "exported")
     import diffusers
 
     again = diffusers.SanaVideoTransformer3DModel.from_pretrained(out).eval()
-    sd_a, sd_b = state_dict_numpy(ref), state_dict_numpy(again)
-    assert sd_a.keys() == sd_b.keys()
-    for k in sd_a:
-        np.testing.assert_array_equal(sd_a[k], sd_b[k], err_msg=k)
+    assert_same_tensors(state_dict_numpy(ref), state_dict_numpy(again))

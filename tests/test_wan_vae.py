@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import functools
 import re
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -14,46 +13,29 @@ import pytest
 from flax import nnx
 
 from converters import wan_vae
-from converters.safetensors_io import open_safetensors
 from converters.torch_pickle import open_torch_state_dict
 from sana_jax.errors import ConfigError, InputError
 from sana_jax.vae.wan import WanVAE, WanVAEConfig
+from tests.parity import (assert_same_tensors, check, reference as make_reference, run_jitted, save_and_load,
+                          state_dict_numpy, to_numpy, to_torch, torch_call)
+from tests.released_keys import Shapes, read
 
-KEYS = Path(__file__).resolve().parents[1].parent / "shared" / "specs" / "keys" / "wan_keys.txt"
-TOL = 1e-4
 # Wan2.1's structure (3 spatial downsamples, the last two also temporal) at a tiny width.
 TINY = dict(base_dim=8, z_dim=4, dim_mult=[1, 2, 4, 4], num_res_blocks=1, temperal_downsample=[False, True, True],
             latents_mean=[0.3, -0.7, 0.1, 1.2], latents_std=[1.7, 0.6, 2.2, 1.1])
 
 
-@nnx.jit(static_argnames=("method", "options"))
-def _run(model, x, method, options=()):
-    return getattr(model, method)(x, **dict(options))
-
-
-def run(model, x, method, **options):
-    """``model.encode/decode(x, **options)`` jitted (one compile per graph and shape, shared by equal models)."""
-    return np.asarray(_run(model, jnp.asarray(x), method, tuple(sorted(options.items()))))
-
-
 # ------------------------------------------------------------------------------------------------- references
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
-    """A random diffusers ``AutoencoderKLWan`` saved with ``save_pretrained``, and our model loaded from it."""
-    torch = pytest.importorskip("torch")
+    """A random diffusers ``AutoencoderKLWan`` saved with ``save_pretrained``, and our model loaded from it (the
+    tests that need no reference run without torch)."""
     diffusers = pytest.importorskip("diffusers")
-    torch.manual_seed(0)
-    ref = diffusers.AutoencoderKLWan(**TINY).eval()
-    with torch.no_grad():
-        for name, p in ref.named_parameters():
-            if name.endswith(("gamma", "bias")):  # norms start at 1 and biases at 0: perturb so mapping errors show
-                p.add_(0.3 * torch.randn_like(p))
+    # norms (gamma) start at 1 and biases at 0: perturbed so that mapping errors show
+    ref = make_reference(diffusers.AutoencoderKLWan, select=lambda name, p: name.endswith(("gamma", "bias")),
+                         **TINY)
     folder = tmp_path_factory.mktemp("wan_vae") / "vae"
-    ref.save_pretrained(folder, safe_serialization=True)
-    cfg = WanVAEConfig.from_json(folder / "config.json")
-    source = open_safetensors(folder / "diffusion_pytorch_model.safetensors")
-    model = wan_vae.load(source, cfg, where=str(folder))
-    return torch, ref, model, folder
+    return ref, save_and_load(ref, folder), folder
 
 
 def _video(frames, h=16, w=24, seed=0):
@@ -64,57 +46,47 @@ def _latents(frames, h=2, w=3, seed=1):
     return np.random.default_rng(seed).standard_normal((2, frames, h, w, 4)).astype(np.float32)
 
 
-def ref_encode(torch, ref, video):
+def ref_encode(ref, video):
     """diffusers posterior mean, normalised with the config's latents_mean/std; channels-last."""
-    with torch.no_grad():
-        mu = ref.encode(torch.from_numpy(video.transpose(0, 4, 1, 2, 3))).latent_dist.mean.numpy()
-    mu = mu.transpose(0, 2, 3, 4, 1)
+    mu = to_numpy(torch_call(lambda x: ref.encode(x).latent_dist.mean, to_torch(video)))
     return (mu - np.array(TINY["latents_mean"], np.float32)) / np.array(TINY["latents_std"], np.float32)
 
 
-def ref_decode(torch, ref, latents):
+def ref_decode(ref, latents):
     z = latents * np.array(TINY["latents_std"], np.float32) + np.array(TINY["latents_mean"], np.float32)
-    with torch.no_grad():
-        out = ref.decode(torch.from_numpy(np.ascontiguousarray(z.transpose(0, 4, 1, 2, 3)))).sample.numpy()
-    return out.transpose(0, 2, 3, 4, 1)
+    return to_numpy(torch_call(lambda x: ref.decode(x).sample, to_torch(z)))
 
 
 # ------------------------------------------------------------------------------------------------- parity
 @pytest.mark.parametrize("frames", [1, 5, 9])
-def test_encode_parity(reference, rel_err, frames):
-    torch, ref, model, _ = reference
+def test_encode_parity(reference, frames):
+    ref, model, _ = reference
     video = _video(frames)
-    want = ref_encode(torch, ref, video)
-    ours = run(model, video, "encode")
+    ours = run_jitted(model, video, "encode")
     assert ours.shape == (2, 1 + (frames - 1) // 4, 2, 3, 4)
-    err = rel_err(ours, want)
-    print(f"encode {frames} frames: max relative error {err:.2e}")  # measured 9.2e-8 … 1.9e-7
-    assert err <= TOL
+    check(ours, ref_encode(ref, video), what=f"encode {frames} frames")  # measured 9.2e-8 … 1.9e-7
 
 
 @pytest.mark.parametrize("frames", [1, 2, 3])
-def test_decode_parity(reference, rel_err, frames):
-    torch, ref, model, _ = reference
+def test_decode_parity(reference, frames):
+    ref, model, _ = reference
     latents = _latents(frames)
-    want = ref_decode(torch, ref, latents)
-    ours = run(model, latents, "decode")
+    ours = run_jitted(model, latents, "decode")
     assert ours.shape == (2, 1 + 4 * (frames - 1), 16, 24, 3)
-    err = rel_err(ours, want)
-    print(f"decode {frames} latent frames: max relative error {err:.2e}")  # measured 3.0e-7 … 1.0e-6
-    assert err <= TOL
+    check(ours, ref_decode(ref, latents), what=f"decode {frames} latent frames")  # measured 3.0e-7 … 1.0e-6
 
 
 def test_chunked_equals_single_pass(reference, rel_err):
     """The ``lax.scan`` over chunks with the cache pytree is the single pass (and diffusers) up to rounding."""
-    torch, ref, model, _ = reference
+    ref, model, _ = reference
     video, latents = _video(9), _latents(3)
-    enc_single, enc_chunked = run(model, video, "encode"), run(model, video, "encode", chunked=True)
-    dec_single, dec_chunked = run(model, latents, "decode"), run(model, latents, "decode", chunked=True)
+    enc_single, enc_chunked = run_jitted(model, video, "encode"), run_jitted(model, video, "encode", chunked=True)
+    dec_single, dec_chunked = run_jitted(model, latents, "decode"), run_jitted(model, latents, "decode", chunked=True)
     errs = {"encode": rel_err(enc_chunked, enc_single), "decode": rel_err(dec_chunked, dec_single)}
     print(f"chunked vs single pass: {errs}")  # measured 1.8e-7 (encode), 8.6e-7 (decode)
     assert max(errs.values()) <= 1e-5
-    assert rel_err(enc_chunked, ref_encode(torch, ref, video)) <= TOL
-    assert rel_err(dec_chunked, ref_decode(torch, ref, latents)) <= TOL
+    check(enc_chunked, ref_encode(ref, video), what="chunked encode")
+    check(dec_chunked, ref_decode(ref, latents), what="chunked decode")
 
 
 # ------------------------------------------------------------------------------------------------- tiling
@@ -127,11 +99,11 @@ TILED_TOL = 0.5
 
 
 def test_tiled_decode(reference, rel_err):
-    _, _, model, _ = reference
+    _, model, _ = reference
     latents = _latents(2, h=6, w=8, seed=3)
-    full = run(model, latents, "decode")
-    tiled = run(model, latents, "decode", tile=4, overlap=2)  # 2×3 tiles of 4×4 latents (32×32 px)
-    tiled_chunked = run(model, latents, "decode", tile=4, overlap=2, chunked=True)
+    full = run_jitted(model, latents, "decode")
+    tiled = run_jitted(model, latents, "decode", tile=4, overlap=2)  # 2×3 tiles of 4×4 latents (32×32 px)
+    tiled_chunked = run_jitted(model, latents, "decode", tile=4, overlap=2, chunked=True)
     err = rel_err(tiled, full)
     print(f"tiled vs untiled decode: max relative error {err:.3f}; chunked+tiled vs tiled "
           f"{rel_err(tiled_chunked, tiled):.1e}")
@@ -141,10 +113,10 @@ def test_tiled_decode(reference, rel_err):
 
 
 def test_tiled_encode(reference, rel_err):
-    _, _, model, _ = reference
+    _, model, _ = reference
     video = _video(5, h=48, w=64, seed=4)
-    full = run(model, video, "encode")
-    tiled = run(model, video, "encode", tile=32, overlap=16)  # 2×3 tiles of 32×32 px (4×4 latents)
+    full = run_jitted(model, video, "encode")
+    tiled = run_jitted(model, video, "encode", tile=32, overlap=16)  # 2×3 tiles of 32×32 px (4×4 latents)
     err = rel_err(tiled, full)
     print(f"tiled vs untiled encode: max relative error {err:.3f}")
     assert tiled.shape == full.shape
@@ -153,7 +125,8 @@ def test_tiled_encode(reference, rel_err):
 
 # ------------------------------------------------------------------------------------------------- checkpoints
 def to_original_layout(sd: dict, num_res_blocks: int) -> dict:
-    """diffusers names → original Wan ``WanVAE_`` names (inverse of spec §3.4), written independently of the
+    """diffusers names → original Wan ``WanVAE_`` names (``Wan-Video/Wan2.1:wan/modules/vae.py``; the inverse of
+    ``convert_vae`` in ``huggingface/diffusers:scripts/convert_wan_to_diffusers.py``), written independently of the
     converter's table so that a mistake there cannot cancel out."""
     per_stage = num_res_blocks + 2  # decoder.upsamples: num_res_blocks + 1 residual blocks, then the upsampler
     res = {"norm1.gamma": "residual.0.gamma", "conv1": "residual.2", "norm2.gamma": "residual.3.gamma",
@@ -183,7 +156,8 @@ def to_original_layout(sd: dict, num_res_blocks: int) -> dict:
 
 
 def test_original_pth_layout_loads_identically(reference, tmp_path):
-    torch, ref, model, folder = reference
+    torch = pytest.importorskip("torch")
+    ref, model, _ = reference
     original = to_original_layout(ref.state_dict(), TINY["num_res_blocks"])
     assert "decoder.upsamples.2.resample.1.weight" in original and "encoder.middle.1.to_qkv.weight" in original
     torch.save(original, tmp_path / "Wan2.1_VAE.pth")
@@ -191,40 +165,18 @@ def test_original_pth_layout_loads_identically(reference, tmp_path):
     assert wan_vae.is_original_layout(source) and not wan_vae.is_diffusers_layout(source)
     from_pth = wan_vae.load(source, model.config, where="Wan2.1_VAE.pth")
     video, latents = _video(5), _latents(2)
-    np.testing.assert_array_equal(run(from_pth, video, "encode"), run(model, video, "encode"))
-    np.testing.assert_array_equal(run(from_pth, latents, "decode"), run(model, latents, "decode"))
+    np.testing.assert_array_equal(run_jitted(from_pth, video, "encode"), run_jitted(model, video, "encode"))
+    np.testing.assert_array_equal(run_jitted(from_pth, latents, "decode"), run_jitted(model, latents, "decode"))
 
 
 def test_export_round_trip(reference):
-    torch, ref, model, _ = reference
-    exported = wan_vae.export(model)
-    sd = ref.state_dict()
-    assert set(exported) == set(sd)
-    for k, v in sd.items():
-        np.testing.assert_array_equal(exported[k], v.numpy(), err_msg=k)
+    ref, model, _ = reference
+    assert_same_tensors(wan_vae.export(model), state_dict_numpy(ref))
 
 
-class _Shapes(dict):
-    """A name → shape mapping standing in for a checkpoint whose tensors are never read."""
-
-    def shape(self, name):
-        return self[name]
-
-
-def released_keys() -> dict[str, dict[str, tuple[int, ...]]]:
-    """The spec dump: the full-size Wan2.1 section, then '---- tiny (base_dim=8, z_dim=4) ----'."""
-    sections, current = {}, "full"
-    for line in KEYS.read_text().splitlines():
-        if line.startswith("----"):
-            current = "tiny"
-        elif m := re.match(r"^(\S+) \(([\d, ]*)\)$", line):
-            sections.setdefault(current, {})[m[1]] = tuple(int(x) for x in m[2].split(",") if x.strip())
-    return sections
-
-
-@pytest.mark.skipif(not KEYS.exists(), reason="shared/specs not beside the checkout")
 def test_full_config_matches_released_keys():
-    keys = released_keys()
+    # the full-size Wan2.1 list, then '---- tiny (base_dim=8, z_dim=4) ----'
+    keys = {"full": read("wan2.1_vae.txt"), "tiny": read("wan2.1_vae.txt", "tiny")}
     cfg = WanVAEConfig.preset("wan2.1")
     assert len(keys["full"]) == 194
     assert wan_vae.expected_tensors(cfg) == keys["full"]
@@ -236,9 +188,9 @@ def test_full_config_matches_released_keys():
     tiny = WanVAEConfig(base_dim=8, z_dim=4, latents_mean=[0.0] * 4, latents_std=[1.0] * 4)
     assert wan_vae.expected_tensors(tiny) == keys["tiny"]
     # Shapes alone give back the released config, from either layout; the original names map onto all 194.
-    assert wan_vae.config_from_shapes(_Shapes(keys["full"]), "full") == cfg
-    original = _Shapes(to_original_layout(keys["full"], cfg.num_res_blocks))
-    assert "decoder.upsamples.3.time_conv.weight" in original  # spec §3.4: upsamplers at 3, 7, 11
+    assert wan_vae.config_from_shapes(Shapes(keys["full"]), "full") == cfg
+    original = Shapes(to_original_layout(keys["full"], cfg.num_res_blocks))
+    assert "decoder.upsamples.3.time_conv.weight" in original  # Wan2.1's WanVAE_: upsamplers at 3, 7, 11
     assert "decoder.upsamples.14.residual.6.weight" in original
     renamed = wan_vae.as_diffusers(original, cfg, "original")
     assert {k: renamed.shape(k) for k in renamed} == keys["full"]
@@ -313,14 +265,15 @@ def test_converters_load_finds_the_wan_vae(reference, tmp_path):
     import converters
     from sana_jax.vae.wan import WanVAE
 
-    torch, ref, model, folder = reference
+    torch = pytest.importorskip("torch")
+    ref, model, folder = reference
     latents = _latents(2)
     from_folder = converters.load(folder)
     assert isinstance(from_folder, WanVAE)
-    np.testing.assert_array_equal(run(from_folder, latents, "decode"), run(model, latents, "decode"))
+    np.testing.assert_array_equal(run_jitted(from_folder, latents, "decode"), run_jitted(model, latents, "decode"))
     torch.save(to_original_layout(ref.state_dict(), TINY["num_res_blocks"]), tmp_path / "Wan2.1_VAE.pth")
     from_pth = converters.load(tmp_path / "Wan2.1_VAE.pth", config=folder / "config.json")
-    np.testing.assert_array_equal(run(from_pth, latents, "decode"), run(model, latents, "decode"))
+    np.testing.assert_array_equal(run_jitted(from_pth, latents, "decode"), run_jitted(model, latents, "decode"))
     converters.save_orbax(from_pth, tmp_path / "wan.jax")
     again = converters.load(tmp_path / "wan.jax")
-    np.testing.assert_array_equal(run(again, latents, "decode"), run(model, latents, "decode"))
+    np.testing.assert_array_equal(run_jitted(again, latents, "decode"), run_jitted(model, latents, "decode"))
