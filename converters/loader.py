@@ -98,7 +98,7 @@ def _as_config(family, config, where: str):
         return config
     if isinstance(config, Mapping):
         return family.CONFIG.from_diffusers(config, source=where)
-    return family.CONFIG.from_json(config)
+    return family.CONFIG.from_diffusers(read_json(config), source=str(config))
 
 
 def _family_for_class(name, where: Path):
