@@ -20,7 +20,6 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 from flax import nnx
 
@@ -29,6 +28,7 @@ from sana_jax.progress import progress_bar
 from sana_jax.training.checkpoints import RunDirectory
 from sana_jax.training.config import TrainConfig
 from sana_jax.training.flow import flow_matching_loss
+from sana_jax.training.params import ParamTree, place_batch, set_compute
 
 
 def learning_rate_schedule(cfg: TrainConfig) -> optax.Schedule:
@@ -48,22 +48,6 @@ def make_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
     return optax.chain(*parts)
 
 
-def _name(path) -> str:
-    keys = [getattr(k, "key", getattr(k, "name", None)) for k in path]
-    return ".".join(str(k) for k in keys if k != "value")
-
-
-def set_compute(model: nnx.Module, dtype, remat: bool | None = None) -> None:
-    """Set the activation dtype of every layer (parameters keep their dtype) and, for models that scan blocks,
-    rematerialisation. Both are static graph attributes, so this changes what the next trace computes."""
-    for _, node in nnx.iter_graph(model):
-        if isinstance(node, nnx.Module):
-            if hasattr(node, "dtype") and not isinstance(getattr(node, "dtype"), nnx.Variable):
-                node.dtype = jnp.dtype(dtype)
-            if remat is not None and hasattr(node, "remat"):
-                node.remat = remat
-
-
 class Trainer:
     """Trains a model whose call is ``model(latents, text, timestep, text_mask)`` (SANA-Video DiT).
 
@@ -74,44 +58,24 @@ class Trainer:
 
     def __init__(self, model: nnx.Module, config: TrainConfig, *, mesh=None):
         self.config, self.mesh = config, mesh
-        config_of = getattr(getattr(model, "config", None), "to_diffusers", None)
-        self.model_config = config_of() if config_of else type(model).__name__
-        model = nnx.merge(*nnx.split(model))  # a copy of the structure (same arrays): the caller's model is untouched
-        set_compute(model, config.compute_dtype, config.remat)
-        graphdef, state = nnx.split(model)
-        leaves, self._treedef = jax.tree_util.tree_flatten_with_path(state)
-        self._graphdef = graphdef
-        self.names = [_name(p) for p, _ in leaves]
+        self.tree = ParamTree(model, config.compute_dtype, config.remat, mesh=mesh)
+        self.model_config, self.names = self.tree.model_config, self.tree.names
         pattern = re.compile(config.trainable) if config.trainable else None
         self.trainable = [n for n in self.names if pattern is None or pattern.search(n)]
         if not self.trainable:
             raise ConfigError(f"trainable={config.trainable!r} matches no parameter (names look like "
                               f"{self.names[0]!r})")
-        self._initial = {n: v for n, (_, v) in zip(self.names, leaves)}
-        self._shardings = self._param_shardings(state) if mesh is not None else None
         self.tx = make_optimizer(config)
         self.schedule = learning_rate_schedule(config)
         self._step = jax.jit(self._train_step, donate_argnums=(0,))
 
     # -- state -------------------------------------------------------------------------------------------------
 
-    def _param_shardings(self, state):
-        from sana_jax.parallel.rules import FSDP_RULES, param_shardings
-
-        shardings = jax.tree_util.tree_leaves(param_shardings(state, self.mesh, FSDP_RULES),
-                                              is_leaf=lambda x: isinstance(x, nnx.Variable))
-        return {n: s.get_value() for n, s in zip(self.names, shardings)}
-
-    def _place(self, name: str, value):
-        value = jnp.asarray(value)
-        return value if self._shardings is None else jax.device_put(value, self._shardings[name])
-
     def init_state(self) -> dict:
         """Step 0: trainable weights as float32 master copies, the rest as given, fresh optimiser and EMA."""
         trainable = set(self.trainable)
-        # copies: the train step donates the state, and the initial weights must survive for the next init_state
-        params = {n: self._place(n, jnp.array(self._initial[n], jnp.float32, copy=True)) for n in self.trainable}
-        frozen = {n: self._place(n, jnp.array(v, copy=True)) for n, v in self._initial.items() if n not in trainable}
+        params = self.tree.initial_copy(self.trainable, jnp.float32)
+        frozen = self.tree.initial_copy([n for n in self.names if n not in trainable])
         opt_state = jax.jit(self.tx.init)(params)
         ema = jax.tree.map(jnp.copy, params) if self.config.ema_decay else {}
         return {"step": jnp.zeros((), jnp.int32), "params": params, "frozen": frozen, "opt_state": opt_state,
@@ -128,8 +92,7 @@ class Trainer:
     def model_from(self, state: dict, *, ema: bool = True, dtype="float32") -> nnx.Module:
         """The model with the state's weights (the EMA weights when kept and ``ema``), computing in ``dtype``."""
         weights = state["ema"] if (ema and state["ema"]) else state["params"]
-        leaves = [weights[n] if n in weights else state["frozen"][n] for n in self.names]
-        model = nnx.merge(self._graphdef, jax.tree_util.tree_unflatten(self._treedef, leaves))
+        model = self.tree.merge(weights, state["frozen"])
         set_compute(model, dtype, remat=False)
         return model
 
@@ -137,8 +100,7 @@ class Trainer:
 
     def loss(self, params: dict, frozen: dict, batch: dict, key: jax.Array) -> jax.Array:
         cfg = self.config
-        leaves = [params[n] if n in params else frozen[n] for n in self.names]
-        model = nnx.merge(self._graphdef, jax.tree_util.tree_unflatten(self._treedef, leaves))
+        model = self.tree.merge(params, frozen)
         return flow_matching_loss(model, batch["latents"], batch["text"], batch["mask"], key,
                                   shift=cfg.flow_shift, sampling=cfg.timestep_sampling,
                                   pure_noise_fraction=cfg.pure_noise_fraction,
@@ -159,16 +121,7 @@ class Trainer:
                 "ema": ema}, metrics
 
     def _place_batch(self, batch: dict) -> dict:
-        if self.mesh is None:
-            return {k: jnp.asarray(v) for k, v in batch.items()}
-        from jax.sharding import NamedSharding, PartitionSpec
-
-        axes = tuple(a for a in ("data", "fsdp") if a in self.mesh.shape and self.mesh.shape[a] > 1) or None
-        out = {}
-        for k, v in batch.items():
-            spec = PartitionSpec(axes) if k not in ("null_text", "null_mask") else PartitionSpec()
-            out[k] = jax.device_put(jnp.asarray(v), NamedSharding(self.mesh, spec))
-        return out
+        return place_batch(self.mesh, batch, replicated=("null_text", "null_mask"))
 
     def step(self, state: dict, batch: dict) -> tuple[dict, dict]:
         """One optimiser step (``state`` is donated: use the returned one)."""
@@ -176,50 +129,56 @@ class Trainer:
 
     # -- the loop ----------------------------------------------------------------------------------------------
 
-    def fit(self, dataset, steps: int, *, run_dir: str | Path | None = None, save_every: int = 500,
-            keep: int = 3, log_every: int = 10, progress: bool = True,
-            on_metrics: Callable[[int, dict], None] | None = None, state: dict | None = None) -> dict:
-        """Train until ``steps`` optimiser steps are done and return the state.
+    def fit(self, dataset, steps: int, **options) -> dict:
+        """Train until ``steps`` optimiser steps are done and return the state (:func:`fit`'s options)."""
+        return fit(self, dataset, steps, **options)
 
-        With ``run_dir`` the run is resumable: it holds ``run.json`` (configs, checked on resume), orbax checkpoints
-        under ``checkpoints/`` every ``save_every`` steps and at the end (the last ``keep`` kept), and
-        ``metrics.jsonl``. Calling ``fit`` again on the same ``run_dir`` continues from the newest complete
-        checkpoint; a checkpoint whose write was interrupted is never picked (orbax commits by an atomic rename).
-        """
-        if steps < 1:
-            raise InputError(f"steps must be ≥ 1, got {steps}")
-        if dataset.size < 1:
-            raise InputError("the dataset is empty")
-        run = RunDirectory(run_dir, self, dataset, keep=keep) if run_dir is not None else None
-        if state is None:
-            state = run.restore_latest() if run is not None else None
-            state = self.init_state() if state is None else state
-        start = int(state["step"])
-        bar = progress_bar(progress, steps, "training", unit="step", initial=start)
-        try:
-            for step in range(start, steps):
-                batch = dataset.batch(step, self.config.batch_size, seed=self.config.seed)
-                state, metrics = self.step(state, batch)
-                done = step + 1
-                if done % log_every == 0 or done == steps:
-                    metrics = {k: float(v) for k, v in metrics.items()}
-                    if run is not None:
-                        run.log(done, metrics)
-                    if on_metrics is not None:
-                        on_metrics(done, metrics)
-                    bar.set_postfix(loss=f"{metrics['loss']:.4f}")
-                if run is not None and (done % save_every == 0 or done == steps):
-                    run.save(done, state)
-                bar.update()
-        finally:
-            bar.close()
-            if run is not None:
-                run.close()
-        return state
+
+def fit(trainer, dataset, steps: int, *, run_dir: str | Path | None = None, save_every: int = 500,
+        keep: int = 3, log_every: int = 10, progress: bool = True,
+        on_metrics: Callable[[int, dict], None] | None = None, state: dict | None = None) -> dict:
+    """The training loop of any trainer with ``init_state``/``abstract_state``/``run_signature(dataset)``/
+    ``step(state, batch)`` and ``config.batch_size``/``config.seed``, over ``dataset.batch(step, size, seed)``:
+    train until ``steps`` steps are done and return the state.
+
+    With ``run_dir`` the run is resumable: it holds ``run.json`` (configs, checked on resume), orbax checkpoints
+    under ``checkpoints/`` every ``save_every`` steps and at the end (the last ``keep`` kept), and
+    ``metrics.jsonl``. Calling ``fit`` again on the same ``run_dir`` continues from the newest complete
+    checkpoint; a checkpoint whose write was interrupted is never picked (orbax commits by an atomic rename).
+    """
+    if steps < 1:
+        raise InputError(f"steps must be ≥ 1, got {steps}")
+    if dataset.size < 1:
+        raise InputError("the dataset is empty")
+    run = RunDirectory(run_dir, trainer, dataset, keep=keep) if run_dir is not None else None
+    if state is None:
+        state = run.restore_latest() if run is not None else None
+        state = trainer.init_state() if state is None else state
+    start = int(state["step"])
+    bar = progress_bar(progress, steps, "training", unit="step", initial=start)
+    try:
+        for step in range(start, steps):
+            batch = dataset.batch(step, trainer.config.batch_size, seed=trainer.config.seed)
+            state, metrics = trainer.step(state, batch)
+            done = step + 1
+            if done % log_every == 0 or done == steps:
+                metrics = {k: float(v) for k, v in metrics.items()}
+                if run is not None:
+                    run.log(done, metrics)
+                if on_metrics is not None:
+                    on_metrics(done, metrics)
+                bar.set_postfix(loss=f"{metrics['loss']:.4f}")
+            if run is not None and (done % save_every == 0 or done == steps):
+                run.save(done, state)
+            bar.update()
+    finally:
+        bar.close()
+        if run is not None:
+            run.close()
+    return state
 
 
 def describe(trainer: Trainer) -> dict:
     """Counts for logs and ``run.json``."""
-    sizes = {n: int(np.prod(np.shape(v))) for n, v in trainer._initial.items()}
-    return {"parameters": sum(sizes.values()), "trainable": sum(sizes[n] for n in trainer.trainable),
+    return {"parameters": trainer.tree.count(), "trainable": trainer.tree.count(trainer.trainable),
             "trainable_tensors": len(trainer.trainable), "tensors": len(trainer.names)}
