@@ -9,7 +9,7 @@ from sana_jax.training.config import COMPUTE_DTYPES
 
 #: LongSANA's per-chunk timesteps (``configs/sana_video_config/longsana/480ms/*.yaml``: the shift-8 warp of
 #: [1000, 750, 500, 250]); what a distilled student runs at inference.
-LONGSANA_STUDENT_TIMESTEPS = (1000.0, 960.0, 889.0, 727.0)
+LONGSANA_STUDENT_TIMESTEPS = (1000.0, 960.0, 889.0, 727.0)  # = sampling.LONGSANA_TIMESTEPS (this module loads no JAX)
 
 
 def default_timesteps(steps: int) -> tuple[float, ...]:
