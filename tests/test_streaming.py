@@ -193,9 +193,9 @@ def test_check_needs_no_weights(folder, tmp_path):
     for bad in ({"height": H + 8}, {"window": 0}, {"prompts_at": {3: OTHER}}, {"num_chunks": 0}):
         with pytest.raises(InputError):
             StreamingPipeline.check(folder, **{"num_chunks": 3, **bad})
-    default_model = Path(sana_jax.__file__).parent / "default_model"  # its PatchVAE has no streaming decoder
-    with pytest.raises(InputError, match="streaming decoder"):
-        StreamingPipeline.check(default_model, num_chunks=1)
+    default_model = Path(sana_jax.__file__).parent / "default_model"  # its PatchVAE streams; its size is 64 × 64
+    small = StreamingPipeline.check(default_model, num_chunks=1)
+    assert (small.height, small.width) == (64, 64)
 
 
 def test_bad_input(pipe):
@@ -207,6 +207,13 @@ def test_bad_input(pipe):
         stream(pipe, out="a.mp4", writer=object())
     with pytest.raises(InputError, match="streaming decoder"):
         StreamingPipeline(pipe.transformer, object())
+    image = np.zeros((H, W, 3), np.uint8)
+    with pytest.raises(InputError, match="resize"):
+        stream(pipe, image=np.zeros((H, W + 8, 3), np.uint8))
+    with pytest.raises(InputError, match="frame count must be 1 \\+ 4·k"):
+        stream(pipe, video=np.zeros((8, H, W, 3), np.uint8))
+    with pytest.raises(InputError, match="not both"):
+        stream(pipe, image=image, video=image[None])
     with pytest.raises(InputError, match="takes no options"):
         StreamingPipeline(pipe.transformer, pipe.vae, decode_options={"overlap": 1})  # Wan's decode is exact
 
@@ -280,3 +287,72 @@ def test_loads_a_longsana_folder(pipe, folder, tmp_path, monkeypatch):
     loaded = StreamingPipeline.from_pretrained(copy)
     same = jax.tree.map(lambda a, b: bool(jnp.array_equal(a, b)), loaded.dit.params, pipe.dit.params)
     assert all(jax.tree.leaves(same))
+
+
+class Frames:
+    """A writer keeping what it is given."""
+
+    def __init__(self):
+        self.frames = []
+
+    def append(self, frames):
+        self.frames.append(np.asarray(frames))
+
+    def all(self):
+        return np.concatenate(self.frames)
+
+
+def start_clip(frames: int) -> np.ndarray:
+    rng = np.random.default_rng(5)
+    return rng.integers(0, 256, (frames, H, W, 3), dtype=np.uint8)
+
+
+def test_image_start_commits_its_latent_first(pipe):
+    """``image=``: the image's latent is committed (the clean t = 0 pass) before chunk 0, and it is the video's
+    first frame; chunk 0 is then the sampler on that state."""
+    image = start_clip(1)[0]
+    writer = Frames()
+    result = stream(pipe, num_chunks=2, image=image, writer=writer, seed=4)
+    video = writer.all()
+    np.testing.assert_array_equal(video[0], image)
+    assert result.frames == video.shape[0] == 1 + 4 * CHUNK + 4 * CHUNK  # chunks (2, 2): the image is the 1 in 1 + 2·2
+
+    chunks = collect(pipe, num_chunks=2, image=image, seed=4)
+    context = pipe.encode_context(image, height=H, width=W)
+    assert context.shape == (1, 1, H // 8, W // 8, pipe.transformer.config.in_channels)
+    text, mask = pipe._encode(PROMPT)
+    state = pipe.dit.init_state(text, mask, height=H // 8, width=W // 8)
+    _, state = pipe.dit(state, context, 0.0, commit=True)
+    want, _ = pipe.dit.sample_chunk(state, jax.random.key(4), 0, pipe.schedule, shape=chunks[0].latents.shape)
+    assert max_rel_err(chunks[0].latents, want) <= 1e-5
+    fresh = pipe.dit.init_state(text, mask, height=H // 8, width=W // 8)
+    plain, _ = pipe.dit.sample_chunk(fresh, jax.random.key(4), 0, pipe.schedule, shape=chunks[0].latents.shape)
+    assert float(jnp.max(jnp.abs(plain - chunks[0].latents))) > 1e-4  # the start is seen
+
+
+def test_video_extension_keeps_the_clip_then_continues(pipe):
+    """``video=``: the clip's frames come first, unchanged; its latents are committed chunk by chunk and the Wan
+    decoder's causal cache continues from them (later chunks give 4 frames per latent frame)."""
+    clip = start_clip(1 + 4 * 2)  # 3 latent frames
+    writer = Frames()
+    result = stream(pipe, num_chunks=2, video=clip, writer=writer)
+    video = writer.all()
+    np.testing.assert_array_equal(video[:clip.shape[0]], clip)
+    assert [c.frames for c in result.chunks] == [4 * CHUNK, 4 * CHUNK]  # continuations, no first frame
+    assert video.shape[0] == clip.shape[0] + 4 * 2 * CHUNK
+
+
+def test_cli_stream_from_an_image(pipe, folder, tmp_path, monkeypatch):
+    from PIL import Image
+
+    from sana_jax import cli
+
+    monkeypatch.setattr(StreamingPipeline, "from_pretrained", classmethod(lambda cls, *a, **k: pipe))
+    Image.fromarray(start_clip(1)[0][:, ::2]).save(tmp_path / "first.png")  # half as wide: resized
+    out = tmp_path / "from_image.mp4"
+    assert cli.main(["stream", PROMPT, "--model", str(folder), "--seconds", "1", "--chunk-frames", str(CHUNK),
+                     "--height", str(H), "--width", str(W), "--image", str(tmp_path / "first.png"), "--out",
+                     str(out), "-q"]) == 0
+    assert read_video(out).shape == (17, H, W, 3)  # 1 s at 16 fps, the image its first frame
+    assert cli.main(["stream", PROMPT, "--model", str(folder), "--image", str(tmp_path / "none.png"),
+                     "--height", str(H), "--width", str(W), "--out", str(out), "-q"]) == 2

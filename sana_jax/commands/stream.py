@@ -23,7 +23,15 @@ def add_parser(sub) -> None:
     length.add_argument("--seconds", type=float, default=None, help="video length in seconds (default 10)")
     length.add_argument("--chunks", type=int, default=None,
                         help="number of chunks instead of --seconds (chunk_frames·chunks + 1 latent frames)")
-    p.add_argument("--chunk-frames", type=int, default=10, help="latent frames per chunk (LongSANA: 10)")
+    p.add_argument("--chunk-frames", type=int, default=None,
+                   help="latent frames per chunk (default: the folder's — a distilled student's — else LongSANA's 10)")
+    start = p.add_mutually_exclusive_group()
+    start.add_argument("--image", default=None,
+                       help="first frame (PNG/JPEG): its latent is committed as the first context, then the stream "
+                            "continues from it (resized and centre-cropped to the stream)")
+    start.add_argument("--video", default=None,
+                       help="clip to extend (mp4 …): its latents are committed and the output holds its frames, "
+                            "then the new ones (its frame count must suit the VAE, e.g. 1 + 4k for Wan)")
     p.add_argument("--height", type=int, default=None, help="pixels (default: the checkpoint's resolution)")
     p.add_argument("--width", type=int, default=None, help="pixels (default: the checkpoint's resolution)")
     p.add_argument("--seed", type=int, default=0, help="random seed (the same seed gives the same video)")
@@ -34,7 +42,8 @@ def add_parser(sub) -> None:
     p.add_argument("--motion-score", type=int, default=None, help="append ' motion score: N.' to the prompt")
     p.add_argument("--dtype", choices=DTYPES, default="float32",
                    help="transformer and text-encoder dtype (bfloat16 on GPU)")
-    p.add_argument("--fps", type=float, default=16.0, help="frame rate of the mp4 (SANA-Video: 16)")
+    p.add_argument("--fps", type=float, default=None,
+                   help="frame rate of the mp4 (default: the folder's, else SANA-Video's 16)")
     p.add_argument("--out", default="stream.mp4", help="output mp4 path (written live under a temporary name)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=run)
@@ -52,28 +61,52 @@ def parse_switches(items: list[str]) -> dict[int, str]:
     return out
 
 
+def start_frames(args, height: int, width: int):
+    """--image / --video read and fitted to the stream's size (uint8), or None."""
+    from sana_jax.commands.generate import load_image
+    from sana_jax.errors import InputError
+    from sana_jax.io.video import read_video
+    from sana_jax.training.data import fit_frames
+
+    if args.image is not None:
+        return load_image(args.image, height, width)
+    if args.video is None:
+        return None
+    try:
+        frames = read_video(args.video)
+    except Exception as e:  # imageio/ffmpeg raise assorted errors
+        raise InputError(f"--video {args.video}: cannot read it as a video ({e})") from e
+    return fit_frames(frames, len(frames), height, width, f"--video {args.video}")
+
+
 def run(args: argparse.Namespace) -> int:
     from sana_jax.errors import InputError
+    from sana_jax.pipelines.components import PipelineFolder
     from sana_jax.pipelines.streaming import StreamingPipeline
 
     if args.model is None:
-        raise InputError("--model FOLDER is required: a diffusers LongSANA / SANA-Video pipeline folder")
+        raise InputError("--model FOLDER is required: a diffusers LongSANA / SANA-Video pipeline folder, or a "
+                         "student made by `sana-jax train distill`")
     seconds = 10.0 if args.seconds is None and args.chunks is None else args.seconds
     switches = parse_switches(args.switch)
+    folder = PipelineFolder.open(args.model)
+    fps = args.fps or folder.defaults().get("fps") or 16.0
     # every check that needs no weights happens before loading them
-    request = StreamingPipeline.check(args.model, seconds=seconds, num_chunks=args.chunks,
-                                      chunk_frames=args.chunk_frames, fps=args.fps, height=args.height,
+    request = StreamingPipeline.check(folder, seconds=seconds, num_chunks=args.chunks,
+                                      chunk_frames=args.chunk_frames, fps=fps, height=args.height,
                                       width=args.width, window=args.window, prompts_at=switches)
     height, width, sizes = request.height, request.width, request.chunks
+    given = start_frames(args, height, width)
 
-    pipe = StreamingPipeline.from_pretrained(args.model, dtype=args.dtype, motion_score=args.motion_score,
-                                             progress=not args.quiet, fps=args.fps)
+    pipe = StreamingPipeline.from_pretrained(folder.root, dtype=args.dtype, motion_score=args.motion_score,
+                                             progress=not args.quiet, fps=fps)
+    start = {"video" if args.video else "image": given} if given is not None else {}
     result = pipe.stream(args.prompt, seconds=seconds, num_chunks=args.chunks, chunk_frames=args.chunk_frames,
                          height=height, width=width, seed=args.seed, prompts_at=switches, window=args.window,
-                         out=args.out, progress=not args.quiet)
+                         out=args.out, progress=not args.quiet, **start)
     status = "interrupted: kept" if result.interrupted else "wrote"
     where = result.path if result.path is not None and result.frames else "nothing"
-    print(f"{status} {where} ({result.frames} frames, {width}×{height}, {args.fps:g} fps, "
+    print(f"{status} {where} ({result.frames} frames, {width}×{height}, {fps:g} fps, "
           f"{len(result.chunks)}/{len(sizes)} chunks)")
     ttff = "n/a" if result.time_to_first_frame_s is None else f"{result.time_to_first_frame_s:.2f} s"
     steady = "" if result.steady_fps is None else f", steady {result.steady_fps:.1f} FPS"

@@ -1,11 +1,11 @@
-"""``sana-jax train {finetune,adapt,demo}``: fine-tune a SANA-Video DiT on a latent cache, adapt it to another VAE
-(the 2K recipe), or rebuild the embedded default model."""
+"""``sana-jax train {finetune,adapt,distill,demo}``: fine-tune a SANA-Video DiT on a latent cache, adapt it to another
+VAE (the 2K recipe), distil it into a streaming student (:mod:`sana_jax.commands.distill`), or rebuild the embedded
+default model."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
 from pathlib import Path
 
@@ -46,7 +46,8 @@ def _optimisation_args(p) -> None:
 
 
 def add_parser(sub) -> None:
-    train = sub.add_parser("train", help="fine-tune, adapt to another VAE, or rebuild the embedded default model",
+    train = sub.add_parser("train", help="fine-tune, adapt to another VAE, distil into a streaming student, or "
+                                         "rebuild the embedded default model",
                            description="Flow-matching training of the SANA-Video DiT (v = noise − x0, logit-normal "
                                        "timesteps with shift, AdamW, EMA, bf16, remat, orbax checkpoints that "
                                        "resume exactly: run the same command again to continue).")
@@ -119,6 +120,10 @@ def add_parser(sub) -> None:
     demo.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     demo.set_defaults(run=run_demo)
 
+    from sana_jax.commands.distill import add_parser as add_distill
+
+    add_distill(kinds)
+
 
 def _train_config(args, total_steps: int):
     from sana_jax.training import TrainConfig
@@ -180,7 +185,7 @@ def run_adapt(args: argparse.Namespace) -> int:
     from sana_jax.commands.cache import load_vae
     from sana_jax.config import read_json
     from sana_jax.errors import InputError
-    from sana_jax.pipelines.components import PipelineFolder
+    from sana_jax.pipelines.components import PipelineFolder, write_pipeline
     from sana_jax.training import LatentDataset
     from sana_jax.training.adapt import REINITIALISED, adapt_transformer
 
@@ -197,20 +202,13 @@ def run_adapt(args: argparse.Namespace) -> int:
     print(f"re-initialised {', '.join(REINITIALISED)} for {channels} channels, patch {model.config.patch_size}")
     _check_cache(dataset, model, args.data)
     final, out = _train(args, model, dataset)
-    pipeline = out / "pipeline"
-    converters.export_safetensors(final, pipeline / "transformer")
     index = dict(source.index)
     vae_root = Path(args.vae) / "vae" if (Path(args.vae) / "model_index.json").exists() else Path(args.vae)
     vae_class = read_json(vae_root / "config.json").get("_class_name")
     index["vae"] = ["diffusers" if vae_class.startswith("Autoencoder") else "sana_jax", vae_class]
     links = {"text_encoder": source.component("text_encoder"), "tokenizer": source.component("tokenizer"),
              "scheduler": source.component("scheduler"), "vae": vae_root}
-    for name, target in links.items():
-        link = pipeline / name
-        if link.is_symlink() or link.exists():
-            link.unlink()
-        os.symlink(target.resolve(), link)
-    (pipeline / "model_index.json").write_text(json.dumps(index, indent=2))
+    pipeline = write_pipeline(out / "pipeline", index, final, links)
     print(f"wrote {pipeline} (sana-jax generate --model {pipeline})")
     return 0
 

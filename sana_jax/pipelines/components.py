@@ -147,3 +147,25 @@ def check_video_size(height: int, width: int, num_frames: int, temporal: int, sp
         if size <= 0 or size % m:
             lo, hi = nearest_valid(size, m)
             raise InputError(f"--{name} {size} must be a multiple of {m}; nearest valid {lo} or {hi}")
+
+
+def write_pipeline(folder: str | Path, index: Mapping, transformer, links: Mapping[str, Path]) -> Path:
+    """A pipeline folder made of a trained ``transformer`` (exported in the diffusers layout) and links to another
+    folder's components (``links``: name → folder, e.g. the text encoder, tokenizer, scheduler and VAE a training
+    run kept); ``index`` is its ``model_index.json``. Returns ``folder``."""
+    import json
+    import os
+
+    import converters
+
+    folder = Path(folder)
+    converters.export_safetensors(transformer, folder / "transformer")
+    for name, target in links.items():
+        link = folder / name
+        if link.is_symlink() or link.exists():
+            link.unlink()
+        os.symlink(Path(target).resolve(), link)
+    tmp = folder / "model_index.json.tmp"
+    tmp.write_text(json.dumps(dict(index), indent=2))
+    tmp.replace(folder / "model_index.json")
+    return folder

@@ -1,4 +1,5 @@
-"""A stream's plan and what it reports: :func:`plan_chunks` (latent frames per chunk), :func:`check_stream` (a
+"""A stream's plan and what it reports: :func:`stream_settings` (a folder's chunk size and schedule),
+:func:`plan_chunks` (latent frames per chunk), :func:`check_stream` (a
 request checked without weights: :class:`StreamRequest`), :class:`ChunkTiming` (one chunk's times),
 :class:`StreamChunk` (what ``StreamingPipeline.iter_chunks`` yields) and :class:`StreamResult` (what
 ``StreamingPipeline.stream`` returns)."""
@@ -14,9 +15,27 @@ from typing import Any
 import jax
 import numpy as np
 
-from sana_jax.errors import InputError
+from sana_jax.errors import ConfigError, InputError
 from sana_jax.models.sana_video_causal import split_frames
 from sana_jax.pipelines.components import check_video_size
+from sana_jax.sampling.schedules import LONGSANA_TIMESTEPS, Schedule, longsana_schedule
+
+#: LongSANA's latent frames per chunk (``SanaInferencePipeline.num_frame_per_block``).
+LONGSANA_CHUNK_FRAMES = 10
+
+
+def stream_settings(stored: Mapping | None) -> tuple[int, Schedule]:
+    """(latent frames per chunk, per-chunk schedule) of a pipeline folder's ``_sana_jax.stream`` entry
+    (``{"chunk_frames": K, "timesteps": [...], "shift": s}``, written by ``sana-jax train distill``); LongSANA's
+    (10 frames; t = 1000, 960, 889, 727 at shift 7) for a folder without one."""
+    stored = dict(stored or {})
+    unknown = set(stored) - {"chunk_frames", "timesteps", "shift"}
+    if unknown:
+        raise ConfigError(f"unknown stream settings {sorted(unknown)} (known: chunk_frames, timesteps, shift)")
+    chunk = stored.get("chunk_frames", LONGSANA_CHUNK_FRAMES)
+    if not isinstance(chunk, int) or chunk < 1:
+        raise ConfigError(f"stream chunk_frames must be an integer >= 1, got {chunk!r}")
+    return chunk, longsana_schedule(stored.get("timesteps", LONGSANA_TIMESTEPS), float(stored.get("shift", 7.0)))
 
 
 def plan_chunks(*, seconds: float | None = None, num_chunks: int | None = None, chunk_frames: int = 10,

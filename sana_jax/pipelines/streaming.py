@@ -27,6 +27,7 @@ being appended (:func:`sana_jax.io.interrupt.defer_sigint`).
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -42,9 +43,9 @@ from sana_jax.io.video import VideoWriter, to_uint8
 from sana_jax.models import sana_video_causal as sc
 from sana_jax.pipelines.components import PipelineFolder, default_size
 from sana_jax.pipelines.stream_chunks import (ChunkTiming, StreamChunk, StreamRequest, StreamResult, check_stream,
-                                              plan_chunks)  # plan_chunks: re-exported (__all__)
+                                              plan_chunks, stream_settings)  # plan_chunks: re-exported (__all__)
 from sana_jax.progress import progress_bar
-from sana_jax.sampling.schedules import Schedule, longsana_schedule
+from sana_jax.sampling.schedules import Schedule
 
 Prompt = str | tuple[Any, Any]  # a text, or (embeddings (1, L, C), mask (1, L)) already encoded
 
@@ -53,22 +54,29 @@ class StreamingPipeline:
     """LongSANA streaming text-to-video. Build with :meth:`from_pretrained` or :meth:`from_pipeline`.
 
     ``encode_prompt(text) -> (embeddings (1, L, C), mask (1, L))`` turns prompts into caption features (from a
-    ``SanaVideoPipeline``); without it, prompts must be given already encoded. ``vae`` must have
-    ``stream_decoder(**decode_options)`` (Wan: no options; LTX-2: ``overlap`` latent frames cross-faded, default 1,
-    and ``tile`` latent pixels).
+    ``SanaVideoPipeline``); without it, prompts must be given already encoded. ``encode_video(video (B, T, H, W, 3)
+    in [-1, 1]) -> normalised latents`` (the pipeline's VAE encoder) is what ``image=``/``video=`` starts need.
+    ``vae`` must have ``stream_decoder(**decode_options)`` (Wan, PatchVAE: no options; LTX-2: ``overlap`` latent
+    frames cross-faded, default 1, and ``tile`` latent pixels). ``chunk_frames`` and ``schedule`` default to a
+    folder's ``_sana_jax.stream`` settings (:func:`~sana_jax.pipelines.stream_chunks.stream_settings`: a distilled
+    student's) or LongSANA's; ``size``: the default (height, width).
     """
 
     def __init__(self, transformer, vae, encode_prompt: Callable[[str], tuple[Any, Any]] | None = None, *,
-                 fps: float = 16.0, schedule: Schedule | None = None,
-                 decode_options: Mapping[str, Any] | None = None):
+                 fps: float = 16.0, schedule: Schedule | None = None, chunk_frames: int | None = None,
+                 decode_options: Mapping[str, Any] | None = None, encode_video: Callable | None = None,
+                 size: tuple[int, int] | None = None):
         self.transformer, self.vae, self.fps = transformer, vae, fps
-        self.encode_prompt = encode_prompt
-        self.schedule = schedule or longsana_schedule()
+        self.encode_prompt, self.encode_video = encode_prompt, encode_video
+        default_chunk, default_schedule = stream_settings(None)
+        self.schedule = schedule or default_schedule
+        self.chunk_frames = chunk_frames or default_chunk
+        self.size = size or default_size(transformer.config.sample_size)
         sc.renoise_inputs(self.schedule)  # an InputError now for a schedule the sampler cannot run
         stream_decoder = getattr(vae, "stream_decoder", None)
         if stream_decoder is None:
-            raise InputError(f"streaming needs a VAE with a streaming decoder (Wan, LTX-2); {type(vae).__name__} "
-                             "has no stream_decoder")
+            raise InputError(f"streaming needs a VAE with a streaming decoder (Wan, LTX-2, PatchVAE); "
+                             f"{type(vae).__name__} has no stream_decoder")
         self.decoder = stream_decoder(**(decode_options or {}))
         self.dit = sc.StreamingDiT(transformer)
         self._uint8_traces = 0
@@ -88,18 +96,20 @@ class StreamingPipeline:
 
     @classmethod
     def check(cls, folder: str | Path | PipelineFolder, *, seconds: float | None = None,
-              num_chunks: int | None = None, chunk_frames: int = 10, fps: float = 16.0, height: int | None = None,
+              num_chunks: int | None = None, chunk_frames: int | None = None, fps: float = 16.0,
+              height: int | None = None,
               width: int | None = None, window: int | None = None,
               prompts_at: Mapping[int, Any] | None = None) -> StreamRequest:
         """Every check of a stream request that needs no weights, from the folder's configs: a VAE that streams,
         then :func:`~sana_jax.pipelines.stream_chunks.check_stream` (length, frame size against the VAE and the
         DiT's patch, window, prompt-switch chunks). Height/width left None take the checkpoint's resolution; the
-        returned :class:`StreamRequest` has them filled in, and the chunk plan."""
+        returned :class:`StreamRequest` has them filled in, and the chunk plan. ``chunk_frames`` None: the
+        folder's (:func:`~sana_jax.pipelines.stream_chunks.stream_settings`)."""
         pf = folder if isinstance(folder, PipelineFolder) else PipelineFolder.open(folder)
-        size = default_size(pf.config("transformer").get("sample_size", 30))
-        return check_stream(cls._streaming_vae(pf), pf.patch_size(), size, seconds=seconds, num_chunks=num_chunks,
-                            chunk_frames=chunk_frames, fps=fps, height=height, width=width, window=window,
-                            prompts_at=prompts_at)
+        chunk_frames = chunk_frames or stream_settings(pf.defaults().get("stream"))[0]
+        return check_stream(cls._streaming_vae(pf), pf.patch_size(), pf.default_size(), seconds=seconds,
+                            num_chunks=num_chunks, chunk_frames=chunk_frames, fps=fps, height=height, width=width,
+                            window=window, prompts_at=prompts_at)
 
     @staticmethod
     def _streaming_vae(pf: PipelineFolder) -> tuple[int, int]:
@@ -110,8 +120,8 @@ class StreamingPipeline:
         temporal, spatial, _ = pf.vae_spec()  # a ConfigError for a VAE class nothing here loads
         name = pf.class_name("vae")
         if not hasattr(getattr(BY_CLASS.get(name), "MODEL", None), "stream_decoder"):
-            raise InputError(f"{pf.root}: streaming needs a VAE with a streaming decoder (Wan, LTX-2); its VAE is "
-                             f"{name}")
+            raise InputError(f"{pf.root}: streaming needs a VAE with a streaming decoder (Wan, LTX-2, PatchVAE); its "
+                             f"VAE is {name}")
         return temporal, spatial
 
     @classmethod
@@ -122,14 +132,19 @@ class StreamingPipeline:
             cond, _ = pipe.encode_prompt([text], None, motion_score=motion_score)
             return cond["text"], cond["mask"]
 
-        return cls(pipe.transformer, pipe.vae, encode, fps=kw.pop("fps", pipe.fps), **kw)
+        chunk_frames, schedule = stream_settings(pipe.defaults.get("stream"))
+        kw.setdefault("chunk_frames", chunk_frames)
+        kw.setdefault("schedule", schedule)
+        return cls(pipe.transformer, pipe.vae, encode, fps=kw.pop("fps", None) or pipe.fps,
+                   encode_video=pipe.encode_video, size=pipe.default_size(), **kw)
 
     @classmethod
     def from_pretrained(cls, folder: str | Path, *, dtype: str = "float32", vae_dtype: str = "float32",
                         prompt_style: str = "diffusers", motion_score: int | None = None, progress: bool = False,
                         **kw) -> StreamingPipeline:
         """Load a diffusers pipeline folder (LongSANA's, or any SANA-Video one: the causal model uses the same
-        weights). Extra keywords go to the constructor (``schedule``, ``decode_options``, ``fps``)."""
+        weights). Extra keywords go to the constructor (``schedule``, ``chunk_frames``, ``decode_options``,
+        ``fps``); the folder's ``_sana_jax`` defaults (fps, size, stream settings) fill in the rest."""
         from sana_jax.pipelines.text_to_video import SanaVideoPipeline
 
         cls._streaming_vae(PipelineFolder.open(folder))  # before loading anything
@@ -140,14 +155,15 @@ class StreamingPipeline:
     # -- pieces ------------------------------------------------------------------------------------------------------
 
     def default_size(self) -> tuple[int, int]:
-        return default_size(self.transformer.config.sample_size)
+        return self.size
 
-    def check_inputs(self, *, seconds: float | None = None, num_chunks: int | None = None, chunk_frames: int = 10,
-                     height: int | None = None, width: int | None = None, window: int | None = None,
-                     prompts_at: Mapping[int, Any] | None = None) -> StreamRequest:
+    def check_inputs(self, *, seconds: float | None = None, num_chunks: int | None = None,
+                     chunk_frames: int | None = None, height: int | None = None, width: int | None = None,
+                     window: int | None = None, prompts_at: Mapping[int, Any] | None = None) -> StreamRequest:
         """:meth:`check`'s request checks against the loaded models; what :meth:`iter_chunks` does first."""
         return check_stream(self.vae.compression, self.transformer.config.patch_size, self.default_size(),
-                            seconds=seconds, num_chunks=num_chunks, chunk_frames=chunk_frames, fps=self.fps,
+                            seconds=seconds, num_chunks=num_chunks, chunk_frames=chunk_frames or self.chunk_frames,
+                            fps=self.fps,
                             height=height, width=width, window=window, prompts_at=prompts_at)
 
     def _latent_shape(self, latent_frames: int, height: int, width: int) -> tuple[int, ...]:
@@ -180,32 +196,85 @@ class StreamingPipeline:
                 "output_bytes": int(stats.output_size_in_bytes),
                 "generated_code_bytes": int(stats.generated_code_size_in_bytes)}
 
+    def encode_context(self, frames, *, height: int, width: int) -> jax.Array:
+        """Frames to start from — an image uint8 (H, W, 3) or a clip (T, H, W, 3), at the stream's size — as the
+        normalised latents (1, T', h, w, C) that :meth:`stream` commits before generating. A clip must have a
+        frame count the VAE encodes (Wan: 1 + 4k)."""
+        from sana_jax.pipelines.components import check_video_size
+
+        if self.encode_video is None:
+            raise InputError("this StreamingPipeline has no VAE encoder (encode_video): it cannot start from frames")
+        frames = np.asarray(frames)
+        frames = frames[None] if frames.ndim == 3 else frames
+        if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+            raise InputError(f"start frames must be uint8 (H, W, 3) or (T, H, W, 3), got {frames.dtype} "
+                             f"{frames.shape}")
+        if frames.shape[1:3] != (height, width):
+            raise InputError(f"start frames are {frames.shape[2]}×{frames.shape[1]}, the stream {width}×{height}: "
+                             "resize them first (the CLI does)")
+        temporal, spatial = self.vae.compression
+        check_video_size(height, width, frames.shape[0], temporal, spatial, self.transformer.config.patch_size)
+        video = frames.astype(np.float32)[None] / 127.5 - 1.0
+        return jnp.asarray(self.encode_video(video), self.transformer.dtype)
+
+    def _commit_context(self, state, context, chunk_frames: int):
+        """Commit the start latents chunk by chunk (the clean t = 0 pass, as generated chunks are committed) and
+        run them through the streaming decoder, whose carried state then continues from them."""
+        start = 0
+        for n in sc.split_frames(context.shape[1], chunk_frames):
+            _, state = self.dit(state, context[:, start:start + n], 0.0, commit=True)
+            start += n
+        self.decoder.push(context)  # the frames are the given ones; only the decoder's cache is kept
+        return state
+
     # -- streaming ---------------------------------------------------------------------------------------------------
 
     def iter_chunks(self, prompt: Prompt, *, seconds: float | None = None, num_chunks: int | None = None,
-                    chunk_frames: int = 10, height: int | None = None, width: int | None = None, seed: int = 0,
+                    chunk_frames: int | None = None, height: int | None = None, width: int | None = None, seed: int = 0,
                     prompts_at: Mapping[int, Prompt] | None = None, window: int | None = None,
-                    profile: bool = False) -> Iterator[StreamChunk]:
+                    profile: bool = False, image=None, video=None) -> Iterator[StreamChunk]:
         """Generate chunk by chunk, yielding each chunk's frames once they are on the host (chunk c+1 is already
         queued on the device). ``prompts_at[c]`` switches the prompt from chunk c on (read when chunk c starts, so
         the mapping may be filled while streaming; same text length ⇒ no recompilation). ``window``: attend to the
-        last ``window`` chunks only (None: all). ``profile``: wait for each stage to time it (no overlap)."""
+        last ``window`` chunks only (None: all). ``profile``: wait for each stage to time it (no overlap).
+        ``image``/``video``: start from these frames (:meth:`encode_context`; the chunks yielded are the new ones)."""
         start = time.perf_counter()
         request = self.check_inputs(seconds=seconds, num_chunks=num_chunks, chunk_frames=chunk_frames, height=height,
                                     width=width, window=window, prompts_at=prompts_at)
+        request, context = self._context(request, image, video)
         return self._chunks(request, prompt, seed=seed, prompts_at=prompts_at, window=window, profile=profile,
-                            start=start)
+                            start=start, context=context, chunk_frames=chunk_frames or self.chunk_frames)
+
+    def _context(self, request: StreamRequest, image, video) -> tuple[StreamRequest, jax.Array | None]:
+        """(the request, the start latents or None). With a start the plan's leading latent frame — the one that
+        holds a video's first frame alone — is the start's, so the first chunk is one latent frame shorter: an
+        image start of ``seconds`` gives that many seconds in all."""
+        if image is not None and video is not None:
+            raise InputError("start from image= or video=, not both")
+        frames = image if video is None else video
+        if frames is None:
+            return request, None
+        context = self.encode_context(frames, height=request.height, width=request.width)
+        chunks = (request.chunks[0] - 1, *request.chunks[1:]) if request.chunks[0] > 1 else request.chunks[1:]
+        if not chunks:
+            raise InputError("the stream is one latent frame long: with a start image or video nothing is left to "
+                             "generate (ask for more seconds or chunks)")
+        return dataclasses.replace(request, chunks=tuple(chunks)), context
 
     def _chunks(self, request: StreamRequest, prompt: Prompt, *, seed: int, prompts_at: Mapping[int, Prompt] | None,
-                window: int | None, profile: bool, start: float) -> Iterator[StreamChunk]:
+                window: int | None, profile: bool, start: float, context=None,
+                chunk_frames: int | None = None) -> Iterator[StreamChunk]:
         prompts_at = {} if prompts_at is None else prompts_at
         _, _, h, w, _ = self._latent_shape(1, request.height, request.width)
-        max_frames = sc.stream_max_frames(sum(request.chunks))
+        given = 0 if context is None else context.shape[1]
+        max_frames = sc.stream_max_frames(given + sum(request.chunks))
         key = jax.random.key(seed)
 
         text, mask = self._encode(prompts_at.get(0, prompt))
         state = self.dit.init_state(text, mask, height=h, width=w, window=window)
         self.decoder.reset()
+        if context is not None:
+            state = self._commit_context(state, context, chunk_frames or self.chunk_frames)
         emitted = 0
         pending = None  # (timing, latents, frames on device, state spec): chunk c waits while chunk c+1 computes
 
@@ -246,12 +315,17 @@ class StreamingPipeline:
         yield finish(pending, None if tail is None else to_uint8(np.asarray(tail)))
 
     def stream(self, prompt: Prompt, *, seconds: float | None = None, num_chunks: int | None = None,
-               chunk_frames: int = 10, height: int | None = None, width: int | None = None, seed: int = 0,
+               chunk_frames: int | None = None, height: int | None = None, width: int | None = None, seed: int = 0,
                prompts_at: Mapping[int, Prompt] | None = None, window: int | None = None,
                out: str | Path | None = None, writer=None,
-               progress: bool | Callable[[StreamChunk], None] = True, profile: bool = False) -> StreamResult:
+               progress: bool | Callable[[StreamChunk], None] = True, profile: bool = False, image=None,
+               video=None) -> StreamResult:
         """Stream a video into ``out`` (an mp4 path, written live under a temporary name and renamed when closed) or
         into ``writer`` (anything with ``append(uint8 (T, H, W, 3))``; left open for its owner), or nowhere.
+
+        ``image`` (uint8 (H, W, 3)): start from it — its latent is committed as the first context and it is the
+        video's first frame. ``video`` (uint8 (T, H, W, 3)): extend it — its latents are committed and the output
+        holds its frames, then the new ones. Both at the stream's size (:meth:`encode_context`).
 
         ``progress``: True for a progress bar over chunks, or a callable given each :class:`StreamChunk` after it
         was written (raising ``KeyboardInterrupt`` there stops the stream like Ctrl-C). Returns per-chunk timings,
@@ -263,6 +337,9 @@ class StreamingPipeline:
                                     width=width, window=window, prompts_at=prompts_at)
         if out is not None and writer is not None:
             raise InputError("give out= or writer=, not both")
+        request, context = self._context(request, image, video)
+        given = None if context is None else np.asarray(image if video is None else video)
+        given = None if given is None else (given[None] if given.ndim == 3 else given)
         own = None if out is None else VideoWriter(out, fps=self.fps, live=True)  # ours to close; `writer` is not
         writer = writer if own is None else own
         callback = progress if callable(progress) else None
@@ -270,8 +347,13 @@ class StreamingPipeline:
         timings: list[ChunkTiming] = []
         frames_written, setup_s, interrupted = 0, 0.0, False
         gen = self._chunks(request, prompt, seed=seed, prompts_at=prompts_at, window=window, profile=profile,
-                           start=start)
+                           start=start, context=context, chunk_frames=chunk_frames or self.chunk_frames)
         try:
+            if given is not None:
+                if writer is not None:
+                    with defer_sigint():
+                        writer.append(given)
+                frames_written += given.shape[0]
             for chunk in gen:
                 if writer is not None:
                     with defer_sigint():

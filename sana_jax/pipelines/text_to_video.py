@@ -36,9 +36,11 @@ from sana_jax.text.tokenizer import Tokenizer
 #: Generation defaults of the released checkpoints (diffusers' ``SanaVideoPipeline``); a folder may override them
 #: under ``_sana_jax`` in ``model_index.json`` (the embedded default model does). ``complex_human_instruction``
 #: ``"style"`` means the prompt style's CHI prefix; None: no prefix. height/width None: by the DiT's sample size.
+#: ``stream``: a distilled student's streaming settings (``chunk_frames``, ``timesteps``, ``shift``; written by
+#: ``sana-jax train distill``, read by ``StreamingPipeline``); None: LongSANA's.
 GENERATION_DEFAULTS = {"height": None, "width": None, "num_frames": 81, "num_inference_steps": 50,
                        "guidance_scale": 6.0, "fps": 16, "complex_human_instruction": "style",
-                       "max_sequence_length": 300}
+                       "max_sequence_length": 300, "stream": None}
 
 
 def generation_defaults(stored: dict | None) -> dict:

@@ -178,16 +178,23 @@ def build_cache(pipeline, clips: Iterable[tuple[np.ndarray, str]], *, batch_size
     bar.close()
     if not index:
         raise InputError("no clips to cache")
+    text, mask, null_text, null_mask = encode_captions(pipeline, captions)
+    meta = {"vae": type(pipeline.vae).__name__, **(meta or {})}
+    return LatentDataset(np.concatenate(latents), text, mask, np.asarray(index, np.int32), null_text, null_mask,
+                         captions=captions, meta=meta)
+
+
+def encode_captions(pipeline, captions: Sequence[str]) -> tuple[np.ndarray, ...]:
+    """(text (U, L, D) float32, mask (U, L) int32, null_text (1, L, D), null_mask (1, L)): the captions and the
+    empty prompt encoded as the pipeline encodes prompts at inference (64 at a time)."""
     texts, masks = [], []
     for start in range(0, len(captions), 64):
-        cond, _ = pipeline.encode_prompt(captions[start:start + 64], None)
+        cond, _ = pipeline.encode_prompt(list(captions[start:start + 64]), None)
         texts.append(np.asarray(cond["text"], np.float32))
         masks.append(np.asarray(cond["mask"], np.int32))
     _, null = pipeline.encode_prompt([""], [""])
-    meta = {"vae": type(pipeline.vae).__name__, **(meta or {})}
-    return LatentDataset(np.concatenate(latents), np.concatenate(texts), np.concatenate(masks),
-                         np.asarray(index, np.int32), np.asarray(null["text"], np.float32),
-                         np.asarray(null["mask"], np.int32), captions=captions, meta=meta)
+    return (np.concatenate(texts), np.concatenate(masks), np.asarray(null["text"], np.float32),
+            np.asarray(null["mask"], np.int32))
 
 
 def cache_video_folder(pipeline, folder, out, *, num_frames: int, height: int, width: int, batch_size: int = 4,

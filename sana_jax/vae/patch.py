@@ -26,6 +26,7 @@ from sana_jax.config import ModelConfig
 from sana_jax.errors import ConfigError, InputError
 from sana_jax.nn.conv import conv
 from sana_jax.vae.common import PipelineVAE
+from sana_jax.vae.stream_decode import PatchStreamDecoder
 from sana_jax.nn.layers import DType, Linear, param
 
 CLASS_NAME = "SanaJaxPatchVAE"
@@ -142,6 +143,12 @@ class PatchVAE(PipelineVAE, nnx.Module):
         return (mean - m) / s
 
     def decode(self, latents: jax.Array, *, normalized: bool = True) -> jax.Array:
+        """Video (B, 1 + tf·(T' − 1), H, W, C): latent frame 0 decodes to the clip's first frame alone."""
+        return self.decode_continuation(latents, normalized=normalized)[:, self.config.temporal_compression - 1:]
+
+    def decode_continuation(self, latents: jax.Array, *, normalized: bool = True) -> jax.Array:
+        """Video (B, tf·T', H, W, C) of latents that continue a clip (every latent frame is tf frames; each is
+        decoded on its own, so a clip decoded chunk by chunk equals the clip decoded whole)."""
         cfg = self.config
         if latents.ndim != 5 or latents.shape[-1] != cfg.latent_channels:
             raise InputError(f"latents must be (B, T', H', W', {cfg.latent_channels}), got {latents.shape}")
@@ -153,4 +160,8 @@ class PatchVAE(PipelineVAE, nnx.Module):
         tf, s = cfg.temporal_compression, cfg.spatial_compression
         y = self.decoder(z.astype(self.dtype)).reshape(b, t, h, w, tf, s, s, cfg.in_channels)
         y = y.transpose(0, 1, 4, 2, 5, 3, 6, 7).reshape(b, t * tf, h * s, w * s, cfg.in_channels)
-        return y[:, tf - 1:].astype(jnp.float32)
+        return y.astype(jnp.float32)
+
+    def stream_decoder(self, **options) -> PatchStreamDecoder:
+        """Decode chunk by chunk for streaming, exactly (frames are decoded independently); no options."""
+        return PatchStreamDecoder(self, **options)

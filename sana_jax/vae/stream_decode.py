@@ -5,6 +5,8 @@ A VAE that can stream has ``stream_decoder(**options)`` returning a :class:`Stre
 
 * :class:`WanStreamDecoder` (``WanVAE.stream_decoder()``) — exact: the causal-conv cache is carried across chunks,
   so the frames equal decoding the whole clip at once;
+* :class:`PatchStreamDecoder` (``PatchVAE.stream_decoder()``, the embedded default model's) — exact: latent
+  frames decode independently;
 * :class:`LTX2StreamDecoder` (``LTX2VAE.stream_decoder(overlap=1, tile=None)``) — the LTX-2 decoder is not causal:
   overlapping temporal windows, cross-faded.
 """
@@ -79,6 +81,41 @@ class WanStreamDecoder:
     @property
     def state_bytes(self) -> int:
         return _nbytes(self.cache)
+
+
+class PatchStreamDecoder:
+    """PatchVAE decode one chunk at a time, exact and stateless: the clip's first chunk drops latent frame 0's
+    ``tf − 1`` leading frames as :meth:`PatchVAE.decode` does, later chunks give ``tf`` frames per latent frame.
+    One executable per chunk shape (two in a stream)."""
+
+    def __init__(self, vae, **options):
+        if options:
+            raise InputError(f"the PatchVAE's streaming decoder takes no options, got {sorted(options)}")
+        self.graphdef, self.params = nnx.split(vae)
+        self.traces = 0
+        self.started = False
+
+        def decode(params, latents, first: bool):
+            self.traces += 1
+            vae = nnx.merge(self.graphdef, params)
+            return vae.decode(latents) if first else vae.decode_continuation(latents)
+
+        self._decode = jax.jit(decode, static_argnums=(2,))
+
+    def reset(self) -> None:
+        self.started = False
+
+    def push(self, latents: jax.Array) -> jax.Array:
+        video = self._decode(self.params, latents, not self.started)
+        self.started = True
+        return video
+
+    def flush(self) -> jax.Array | None:
+        return None
+
+    @property
+    def state_bytes(self) -> int:
+        return 0
 
 
 class LTX2StreamDecoder:

@@ -1,0 +1,147 @@
+"""``sana-jax train distill``: a bidirectional SANA-Video teacher folder → a few-step block-causal student folder
+that ``sana-jax stream --model`` takes (CausVid: ODE-pair initialisation, then DMD with a Self-Forcing rollout)."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from sana_jax.distill.config import DistillConfig
+from sana_jax.training.config import COMPUTE_DTYPES
+
+_DEFAULTS = DistillConfig()
+
+
+def add_parser(kinds) -> None:
+    p = kinds.add_parser(
+        "distill", help="distil a SANA-Video pipeline into a few-step block-causal student that streams (CausVid)",
+        description="Steps [0, --ode-steps) regress the student onto the teacher's ODE trajectories (--ode-pairs of "
+                    "them, sampled once with guidance and kept in OUT/ode_pairs); the next --steps run DMD: the "
+                    "student generates clips chunk by chunk on its own outputs (Self-Forcing), a critic learns "
+                    "their flow, and every --critic-updates steps the student follows the teacher's guided score "
+                    "minus the critic's. Run the same command again to resume. OUT/pipeline is the student: "
+                    "sana-jax stream --model OUT/pipeline.")
+    p.add_argument("--teacher", required=True, help="SANA-Video pipeline folder (model_index.json) to distil")
+    p.add_argument("--prompts", required=True, help="text file, one training prompt per line")
+    p.add_argument("--out", required=True, help="run folder (created, or resumed when it holds the same run)")
+    p.add_argument("--steps", type=int, required=True, help="DMD steps (after the ODE steps)")
+    p.add_argument("--chunk-frames", type=int, default=_DEFAULTS.chunk_frames,
+                   help="latent frames per chunk the student generates at once (the first takes the remainder)")
+    p.add_argument("--student-steps", type=int, default=len(_DEFAULTS.student_timesteps),
+                   help="denoising steps per chunk (4: LongSANA's t = 1000, 960, 889, 727; else evenly spaced)")
+    p.add_argument("--ode-pairs", type=int, default=0, help="teacher ODE trajectories to sample for ODE init")
+    p.add_argument("--ode-steps", type=int, default=0, help="ODE-regression steps before DMD")
+    p.add_argument("--frames", type=int, default=None, help="training clip length in frames (default: the "
+                                                           "teacher's)")
+    p.add_argument("--height", type=int, default=None, help="training height (default: the teacher's)")
+    p.add_argument("--width", type=int, default=None, help="training width (default: the teacher's)")
+    p.add_argument("--guidance", type=float, default=None,
+                   help="the teacher's classifier-free guidance (default: the folder's, else 3.0 as LongSANA)")
+    p.add_argument("--critic-updates", type=int, default=_DEFAULTS.critic_updates,
+                   help="critic updates per student update")
+    p.add_argument("--lr", type=float, default=_DEFAULTS.learning_rate, help="the student's AdamW rate")
+    p.add_argument("--critic-lr", type=float, default=_DEFAULTS.critic_learning_rate, help="the critic's rate")
+    p.add_argument("--ema", type=float, default=_DEFAULTS.ema_decay, metavar="DECAY",
+                   help="EMA of the student, which is what is exported (0: none)")
+    p.add_argument("--dmd-shift", type=float, default=_DEFAULTS.dmd_shift,
+                   help="flow shift of DMD's noise levels (uniform in [0.02, 0.98], then shifted)")
+    p.add_argument("--batch-size", type=int, default=_DEFAULTS.batch_size, help="clips per step (global)")
+    p.add_argument("--dtype", choices=COMPUTE_DTYPES, default="float32",
+                   help="compute dtype; weights and optimiser states stay float32")
+    p.add_argument("--remat", action="store_true", help="recompute each block in the backward pass (less memory)")
+    p.add_argument("--seed", type=int, default=0, help="noise, exits, prompts and timesteps are functions of it")
+    p.add_argument("--save-every", type=int, default=200, help="checkpoint interval in steps")
+    p.add_argument("--keep", type=int, default=3, help="checkpoints kept")
+    p.add_argument("--mesh", default=None, help="device mesh, e.g. data=8 or data=2,fsdp=4 (teacher, student, "
+                                                "critic and both optimisers sharded over fsdp)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(run=run)
+
+
+def read_prompts(path: str) -> list[str]:
+    from sana_jax.errors import InputError
+
+    try:
+        lines = Path(path).read_text().splitlines()
+    except OSError as e:
+        raise InputError(f"--prompts {path}: cannot read it ({e.strerror})") from e
+    prompts = [ln.strip() for ln in lines if ln.strip()]
+    if not prompts:
+        raise InputError(f"--prompts {path}: no prompts (one per line)")
+    return prompts
+
+
+def config_from(args, guidance: float) -> DistillConfig:
+    from sana_jax.distill.config import default_timesteps
+
+    return DistillConfig(chunk_frames=args.chunk_frames, student_timesteps=default_timesteps(args.student_steps),
+                         guidance_scale=guidance, ode_steps=args.ode_steps, critic_updates=args.critic_updates,
+                         learning_rate=args.lr, critic_learning_rate=args.critic_lr, ema_decay=args.ema or None,
+                         dmd_shift=args.dmd_shift, compute_dtype=args.dtype, remat=args.remat,
+                         batch_size=args.batch_size, seed=args.seed)
+
+
+def _ode_pairs(pipe, trainer, prompts, args, folder: Path):
+    """The run's ODE pairs: read back from ``folder`` when an earlier try wrote them, else sampled and saved."""
+    from sana_jax.distill.data import make_ode_pairs
+    from sana_jax.training import LatentDataset
+    from sana_jax.training.data import encode_captions
+
+    if (folder / "cache.json").is_file():
+        return LatentDataset.open(folder)
+    text, mask, null_text, null_mask = encode_captions(pipe, prompts)
+    pairs = make_ode_pairs(pipe.transformer, text, mask, null_text, null_mask, count=args.ode_pairs,
+                           latent_shape=trainer.latent_shape, student_sigmas=trainer.student_sigmas,
+                           guidance_scale=trainer.config.guidance_scale, substeps=trainer.config.ode_substeps,
+                           seed=args.seed, captions=prompts, batch_size=max(1, args.batch_size),
+                           progress=not args.quiet)
+    pairs.save(folder)
+    return pairs
+
+
+def run(args: argparse.Namespace) -> int:
+    from sana_jax.distill.data import DistillData
+    from sana_jax.distill.trainer import DistillTrainer
+    from sana_jax.errors import InputError
+    from sana_jax.pipelines import SanaVideoPipeline
+    from sana_jax.pipelines.components import PipelineFolder, write_pipeline
+
+    if args.steps < 0 or args.ode_steps < 0 or args.steps + args.ode_steps < 1:
+        raise InputError("--steps and --ode-steps must be >= 0 and train at least one step in all")
+    if args.ode_steps and args.ode_pairs < 1:
+        raise InputError(f"--ode-steps {args.ode_steps} needs ODE pairs to regress onto: give --ode-pairs N")
+    prompts = read_prompts(args.prompts)
+    folder = PipelineFolder.open(args.teacher)
+    request = SanaVideoPipeline.check(folder.root, height=args.height, width=args.width, num_frames=args.frames)
+    guidance = args.guidance if args.guidance is not None else (folder.defaults().get("guidance_scale") or 3.0)
+    config = config_from(args, guidance)  # a ConfigError for bad settings before anything loads
+    latent_shape = folder.latent_shape(1, request.num_frames, request.height, request.width)[1:]
+
+    pipe = SanaVideoPipeline.from_pretrained(folder.root, progress=not args.quiet)
+    mesh = None
+    if args.mesh:
+        from sana_jax.parallel import make_mesh
+
+        mesh = make_mesh(args.mesh)
+    trainer = DistillTrainer(pipe.transformer, config, latent_shape=latent_shape, mesh=mesh)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    data = DistillData(_ode_pairs(pipe, trainer, prompts, args, out / "ode_pairs"), config.ode_steps)
+    total = config.ode_steps + args.steps
+    print(f"distilling into a {len(trainer.student_sigmas)}-step causal student: chunks {trainer.chunks} of "
+          f"latents {latent_shape}, {len(prompts)} prompts, {data.pairs.size} ODE pairs, {config.ode_steps} ODE + "
+          f"{args.steps} DMD steps")
+    start = time.perf_counter()
+    state = trainer.fit(data, total, run_dir=out, save_every=args.save_every, keep=args.keep,
+                        progress=not args.quiet)
+    print(f"trained to step {int(state['step'])} in {time.perf_counter() - start:.0f} s")
+
+    index = dict(folder.index)
+    stream = {"chunk_frames": config.chunk_frames, "timesteps": list(config.student_timesteps),
+              "shift": config.student_shift}
+    index["_sana_jax"] = {**folder.defaults(), "stream": stream}
+    links = {name: folder.component(name) for name in ("text_encoder", "tokenizer", "scheduler", "vae")}
+    pipeline = write_pipeline(out / "pipeline", index, trainer.model_from(state, ema=True), links)
+    print(f"wrote {pipeline} (sana-jax stream PROMPT --model {pipeline})")
+    return 0

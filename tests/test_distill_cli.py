@@ -1,0 +1,81 @@
+"""``sana-jax train distill`` on the embedded default model: its output folder is a student that ``sana-jax stream``
+takes (its chunk size and schedule read from the folder), starting from an image; the PatchVAE streams exactly."""
+
+from __future__ import annotations
+
+import json
+
+import jax
+import numpy as np
+import pytest
+
+from sana_jax.cli import main
+from sana_jax.demo import default_model_path
+from sana_jax.io.video import read_video
+
+pytestmark = pytest.mark.skipif(not (default_model_path() / "model_index.json").exists(),
+                                reason="default model not built")
+
+
+def test_patch_vae_streams_exactly():
+    import converters
+
+    vae = converters.load(default_model_path() / "vae")
+    z = jax.random.normal(jax.random.key(0), (1, 7, 8, 8, 16))
+    decoder = vae.stream_decoder()
+    decoder.reset()
+    pieces = [decoder.push(z[:, a:b]) for a, b in ((0, 3), (3, 5), (5, 7))]
+    assert decoder.flush() is None and decoder.state_bytes == 0
+    np.testing.assert_array_equal(np.concatenate(pieces, axis=1), vae.decode(z))
+
+
+@pytest.fixture(scope="module")
+def student(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("distill")
+    (tmp / "prompts.txt").write_text("a red circle moving left\n\na blue square moving up\n")
+    args = ["train", "distill", "--teacher", str(default_model_path()), "--prompts", str(tmp / "prompts.txt"),
+            "--out", str(tmp / "run"), "--steps", "2", "--ode-pairs", "2", "--ode-steps", "1", "--frames", "5",
+            "--chunk-frames", "2", "--student-steps", "3", "--critic-updates", "2", "--batch-size", "2", "-q"]
+    assert main(args) == 0
+    return tmp
+
+
+def test_distill_writes_a_streaming_student(student):
+    run, pipeline = student / "run", student / "run" / "pipeline"
+    index = json.loads((pipeline / "model_index.json").read_text())
+    stream = index["_sana_jax"]["stream"]
+    assert stream["chunk_frames"] == 2 and stream["shift"] == 7.0
+    assert stream["timesteps"] == pytest.approx([1000.0, 1000 * 2 / 3, 1000 / 3])
+    assert index["_sana_jax"]["fps"] == 8  # the teacher's defaults kept
+    metrics = [json.loads(ln) for ln in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in metrics] == [3] and np.isfinite(metrics[0]["loss"])
+    assert json.loads((run / "ode_pairs" / "cache.json").read_text())["latent_shape"] == [4, 5, 8, 8, 16]
+    run_json = json.loads((run / "run.json").read_text())
+    assert run_json["distill"]["guidance_scale"] == 1.5  # the teacher folder's guidance
+
+    # the student differs from the teacher and streams from an image, in its own chunk size
+    from PIL import Image
+
+    image = np.zeros((64, 64, 3), np.uint8)
+    image[20:36, 30:46] = (255, 0, 0)
+    Image.fromarray(image).save(student / "first.png")
+    out = student / "s.mp4"
+    assert main(["stream", "a red circle moving left", "--model", str(pipeline), "--chunks", "2", "--image",
+                 str(student / "first.png"), "--out", str(out), "-q"]) == 0
+    assert read_video(out).shape == (1 + 2 * 2, 64, 64, 3)  # 2 chunks of 2 latent frames (1 frame each) after it
+
+
+def test_distill_bad_input(student, tmp_path):
+    base = ["train", "distill", "--teacher", str(default_model_path()), "--out", str(tmp_path / "r"), "--steps", "1"]
+    (tmp_path / "empty.txt").write_text("\n \n")
+    assert main([*base, "--prompts", str(tmp_path / "empty.txt")]) == 2
+    assert main([*base, "--prompts", str(tmp_path / "missing.txt")]) == 2
+    (tmp_path / "p.txt").write_text("a red circle\n")
+    assert main([*base, "--prompts", str(tmp_path / "p.txt"), "--ode-steps", "2"]) == 2  # no ODE pairs
+    assert not (tmp_path / "r" / "pipeline").exists()
+    assert main([*base, "--prompts", str(tmp_path / "p.txt"), "--chunk-frames", "0"]) == 2
+    # resuming with other settings is refused, and the run's folder is left as it was
+    args = ["train", "distill", "--teacher", str(default_model_path()), "--prompts", str(student / "prompts.txt"),
+            "--out", str(student / "run"), "--steps", "2", "--ode-pairs", "2", "--ode-steps", "1", "--frames", "5",
+            "--chunk-frames", "2", "--student-steps", "3", "--critic-updates", "3", "--batch-size", "2", "-q"]
+    assert main(args) == 2
