@@ -66,7 +66,7 @@ def test_held_out_prompts_are_unseen_combinations():
 @pytest.mark.parametrize("paths", shapes.PATHS)
 def test_measure_reads_rendered_clips(paths):
     for frames, caption in shapes.dataset(24, seed=11, paths=paths):
-        assert shapes.measure(frames) == shapes.parse_prompt(caption), caption
+        assert shapes.measure(frames, wrap=paths == "wrap") == shapes.parse_prompt(caption), caption
     assert shapes.measure(np.full((17, 64, 64, 3), 90, np.uint8)) == (None, None)
 
 
@@ -105,6 +105,32 @@ def test_lane_paths_cross_the_middle():
         assert abs(across - 32) <= shapes.LANE_JITTER * 64
         start, travel = (clip.x0 if dx else clip.y0), clip.speed * 8
         assert travel > 0.6 * 64 and clip.radius < start + (dx + dy) * travel < 64 - clip.radius
+
+
+def test_wrap_paths_go_round_for_ever():
+    """``paths="wrap"``: the frame is a torus — a shape leaving one edge re-enters from the opposite one at the same
+    speed, frames ``first`` on continue the same clip, and the wrap-aware measure reads the direction of a long
+    clip whose centroid jumps back at every lap (the plain one is fooled)."""
+    rng = np.random.default_rng(1)
+    clip = shapes.random_clip(rng, ("red", "circle", "left"), 64, 9, background="black", paths="wrap")
+    assert shapes.WRAP_SPEED[0] * 64 <= clip.speed <= shapes.WRAP_SPEED[1] * 64
+    long = shapes.render(clip, 64, 60)
+    np.testing.assert_array_equal(shapes.render(clip, 64, 20, first=40), long[40:])
+    red = np.linalg.norm(long.astype(float) - shapes.COLOURS["red"], axis=-1) < 60
+    assert any(red[t, :, 0].any() and red[t, :, -1].any() for t in range(60))  # split across the edge
+    assert red.sum(axis=(1, 2)).std() < 0.05 * red.sum(axis=(1, 2)).mean()  # never clipped: the same area
+    assert shapes.measure(long, wrap=True) == ("red", "left")
+    assert shapes.measure(long) != ("red", "left")
+
+
+def test_background_cleanliness():
+    clip = next(shapes.dataset(1, seed=2, paths="wrap", background="black"))[0]
+    black = shapes.BACKGROUNDS["black"]
+    np.testing.assert_array_equal(shapes.background_cleanliness(clip, black), 1.0)
+    noisy = clip.copy()
+    noisy[:, :8, :8] = 200  # an 8×8 block of noise in a corner, away from the shape
+    assert np.all(shapes.background_cleanliness(noisy, black) < 1.0)
+    assert len(shapes.train_prompts()) == 4 * len(shapes.TRAIN_TRIPLES)
 
 
 def test_recipe_can_start_from_an_earlier_dit(tmp_path):

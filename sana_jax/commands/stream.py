@@ -1,4 +1,5 @@
-"""``sana-jax stream PROMPT --model FOLDER --seconds S``: LongSANA streaming long video, written live to an mp4."""
+"""``sana-jax stream PROMPT [--model FOLDER] --seconds S``: LongSANA streaming long video, written live to an mp4
+(from the embedded streaming default when no model is named)."""
 
 from __future__ import annotations
 
@@ -17,8 +18,9 @@ def add_parser(sub) -> None:
                     "valid file with what was written. Prints the time to the first frame and the frame rate.")
     p.add_argument("prompt", help="the text prompt")
     p.add_argument("--model", default=None,
-                   help="diffusers pipeline folder (model_index.json) or its Hugging Face Hub id (org/name, from the "
-                        "hub's cache)")
+                   help="diffusers pipeline folder (model_index.json), its Hugging Face Hub id (org/name, from the "
+                        "hub's cache), or a student made by `sana-jax train distill` (default: the embedded "
+                        "streaming default, a tiny student of the shapes world)")
     length = p.add_mutually_exclusive_group()
     length.add_argument("--seconds", type=float, default=None, help="video length in seconds (default 10)")
     length.add_argument("--chunks", type=int, default=None,
@@ -85,8 +87,12 @@ def run(args: argparse.Namespace) -> int:
     from sana_jax.pipelines.streaming import StreamingPipeline
 
     if args.model is None:
-        raise InputError("--model FOLDER is required: a diffusers LongSANA / SANA-Video pipeline folder, or a "
-                         "student made by `sana-jax train distill`")
+        from sana_jax.demo import default_stream_model_path
+
+        if not (default_stream_model_path() / "model_index.json").is_file():
+            raise InputError(f"no --model and no embedded streaming default at {default_stream_model_path()}: give "
+                             "a LongSANA / SANA-Video pipeline folder or a `sana-jax train distill` student")
+        args.model = str(default_stream_model_path())
     seconds = 10.0 if args.seconds is None and args.chunks is None else args.seconds
     switches = parse_switches(args.switch)
     folder = PipelineFolder.open(args.model)

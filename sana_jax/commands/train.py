@@ -94,11 +94,14 @@ def add_parser(sub) -> None:
                       help="anywhere: shapes travel half the frame from a random start; crossing: they "
                            "cross the frame edge to edge, so the direction fixes the position along the motion in "
                            "every frame; lane (default): crossing, near the middle across the motion too, so the "
-                           "prompt alone nearly fixes every frame")
+                           "prompt alone nearly fixes every frame; wrap: a lane on a torus (what leaves one edge "
+                           "re-enters from the other) at a steady speed, the world of unbounded streams")
     demo.add_argument("--timestep-sampling", choices=TIMESTEP_SAMPLING, default=None,
                       help="how training draws noise levels: SANA's logit-normal, or uniform before the shift "
                            "(default), which draws the high-noise end, where sampling decides the layout, as often "
                            "as the rest")
+    demo.add_argument("--flow-shift", type=float, default=None,
+                      help="shift of the training noise levels, σ' = sσ / (1 + (s − 1)σ) (default 3; 1: as drawn)")
     demo.add_argument("--pure-noise-fraction", type=float, default=None, metavar="P",
                       help="train this share of DiT samples at σ = 1 exactly, where sampling starts (default 0.25)")
     demo.add_argument("--noise-scale", type=float, default=None, metavar="S",
@@ -221,6 +224,7 @@ def run_demo(args: argparse.Namespace) -> int:
                                    ("dit_batch", args.dit_batch), ("learning_rate", args.lr),
                                    ("paths", args.paths), ("timestep_sampling", args.timestep_sampling),
                                    ("pure_noise_fraction", args.pure_noise_fraction),
+                                   ("flow_shift", args.flow_shift),
                                    ("ema_decay", args.ema_decay))
                  if v is not None}
     if args.noise_scale is not None:  # 0 asks for the plain velocity model explicitly

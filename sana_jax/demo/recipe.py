@@ -40,7 +40,7 @@ from sana_jax.io.files import atomic_directory
 DEFAULTS = {"clips": 3000, "vae_steps": 600, "vae_batch": 16, "dit_steps": 1000, "dit_batch": 32,
             "learning_rate": 1e-3, "ema_decay": 0.99, "seed": 0, "vae_from": None, "dit_from": None,
             "paths": "lane", "timestep_sampling": "uniform", "pure_noise_fraction": 0.25,
-            "noise_scale": 0.1, "unnamed_background": "black"}
+            "noise_scale": 0.1, "unnamed_background": "black", "flow_shift": 3.0}
 
 
 def render_clips(count: int, seed: int, paths: str = "anywhere", background: str | None = None,
@@ -123,15 +123,16 @@ def write_pipeline_folder(folder: Path, transformer, vae, text_encoder) -> Path:
     return folder
 
 
-def evaluate(pipe, prompts: list[str], *, seed: int = 0, batch: int = 8) -> dict:
-    """Generate one video per prompt and score colour and direction with :func:`shapes.measure`."""
+def evaluate(pipe, prompts: list[str], *, seed: int = 0, batch: int = 8, wrap: bool = False) -> dict:
+    """Generate one video per prompt and score colour and direction with :func:`shapes.measure` (``wrap``: of the
+    torus world, ``paths="wrap"``)."""
     results = []
     for start in range(0, len(prompts), batch):
         chunk = prompts[start:start + batch]
         out = pipe(chunk, seed=seed + start, progress=False)
         for prompt, video in zip(chunk, out.frames):
             want = shapes.parse_prompt(prompt)
-            got = shapes.measure(video)
+            got = shapes.measure(video, wrap=wrap)
             results.append({"prompt": prompt, "colour": got[0], "direction": got[1],
                             "colour_ok": got[0] == want[0], "direction_ok": got[1] == want[1]})
     both = sum(r["colour_ok"] and r["direction_ok"] for r in results)
@@ -200,7 +201,8 @@ def make_default_model(out: str | Path, *, work: str | Path | None = None, progr
     config = TrainConfig(learning_rate=args["learning_rate"], warmup_steps=min(100, args["dit_steps"] // 10),
                          lr_schedule="cosine", timestep_sampling=args["timestep_sampling"],
                          pure_noise_fraction=args["pure_noise_fraction"],
-                         total_steps=args["dit_steps"], ema_decay=args["ema_decay"], text_dropout=0.1, flow_shift=3.0,
+                         total_steps=args["dit_steps"], ema_decay=args["ema_decay"], text_dropout=0.1,
+                         flow_shift=args["flow_shift"],
                          batch_size=args["dit_batch"], seed=seed)
     start_models = starting_models(seed, args["dit_from"], args["noise_scale"])
     start = time.perf_counter()
@@ -234,7 +236,8 @@ def make_default_model(out: str | Path, *, work: str | Path | None = None, progr
     with atomic_directory(out, overwrite=overwrite, error=InputError) as tmp:
         write_pipeline_folder(tmp, final, pipe.vae, pipe.text_encoder)
         start = time.perf_counter()
-        quality = evaluate(SanaVideoPipeline.from_pretrained(tmp), shapes.held_out_prompts(), seed=seed)
+        quality = evaluate(SanaVideoPipeline.from_pretrained(tmp), shapes.held_out_prompts(), seed=seed,
+                           wrap=args["paths"] == "wrap")
         times["evaluate_s"] = time.perf_counter() - start
         record = {"settings": args, "times": times, "quality_on_held_out": quality,
                   "device": jax.devices()[0].device_kind, "jax": jax.__version__}
