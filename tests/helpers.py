@@ -25,6 +25,21 @@ def tiny_model(seed: int = 0, **over) -> SanaVideoTransformer:
     return SanaVideoTransformer(tiny_config(**over), rngs=nnx.Rngs(seed))
 
 
+def tiny_causal_model(conv_scale: float = 0.3, conv_seed: int = 7) -> SanaVideoTransformer:
+    """:func:`tiny_config`'s DiT for the block-causal tests. Its temporal conv initialises to zero: it gets random
+    weights so that the conv tail carried from chunk to chunk matters. (An "rbg" key compiles the initialisers
+    several times faster than threefry on CPU.)"""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    m = SanaVideoTransformer(tiny_config(), rngs=nnx.Rngs(jax.random.key(0, impl="rbg")))
+    layers, d = m.config.num_layers, m.config.inner_dim
+    m.blocks.ff.conv_temp[...] = jnp.asarray(
+        conv_scale * np.random.default_rng(conv_seed).standard_normal((layers, 3, d, d)), jnp.float32)
+    return m
+
+
 ROOT = Path(__file__).resolve().parents[1]
 #: the meshes of the 8-fake-device tests (tests/parallel_cases.py)
 MESHES = ["data=2,context=4", "context=8", "tensor=2,context=4"]

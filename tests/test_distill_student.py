@@ -13,9 +13,8 @@ from flax import nnx
 
 from sana_jax.distill.rollout import causal_ode_loss, draw_exits, self_forcing_rollout
 from sana_jax.models import sana_video_causal as sc
-from sana_jax.models.sana_video import SanaVideoTransformer
 from sana_jax.sampling import longsana_schedule, renoise_step
-from tests.helpers import tiny_config
+from tests.helpers import tiny_causal_model
 
 B, H, W, C = 2, 4, 4, 4
 CHUNK = 2
@@ -24,12 +23,7 @@ FRAMES = 1 + 2 * CHUNK  # LongSANA's split: chunks of 3 and 2 latent frames
 
 @pytest.fixture(scope="module")
 def model():
-    m = SanaVideoTransformer(tiny_config(), rngs=nnx.Rngs(jax.random.key(0, impl="rbg")))
-    layers, d = m.config.num_layers, m.config.inner_dim
-    # conv_temp initialises to zero: give it weights so the conv tail carried between chunks matters.
-    m.blocks.ff.conv_temp[...] = jnp.asarray(0.3 * np.random.default_rng(7).standard_normal((layers, 3, d, d)),
-                                             jnp.float32)
-    return m
+    return tiny_causal_model()
 
 
 @pytest.fixture(scope="module")

@@ -7,14 +7,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from flax import nnx
 
 from sana_jax.distill.config import DistillConfig
 from sana_jax.distill.data import DistillData, make_ode_pairs
 from sana_jax.distill.trainer import DistillTrainer, student_schedule
 from sana_jax.errors import ConfigError, InputError
-from sana_jax.models.sana_video import SanaVideoTransformer
-from tests.helpers import tiny_config
+from tests.helpers import tiny_causal_model
 
 LATENT = (5, 4, 4, 4)  # 5 latent frames in chunks of 2: (3, 2)
 CONFIG = DistillConfig(chunk_frames=2, ode_steps=2, critic_updates=2, guidance_scale=2.0, ode_substeps=2,
@@ -23,11 +21,7 @@ CONFIG = DistillConfig(chunk_frames=2, ode_steps=2, critic_updates=2, guidance_s
 
 @pytest.fixture(scope="module")
 def teacher():
-    m = SanaVideoTransformer(tiny_config(), rngs=nnx.Rngs(jax.random.key(0, impl="rbg")))
-    layers, d = m.config.num_layers, m.config.inner_dim
-    m.blocks.ff.conv_temp[...] = jnp.asarray(0.2 * np.random.default_rng(3).standard_normal((layers, 3, d, d)),
-                                             jnp.float32)
-    return m
+    return tiny_causal_model(0.2, 3)
 
 
 @pytest.fixture(scope="module")

@@ -14,12 +14,11 @@ from flax import nnx
 
 from sana_jax.errors import InputError
 from sana_jax.models import sana_video_causal as sc
-from sana_jax.models.sana_video import SanaVideoTransformer
 from sana_jax.nn.attention import mask_to_bias
 from sana_jax.nn.layers import layer_norm, modulate
 from sana_jax.nn.rope import apply_rope, rope_3d
 from tests.conftest import max_rel_err
-from tests.helpers import tiny_config
+from tests.helpers import tiny_causal_model
 
 B, H, W = 2, 4, 4  # patch 2×2 → 4 tokens per latent frame, so 50-frame clips stay cheap
 TOL = 1e-5
@@ -27,13 +26,7 @@ TOL = 1e-5
 
 @pytest.fixture(scope="module")
 def model():
-    # tiny_model's config; an "rbg" key compiles its initialisers several times faster than threefry on CPU.
-    m = SanaVideoTransformer(tiny_config(), rngs=nnx.Rngs(jax.random.key(0, impl="rbg")))
-    layers, d = m.config.num_layers, m.config.inner_dim
-    # conv_temp initialises to zero: give it weights so the cross-chunk conv tail matters.
-    m.blocks.ff.conv_temp[...] = jnp.asarray(0.3 * np.random.default_rng(7).standard_normal((layers, 3, d, d)),
-                                             jnp.float32)
-    return m
+    return tiny_causal_model()
 
 
 @pytest.fixture(scope="module")

@@ -31,7 +31,7 @@ from sana_jax.models import sana_video_causal as sc
 from sana_jax.sampling.schedules import Schedule, longsana_schedule
 from sana_jax.training.config import TrainConfig
 from sana_jax.training.params import ParamTree, place_batch, set_compute
-from sana_jax.training.trainer import fit, make_optimizer
+from sana_jax.training.trainer import ema_update, fit, make_optimizer
 
 SHARED = ("null_text", "null_mask")  # batch entries every sample shares (replicated, not split)
 
@@ -147,11 +147,8 @@ class DistillTrainer:
     def _update_student(self, state, grads):
         updates, opt = self.tx_student.update(grads, state["student_opt"], state["student"])
         student = optax.apply_updates(state["student"], updates)
-        ema = state["ema"]
-        if self.config.ema_decay:
-            d = self.config.ema_decay
-            ema = jax.tree.map(lambda e, p: d * e + (1.0 - d) * p, ema, student)
-        return {**state, "student": student, "student_opt": opt, "ema": ema}
+        return {**state, "student": student, "student_opt": opt,
+                "ema": ema_update(state["ema"], student, self.config.ema_decay)}
 
     def _ode_step(self, state, batch):
         loss, grads = jax.value_and_grad(self._ode_loss)(state["student"], batch, self._key(state["step"]))

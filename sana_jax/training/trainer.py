@@ -112,10 +112,7 @@ class Trainer:
         loss, grads = jax.value_and_grad(self.loss)(state["params"], state["frozen"], batch, key)
         updates, opt_state = self.tx.update(grads, state["opt_state"], state["params"])
         params = optax.apply_updates(state["params"], updates)
-        ema = state["ema"]
-        if self.config.ema_decay:
-            d = self.config.ema_decay
-            ema = jax.tree.map(lambda e, p: d * e + (1.0 - d) * p, ema, params)
+        ema = ema_update(state["ema"], params, self.config.ema_decay)
         metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), "lr": self.schedule(state["step"])}
         return {"step": state["step"] + 1, "params": params, "frozen": state["frozen"], "opt_state": opt_state,
                 "ema": ema}, metrics
@@ -132,6 +129,13 @@ class Trainer:
     def fit(self, dataset, steps: int, **options) -> dict:
         """Train until ``steps`` optimiser steps are done and return the state (:func:`fit`'s options)."""
         return fit(self, dataset, steps, **options)
+
+
+def ema_update(ema: dict, params: dict, decay: float | None) -> dict:
+    """``decay·ema + (1 − decay)·params`` leaf by leaf (``ema`` unchanged, e.g. empty, when ``decay`` is None)."""
+    if not decay:
+        return ema
+    return jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, ema, params)
 
 
 def fit(trainer, dataset, steps: int, *, run_dir: str | Path | None = None, save_every: int = 500,
