@@ -44,7 +44,7 @@ def test_distill_writes_a_streaming_student(student):
     run, pipeline = student / "run", student / "run" / "pipeline"
     index = json.loads((pipeline / "model_index.json").read_text())
     stream = index["_sana_jax"]["stream"]
-    assert stream["chunk_frames"] == 2 and stream["shift"] == 7.0
+    assert stream["chunk_frames"] == 2 and stream["shift"] == 7.0 and stream["window"] == 1  # chunks (3, 2)
     assert stream["timesteps"] == pytest.approx([1000.0, 1000 * 2 / 3, 1000 / 3])
     assert index["_sana_jax"]["fps"] == 8  # the teacher's defaults kept
     metrics = [json.loads(ln) for ln in (run / "metrics.jsonl").read_text().splitlines()]

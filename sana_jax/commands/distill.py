@@ -139,7 +139,7 @@ def run(args: argparse.Namespace) -> int:
 
     index = dict(folder.index)
     stream = {"chunk_frames": config.chunk_frames, "timesteps": list(config.student_timesteps),
-              "shift": config.student_shift}
+              "shift": config.student_shift, "window": max(len(trainer.chunks) - 1, 1)}  # the most past it saw
     index["_sana_jax"] = {**folder.defaults(), "stream": stream}
     links = {name: folder.component(name) for name in ("text_encoder", "tokenizer", "scheduler", "vae")}
     pipeline = write_pipeline(out / "pipeline", index, trainer.model_from(state, ema=True), links)

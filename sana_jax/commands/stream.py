@@ -38,7 +38,8 @@ def add_parser(sub) -> None:
     p.add_argument("--width", type=int, default=None, help="pixels (default: the checkpoint's resolution)")
     p.add_argument("--seed", type=int, default=0, help="random seed (the same seed gives the same video)")
     p.add_argument("--window", type=int, default=None,
-                   help="attend to the last N chunks only (default: all earlier chunks, a running sum)")
+                   help="attend to the last N chunks only (default: the folder's — a distilled student's, the most "
+                        "past its training showed it — else all earlier chunks, a running sum)")
     p.add_argument("--switch", action="append", default=[], metavar="CHUNK:PROMPT",
                    help="switch to PROMPT from chunk CHUNK on (repeatable), e.g. --switch '6:a cat sleeping'")
     p.add_argument("--motion-score", type=int, default=None, help="append ' motion score: N.' to the prompt")

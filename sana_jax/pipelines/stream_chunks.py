@@ -10,7 +10,7 @@ import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import numpy as np
@@ -24,18 +24,31 @@ from sana_jax.sampling.schedules import LONGSANA_TIMESTEPS, Schedule, longsana_s
 LONGSANA_CHUNK_FRAMES = 10
 
 
-def stream_settings(stored: Mapping | None) -> tuple[int, Schedule]:
-    """(latent frames per chunk, per-chunk schedule) of a pipeline folder's ``_sana_jax.stream`` entry
-    (``{"chunk_frames": K, "timesteps": [...], "shift": s}``, written by ``sana-jax train distill``); LongSANA's
-    (10 frames; t = 1000, 960, 889, 727 at shift 7) for a folder without one."""
+class StreamSettings(NamedTuple):
+    """How a checkpoint streams: latent frames per chunk, the per-chunk schedule, and the window (past chunks a
+    chunk attends to; None: all)."""
+
+    chunk_frames: int
+    schedule: Schedule
+    window: int | None
+
+
+def stream_settings(stored: Mapping | None) -> StreamSettings:
+    """The :class:`StreamSettings` of a pipeline folder's ``_sana_jax.stream`` entry (``{"chunk_frames": K,
+    "timesteps": [...], "shift": s, "window": W}``, written by ``sana-jax train distill``: W is the most past its
+    rollouts showed the student); LongSANA's (10 frames; t = 1000, 960, 889, 727 at shift 7; all the past) for a
+    folder without one."""
     stored = dict(stored or {})
-    unknown = set(stored) - {"chunk_frames", "timesteps", "shift"}
+    unknown = set(stored) - {"chunk_frames", "timesteps", "shift", "window"}
     if unknown:
-        raise ConfigError(f"unknown stream settings {sorted(unknown)} (known: chunk_frames, timesteps, shift)")
-    chunk = stored.get("chunk_frames", LONGSANA_CHUNK_FRAMES)
+        raise ConfigError(f"unknown stream settings {sorted(unknown)} (known: chunk_frames, timesteps, shift, window)")
+    chunk, window = stored.get("chunk_frames", LONGSANA_CHUNK_FRAMES), stored.get("window")
     if not isinstance(chunk, int) or chunk < 1:
         raise ConfigError(f"stream chunk_frames must be an integer >= 1, got {chunk!r}")
-    return chunk, longsana_schedule(stored.get("timesteps", LONGSANA_TIMESTEPS), float(stored.get("shift", 7.0)))
+    if window is not None and (not isinstance(window, int) or window < 1):
+        raise ConfigError(f"stream window must be an integer >= 1 or null, got {window!r}")
+    schedule = longsana_schedule(stored.get("timesteps", LONGSANA_TIMESTEPS), float(stored.get("shift", 7.0)))
+    return StreamSettings(chunk, schedule, window)
 
 
 def plan_chunks(*, seconds: float | None = None, num_chunks: int | None = None, chunk_frames: int = 10,

@@ -59,18 +59,20 @@ class StreamingPipeline:
     ``vae`` must have ``stream_decoder(**decode_options)`` (Wan, PatchVAE: no options; LTX-2: ``overlap`` latent
     frames cross-faded, default 1, and ``tile`` latent pixels). ``chunk_frames`` and ``schedule`` default to a
     folder's ``_sana_jax.stream`` settings (:func:`~sana_jax.pipelines.stream_chunks.stream_settings`: a distilled
-    student's) or LongSANA's; ``size``: the default (height, width).
+    student's) or LongSANA's, and so does ``window``, the default of :meth:`stream`'s; ``size``: the default
+    (height, width).
     """
 
     def __init__(self, transformer, vae, encode_prompt: Callable[[str], tuple[Any, Any]] | None = None, *,
                  fps: float = 16.0, schedule: Schedule | None = None, chunk_frames: int | None = None,
                  decode_options: Mapping[str, Any] | None = None, encode_video: Callable | None = None,
-                 size: tuple[int, int] | None = None):
+                 size: tuple[int, int] | None = None, window: int | None = None):
         self.transformer, self.vae, self.fps = transformer, vae, fps
         self.encode_prompt, self.encode_video = encode_prompt, encode_video
-        default_chunk, default_schedule = stream_settings(None)
-        self.schedule = schedule or default_schedule
-        self.chunk_frames = chunk_frames or default_chunk
+        longsana = stream_settings(None)
+        self.schedule = schedule or longsana.schedule
+        self.chunk_frames = chunk_frames or longsana.chunk_frames
+        self.window = window
         self.size = size or default_size(transformer.config.sample_size)
         sc.renoise_inputs(self.schedule)  # an InputError now for a schedule the sampler cannot run
         stream_decoder = getattr(vae, "stream_decoder", None)
@@ -106,7 +108,7 @@ class StreamingPipeline:
         returned :class:`StreamRequest` has them filled in, and the chunk plan. ``chunk_frames`` None: the
         folder's (:func:`~sana_jax.pipelines.stream_chunks.stream_settings`)."""
         pf = folder if isinstance(folder, PipelineFolder) else PipelineFolder.open(folder)
-        chunk_frames = chunk_frames or stream_settings(pf.defaults().get("stream"))[0]
+        chunk_frames = chunk_frames or stream_settings(pf.defaults().get("stream")).chunk_frames
         return check_stream(cls._streaming_vae(pf), pf.patch_size(), pf.default_size(), seconds=seconds,
                             num_chunks=num_chunks, chunk_frames=chunk_frames, fps=fps, height=height, width=width,
                             window=window, prompts_at=prompts_at)
@@ -132,9 +134,10 @@ class StreamingPipeline:
             cond, _ = pipe.encode_prompt([text], None, motion_score=motion_score)
             return cond["text"], cond["mask"]
 
-        chunk_frames, schedule = stream_settings(pipe.defaults.get("stream"))
-        kw.setdefault("chunk_frames", chunk_frames)
-        kw.setdefault("schedule", schedule)
+        settings = stream_settings(pipe.defaults.get("stream"))
+        kw.setdefault("chunk_frames", settings.chunk_frames)
+        kw.setdefault("schedule", settings.schedule)
+        kw.setdefault("window", settings.window)
         return cls(pipe.transformer, pipe.vae, encode, fps=kw.pop("fps", None) or pipe.fps,
                    encode_video=pipe.encode_video, size=pipe.default_size(), **kw)
 
@@ -236,9 +239,10 @@ class StreamingPipeline:
         """Generate chunk by chunk, yielding each chunk's frames once they are on the host (chunk c+1 is already
         queued on the device). ``prompts_at[c]`` switches the prompt from chunk c on (read when chunk c starts, so
         the mapping may be filled while streaming; same text length ⇒ no recompilation). ``window``: attend to the
-        last ``window`` chunks only (None: all). ``profile``: wait for each stage to time it (no overlap).
+        last ``window`` chunks only (None: the pipeline's — a distilled student's folder sets it — else all). ``profile``: wait for each stage to time it (no overlap).
         ``image``/``video``: start from these frames (:meth:`encode_context`; the chunks yielded are the new ones)."""
         start = time.perf_counter()
+        window = self.window if window is None else window
         request = self.check_inputs(seconds=seconds, num_chunks=num_chunks, chunk_frames=chunk_frames, height=height,
                                     width=width, window=window, prompts_at=prompts_at)
         request, context = self._context(request, image, video)
@@ -333,6 +337,7 @@ class StreamingPipeline:
         has ``interrupted=True``. Memory stays constant: nothing is kept per chunk but its timing.
         """
         start = time.perf_counter()
+        window = self.window if window is None else window
         request = self.check_inputs(seconds=seconds, num_chunks=num_chunks, chunk_frames=chunk_frames, height=height,
                                     width=width, window=window, prompts_at=prompts_at)
         if out is not None and writer is not None:
