@@ -30,6 +30,9 @@ def add_parser(kinds) -> None:
                    help="latent frames per chunk the student generates at once (the first takes the remainder)")
     p.add_argument("--student-steps", type=int, default=len(_DEFAULTS.student_timesteps),
                    help="denoising steps per chunk (4: LongSANA's t = 1000, 960, 889, 727; else evenly spaced)")
+    p.add_argument("--timesteps", default=None, metavar="T1,T2,...",
+                   help="the student's timesteps per chunk instead of --student-steps' (decreasing, in (0, 1000]), "
+                        "e.g. 1000,750,500,250")
     p.add_argument("--ode-pairs", type=int, default=0, help="teacher ODE trajectories to sample for ODE init")
     p.add_argument("--ode-steps", type=int, default=0, help="ODE-regression steps before DMD")
     p.add_argument("--frames", type=int, default=None, help="training clip length in frames (default: the "
@@ -74,8 +77,15 @@ def read_prompts(path: str) -> list[str]:
 
 def config_from(args, guidance: float) -> DistillConfig:
     from sana_jax.distill.config import default_timesteps
+    from sana_jax.errors import InputError
 
-    return DistillConfig(chunk_frames=args.chunk_frames, student_timesteps=default_timesteps(args.student_steps),
+    timesteps = default_timesteps(args.student_steps)
+    if args.timesteps:
+        try:
+            timesteps = tuple(float(t) for t in args.timesteps.split(","))
+        except ValueError as e:
+            raise InputError(f"--timesteps {args.timesteps!r}: expected numbers separated by commas") from e
+    return DistillConfig(chunk_frames=args.chunk_frames, student_timesteps=timesteps,
                          guidance_scale=guidance, ode_steps=args.ode_steps, critic_updates=args.critic_updates,
                          learning_rate=args.lr, critic_learning_rate=args.critic_lr, ema_decay=args.ema or None,
                          dmd_shift=args.dmd_shift, compute_dtype=args.dtype, remat=args.remat,
