@@ -190,7 +190,10 @@ def _short(value) -> str:
 
 
 def _plain(value):
-    """A field value as JSON writes it: tuples as lists, nested dataclasses as objects."""
+    """A field value as JSON writes it: tuples as lists, nested dataclasses as objects (their ``to_dict()`` when
+    they have one)."""
+    if dataclasses.is_dataclass(value) and hasattr(value, "to_dict"):
+        return value.to_dict()
     if dataclasses.is_dataclass(value):
         return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if isinstance(value, (list, tuple)):

@@ -55,6 +55,46 @@ def test_the_right_network_output_gives_the_true_velocity():
     np.testing.assert_allclose(target[-1], x0[-1], atol=1e-6)
 
 
+def test_x0_target_predicts_the_clean_latents():
+    """target "x0": x0̂ = F at every σ (no skip), so F = x0 gives v̂ = ε − x0; the velocity stays finite at σ = 0
+    (the commit pass of streaming), where x − σ·v̂ is still F; c_in is the same as EDM's."""
+    pre = FlowPreconditioning(sigma_data=1.0, noise_scale=0.1, target="x0")
+    rng = np.random.default_rng(2)
+    x0, eps = rng.standard_normal((2, len(SIGMAS), 6))
+    s = SIGMAS.astype(np.float64)[:, None]
+    x = (1 - s) * x0 + s * eps
+    v = np.asarray(pre.velocity(jnp.asarray(x, jnp.float32), jnp.asarray(x0, jnp.float32), SIGMAS[:, None]))
+    np.testing.assert_allclose(v[1:], (eps - x0)[1:], rtol=1e-4, atol=1e-4)
+    at_zero = pre.velocity(jnp.asarray(x0, jnp.float32), jnp.asarray(x0 + 0.5, jnp.float32), jnp.zeros((7, 1)))
+    assert np.all(np.isfinite(np.asarray(at_zero)))
+    edm = FlowPreconditioning(sigma_data=1.0, noise_scale=0.1)
+    np.testing.assert_array_equal(pre.input_scale(jnp.asarray(SIGMAS)), edm.input_scale(jnp.asarray(SIGMAS)))
+    assert pre.to_dict() == {"sigma_data": 1.0, "noise_scale": 0.1, "target": "x0"}
+    assert "target" not in edm.to_dict()  # folders written before the option stay as they were
+    assert FlowPreconditioning.from_dict(pre.to_dict()) == pre
+
+
+def test_x0_target_trains_on_the_clean_latents_error():
+    """With the x0 target's loss weight (σ²) the flow-matching loss is the error of F's own prediction: an F off by
+    δ everywhere scores mean(δ²) at whatever noise levels are drawn (unweighted, δ²/σ²)."""
+    from sana_jax.training import flow_matching_loss
+
+    pre = FlowPreconditioning(noise_scale=0.1, target="x0")
+    rng = np.random.default_rng(3)
+    x0 = jnp.asarray(rng.standard_normal((4, 2, 4, 4, 3)), jnp.float32)
+    delta = jnp.asarray(rng.standard_normal(x0.shape), jnp.float32) * 0.1
+    text, mask = jnp.zeros((4, 1, 2)), jnp.ones((4, 1), jnp.int32)
+
+    def predict(x_t, _text, t, _mask):
+        return pre.velocity(x_t, x0 + delta, sigma_per_frame(t, 4, 2))
+
+    key = jax.random.key(0)
+    weighted = flow_matching_loss(predict, x0, text, mask, key, loss_weight=pre.loss_weight)
+    assert float(weighted) == pytest.approx(float(jnp.mean(jnp.square(delta))), rel=1e-4)
+    assert float(flow_matching_loss(predict, x0, text, mask, key)) > 2 * float(weighted)
+    np.testing.assert_array_equal(FlowPreconditioning().loss_weight(jnp.asarray(SIGMAS)), np.ones(len(SIGMAS)))
+
+
 def test_input_scale_bounds_the_noise_and_is_edm_at_scale_one():
     s = jnp.asarray(SIGMAS)
     for scale in (0.1, 0.3):
@@ -66,7 +106,7 @@ def test_input_scale_bounds_the_noise_and_is_edm_at_scale_one():
 
 
 @pytest.mark.parametrize("bad", [{"noise_scale": 0.0}, {"sigma_data": -1.0}, {"noise_scale": "big"},
-                                 {"scale": 0.1}])
+                                 {"scale": 0.1}, {"target": "eps"}])
 def test_bad_preconditioning_is_refused(bad):
     with pytest.raises(ConfigError, match="preconditioning"):
         FlowPreconditioning.from_dict(bad)

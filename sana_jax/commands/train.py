@@ -108,6 +108,9 @@ def add_parser(sub) -> None:
                       help="wrap the DiT in EDM-style preconditioning (x0 from c_skip, c_out around the network, "
                            "its input noise scaled to at most S; sana_jax/models/preconditioning.py; default 0.1); "
                            "0: none, the plain velocity DiT")
+    demo.add_argument("--target", choices=("x0", "edm"), default=None,
+                      help="what the preconditioned DiT's network predicts: x0, the clean latents at every noise "
+                           "level (default), or edm, Karras et al.'s skip form x0 = c_skip·x + c_out·F")
     demo.add_argument("--unnamed-background", choices=(*BACKGROUNDS, "any"), default=None,
                       help="the background of clips whose caption names none: one fixed background (default "
                            "black), or any of the three at random")
@@ -224,7 +227,7 @@ def run_demo(args: argparse.Namespace) -> int:
                                    ("dit_batch", args.dit_batch), ("learning_rate", args.lr),
                                    ("paths", args.paths), ("timestep_sampling", args.timestep_sampling),
                                    ("pure_noise_fraction", args.pure_noise_fraction),
-                                   ("flow_shift", args.flow_shift),
+                                   ("flow_shift", args.flow_shift), ("target", args.target),
                                    ("ema_decay", args.ema_decay))
                  if v is not None}
     if args.noise_scale is not None:  # 0 asks for the plain velocity model explicitly

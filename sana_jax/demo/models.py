@@ -50,9 +50,9 @@ def text_encoder_config() -> GemmaConfig:
                        query_pre_attn_scalar=32.0, sliding_window=64, max_position_embeddings=64, pad_token_id=0)
 
 
-def transformer_config(noise_scale: float | None = None) -> SanaVideoConfig:
+def transformer_config(noise_scale: float | None = None, target: str = "edm") -> SanaVideoConfig:
     """The demo DiT; with ``noise_scale``, a :class:`PreconditionedConfig`: the DiT wrapped in
-    :class:`FlowPreconditioning` (σ_d = 1: normalised latents). Build it with
+    :class:`FlowPreconditioning` (σ_d = 1: normalised latents; ``target`` "edm" or "x0"). Build it with
     :func:`sana_jax.models.preconditioning.build_transformer`."""
     config = SanaVideoConfig(in_channels=16, out_channels=16, num_attention_heads=4, attention_head_dim=32,
                              num_layers=6, num_cross_attention_heads=4, cross_attention_head_dim=32,
@@ -60,7 +60,8 @@ def transformer_config(noise_scale: float | None = None) -> SanaVideoConfig:
                              mlp_ratio=2.5, sample_size=SIZE // 8, patch_size=(1, 2, 2))
     if noise_scale is None:
         return config
-    return PreconditionedConfig.wrap(config, FlowPreconditioning(sigma_data=1.0, noise_scale=noise_scale))
+    return PreconditionedConfig.wrap(config, FlowPreconditioning(sigma_data=1.0, noise_scale=noise_scale,
+                                                                  target=target))
 
 
 def vae_config(**stats) -> PatchVAEConfig:

@@ -21,6 +21,7 @@ VAE of the earlier default model, ``vae_from``), the second continuing its DiT f
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -40,7 +41,7 @@ from sana_jax.io.files import atomic_directory
 DEFAULTS = {"clips": 3000, "vae_steps": 600, "vae_batch": 16, "dit_steps": 1000, "dit_batch": 32,
             "learning_rate": 1e-3, "ema_decay": 0.99, "seed": 0, "vae_from": None, "dit_from": None,
             "paths": "lane", "timestep_sampling": "uniform", "pure_noise_fraction": 0.25,
-            "noise_scale": 0.1, "unnamed_background": "black", "flow_shift": 3.0}
+            "noise_scale": 0.1, "target": "x0", "unnamed_background": "black", "flow_shift": 3.0}
 
 
 def render_clips(count: int, seed: int, paths: str = "anywhere", background: str | None = None,
@@ -141,16 +142,18 @@ def evaluate(pipe, prompts: list[str], *, seed: int = 0, batch: int = 8, wrap: b
 
 
 def starting_models(seed: int, dit_from: str | Path | None = None,
-                    noise_scale: float | None = DEFAULTS["noise_scale"]):
+                    noise_scale: float | None = DEFAULTS["noise_scale"], target: str = DEFAULTS["target"]):
     """``(transformer, text_encoder)`` the DiT training starts from: freshly initialised (``nnx.Rngs(seed + 1)``),
     or, with ``dit_from``, those of a pipeline folder written by an earlier run of this recipe (the DiT has learnt to
-    read that text encoder), so that a run can continue another on other data. ``noise_scale``: the DiT's
-    preconditioning (:func:`models.transformer_config`), which a ``dit_from`` folder must share. A folder that is
-    not such a pipeline is refused here, before any rendering or training."""
+    read that text encoder), so that a run can continue another on other data. ``noise_scale`` and ``target``: the
+    DiT's preconditioning (:func:`models.transformer_config`); a ``dit_from`` folder must share its noise scale,
+    and its weights are taken into the requested ``target`` (an "edm" DiT can be continued as an "x0" one: the
+    network is the same, only what its output means changes). A folder that is not such a pipeline is refused
+    here, before any rendering or training."""
     from sana_jax.models.gemma import Gemma
-    from sana_jax.models.preconditioning import build_transformer
+    from sana_jax.models.preconditioning import PreconditionedConfig, build_transformer
 
-    config = models.transformer_config(noise_scale)
+    config = models.transformer_config(noise_scale, target)
     if dit_from is None:
         rngs = nnx.Rngs(seed + 1)
         text_encoder = Gemma(models.text_encoder_config(), rngs=rngs)
@@ -159,6 +162,14 @@ def starting_models(seed: int, dit_from: str | Path | None = None,
     if not (start / "transformer").is_dir() or not (start / "text_encoder").is_dir():
         raise InputError(f"dit_from {start} is not a demo pipeline folder (it needs transformer/ and text_encoder/)")
     transformer, text_encoder = converters.load(start / "transformer"), converters.load(start / "text_encoder")
+    if isinstance(transformer.config, PreconditionedConfig) and isinstance(config, PreconditionedConfig):
+        as_requested = dataclasses.replace(transformer.config.preconditioning,
+                                           target=config.preconditioning.target)
+        if as_requested != transformer.config.preconditioning:
+            retargeted = build_transformer(dataclasses.replace(transformer.config, preconditioning=as_requested),
+                                           rngs=nnx.Rngs(0))
+            nnx.update(retargeted, nnx.state(transformer))
+            transformer = retargeted
     if transformer.config != config or text_encoder.config != models.text_encoder_config():
         raise InputError(f"dit_from {start}: its DiT or text encoder is not the demo's configuration (with "
                          f"preconditioning {getattr(config, 'preconditioning', None)})")
@@ -204,7 +215,7 @@ def make_default_model(out: str | Path, *, work: str | Path | None = None, progr
                          total_steps=args["dit_steps"], ema_decay=args["ema_decay"], text_dropout=0.1,
                          flow_shift=args["flow_shift"],
                          batch_size=args["dit_batch"], seed=seed)
-    start_models = starting_models(seed, args["dit_from"], args["noise_scale"])
+    start_models = starting_models(seed, args["dit_from"], args["noise_scale"], args["target"])
     start = time.perf_counter()
     frames, captions = render_clips(args["clips"], seed, args["paths"],
                                     unnamed_background=args["unnamed_background"])

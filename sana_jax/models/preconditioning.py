@@ -19,6 +19,15 @@ copied through from the noise as a plain velocity model must.
 F's input never has a std above s while the signal part keeps EDM's scale (s = 1 is EDM). With pure noise in, the
 DiT then reads the caption rather than the noise (why the embedded default model uses it: docs/default-model.md).
 
+``target="x0"`` drops the skip (``c_skip = 0``, ``c_out = 1``): F predicts the clean latents at every σ, and
+``v̂ = (x − F)/σ`` (σ floored at :data:`MIN_SIGMA`, so a clean pass at σ = 0 stays finite). Under EDM's skip
+(``target="edm"``), ``c_skip ≈ 1`` below σ ≈ 0.5: the noisy input is copied into x0̂ and F has to cancel its noise,
+which F sees scaled by ``c_in`` — at most ``noise_scale`` — so the cancelling term needs a gain of ``σ/(c_in·σ)``
+≈ 1/``noise_scale`` or more. A small DiT trained mostly near σ = 1 never learns that gain: its x0̂ keeps the noise
+of its input below σ ≈ 0.8, the ODE sampler carries that noise to the end, and the decoder draws it as blocks of
+colour (the first embedded default model: docs/default-model.md). With ``target="x0"`` F simply does not pass the
+(scaled-down) noise through.
+
 The wrapper is a model of its own, :class:`PreconditionedTransformer` (config :class:`PreconditionedConfig`): the
 SANA-Video DiT's parameters under the same names, its call, and ``c_in`` / the velocity composed around the plain
 network. The block-causal forms take it through :func:`preconditioned`. The core DiT knows nothing of it.
@@ -39,18 +48,25 @@ from sana_jax.errors import ConfigError
 from sana_jax.models.sana_video import SanaVideoConfig, SanaVideoTransformer
 
 
+TARGETS = ("edm", "x0")
+MIN_SIGMA = 1e-3  # target "x0": the velocity's σ floor (the commit pass of streaming runs at σ = 0)
+
+
 @dataclasses.dataclass(frozen=True)
 class FlowPreconditioning:
     """The constants of the wrapper (module docstring): the data's std and the largest std of F's input noise."""
 
     sigma_data: float = 1.0
     noise_scale: float = 0.1
+    target: str = "edm"  # "edm": x0̂ = c_skip·x + c_out·F; "x0": x0̂ = F
 
     def __post_init__(self):
         for name in ("sigma_data", "noise_scale"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not value > 0:
                 raise ConfigError(f"preconditioning {name} must be a positive number, got {value!r}")
+        if self.target not in TARGETS:
+            raise ConfigError(f"preconditioning target must be one of {TARGETS}, got {self.target!r}")
 
     @classmethod
     def from_dict(cls, config: Mapping[str, Any]) -> "FlowPreconditioning":
@@ -62,16 +78,30 @@ class FlowPreconditioning:
             raise ConfigError(f"unknown preconditioning keys {sorted(unknown)}")
         return cls(**config)
 
-    def to_dict(self) -> dict[str, float]:
-        return dataclasses.asdict(self)
+    def to_dict(self) -> dict[str, float | str]:
+        out = dataclasses.asdict(self)
+        if self.target == "edm":  # folders written before the option existed stay byte-identical
+            del out["target"]
+        return out
 
     def input_scale(self, sigma: jax.Array) -> jax.Array:
         """``c_in(σ)``: multiplies the noisy latents before the patch embedding."""
         sd2 = self.sigma_data ** 2
         return jax.lax.rsqrt(jnp.square(1.0 - sigma) * sd2 + jnp.square(sigma / self.noise_scale))
 
+    def loss_weight(self, sigma: jax.Array) -> jax.Array:
+        """The weight of a sample's velocity error in training: 1 for "edm"; σ² for "x0", so that the loss is the
+        squared error of F's own prediction, x0̂ − x0 = −σ·(v̂ − v) (the velocity error alone weighs σ → 0, where
+        the clean latents are all but given, by 1/σ²)."""
+        if self.target == "x0":
+            return jnp.square(sigma)
+        return jnp.ones_like(sigma)
+
     def velocity(self, x: jax.Array, out: jax.Array, sigma: jax.Array) -> jax.Array:
-        """``v̂ = a(σ)·x − b(σ)·F`` from the noisy latents ``x`` and the network's output ``out`` (float32)."""
+        """``v̂ = a(σ)·x − b(σ)·F`` from the noisy latents ``x`` and the network's output ``out`` (float32); with
+        ``target="x0"``, ``(x − F)/max(σ, MIN_SIGMA)``."""
+        if self.target == "x0":
+            return (x.astype(jnp.float32) - out.astype(jnp.float32)) / jnp.maximum(sigma, MIN_SIGMA)
         sd2 = self.sigma_data ** 2
         d = jnp.square(1.0 - sigma) * sd2 + jnp.square(sigma)
         a = (sigma - (1.0 - sigma) * sd2) / d

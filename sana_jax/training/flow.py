@@ -66,8 +66,10 @@ def drop_text(key: jax.Array, text: jax.Array, mask: jax.Array, null_text: jax.A
 
 def flow_matching_loss(predict, x0: jax.Array, text: jax.Array, mask: jax.Array, key: jax.Array, *,
                        shift: float = 3.0, sampling: str = "logit_normal", pure_noise_fraction: float = 0.0,
-                       null_text=None, null_mask=None, text_dropout: float = 0.0) -> jax.Array:
-    """Mean squared error between ``predict(x_σ, text, σ·1000, mask)`` and ``v = ε − x0`` (float32)."""
+                       null_text=None, null_mask=None, text_dropout: float = 0.0,
+                       loss_weight=None) -> jax.Array:
+    """Mean squared error between ``predict(x_σ, text, σ·1000, mask)`` and ``v = ε − x0`` (float32); with
+    ``loss_weight`` (σ (B,) → weights (B,), e.g. a preconditioning's), each sample's error is weighted by it."""
     k_sigma, k_noise, k_drop = jax.random.split(key, 3)
     sigma = sample_sigmas(k_sigma, x0.shape[0], shift=shift, sampling=sampling,
                           pure_noise_fraction=pure_noise_fraction)
@@ -78,4 +80,8 @@ def flow_matching_loss(predict, x0: jax.Array, text: jax.Array, mask: jax.Array,
             raise InputError("text_dropout > 0 needs the empty prompt's embedding (null_text, null_mask)")
         text, mask = drop_text(k_drop, text, mask, null_text, null_mask, text_dropout)
     pred = predict(x_t, text, sigma * 1000.0, mask)
-    return jnp.mean(jnp.square(pred.astype(jnp.float32) - target))
+    error = jnp.square(pred.astype(jnp.float32) - target)
+    if loss_weight is None:
+        return jnp.mean(error)
+    weight = loss_weight(sigma).reshape((-1,) + (1,) * (error.ndim - 1))
+    return jnp.mean(weight * error)
