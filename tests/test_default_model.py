@@ -34,19 +34,20 @@ def test_ships_small_and_complete():
 
 
 def test_the_shipped_dit_is_the_recipes_preconditioned_dit():
-    """The DiT loads wrapped in the preconditioning of the recipe that made it (config.json's "preconditioning"
-    key); the recipe builds the same wrapper from scratch, and the plain one without a noise scale."""
+    """The DiT loads wrapped in the preconditioning of the recipe run that made it (config.json's "preconditioning"
+    key: noise scale and target); the recipe builds the same wrapper from scratch, and the plain one without a noise
+    scale."""
     import converters
     from flax import nnx
 
     from sana_jax.models import PreconditionedTransformer, SanaVideoTransformer
 
     shipped = converters.load(DEFAULT / "transformer")
-    noise_scale = json.loads((DEFAULT / "recipe.json").read_text())["settings"]["noise_scale"]
+    settings = json.loads((DEFAULT / "recipe.json").read_text())["settings"]
     assert type(shipped) is PreconditionedTransformer
-    assert shipped.config == models.transformer_config(noise_scale) == models.transformer_config(
-        recipe.DEFAULTS["noise_scale"])
-    fresh = nnx.eval_shape(lambda: recipe.starting_models(0)[0])
+    assert shipped.config == models.transformer_config(settings["noise_scale"], settings["target"])
+    assert settings["noise_scale"] == recipe.DEFAULTS["noise_scale"]
+    fresh = nnx.eval_shape(lambda: recipe.starting_models(0, target=settings["target"])[0])
     assert type(fresh) is PreconditionedTransformer and fresh.config == shipped.config
     plain = nnx.eval_shape(lambda: recipe.starting_models(0, noise_scale=None)[0])
     assert type(plain) is SanaVideoTransformer
@@ -141,7 +142,8 @@ def test_recipe_can_start_from_an_earlier_dit(tmp_path):
 
     from sana_jax.errors import InputError
 
-    transformer, text_encoder = recipe.starting_models(0, DEFAULT)
+    transformer, text_encoder = recipe.starting_models(0, DEFAULT, target="edm")  # retargeted: the same weights
+    assert transformer.config.preconditioning.target == "edm"
     for model, component in ((transformer, "transformer"), (text_encoder, "text_encoder")):
         got, want = flat_params(model), flat_params(converters.load(DEFAULT / component))
         assert got.keys() == want.keys()

@@ -109,8 +109,9 @@ def add_parser(sub) -> None:
                            "its input noise scaled to at most S; sana_jax/models/preconditioning.py; default 0.1); "
                            "0: none, the plain velocity DiT")
     demo.add_argument("--target", choices=("x0", "edm"), default=None,
-                      help="what the preconditioned DiT's network predicts: x0, the clean latents at every noise "
-                           "level (default), or edm, Karras et al.'s skip form x0 = c_skip·x + c_out·F")
+                      help="what the preconditioned DiT's network predicts: edm, Karras et al.'s skip form "
+                           "x0 = c_skip·x + c_out·F (default), or x0, the clean latents at every noise level (an "
+                           "edm --dit-from continues as x0)")
     demo.add_argument("--unnamed-background", choices=(*BACKGROUNDS, "any"), default=None,
                       help="the background of clips whose caption names none: one fixed background (default "
                            "black), or any of the three at random")

@@ -41,7 +41,7 @@ from sana_jax.io.files import atomic_directory
 DEFAULTS = {"clips": 3000, "vae_steps": 600, "vae_batch": 16, "dit_steps": 1000, "dit_batch": 32,
             "learning_rate": 1e-3, "ema_decay": 0.99, "seed": 0, "vae_from": None, "dit_from": None,
             "paths": "lane", "timestep_sampling": "uniform", "pure_noise_fraction": 0.25,
-            "noise_scale": 0.1, "target": "x0", "unnamed_background": "black", "flow_shift": 3.0}
+            "noise_scale": 0.1, "target": "edm", "unnamed_background": "black", "flow_shift": 3.0}
 
 
 def render_clips(count: int, seed: int, paths: str = "anywhere", background: str | None = None,
