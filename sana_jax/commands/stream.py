@@ -20,7 +20,7 @@ def add_parser(sub) -> None:
     p.add_argument("--model", default=None,
                    help="diffusers pipeline folder (model_index.json), its Hugging Face Hub id (org/name, from the "
                         "hub's cache), or a student made by `sana-jax train distill` (default: the embedded "
-                        "streaming default, a tiny student of the shapes world)")
+                        "streaming default, a tiny student of the shapes world, when the package ships one)")
     length = p.add_mutually_exclusive_group()
     length.add_argument("--seconds", type=float, default=None, help="video length in seconds (default 10)")
     length.add_argument("--chunks", type=int, default=None,
