@@ -92,6 +92,15 @@ def test_x0_target_trains_on_the_clean_latents_error():
     weighted = flow_matching_loss(predict, x0, text, mask, key, loss_weight=pre.loss_weight)
     assert float(weighted) == pytest.approx(float(jnp.mean(jnp.square(delta))), rel=1e-4)
     assert float(flow_matching_loss(predict, x0, text, mask, key)) > 2 * float(weighted)
+    # the distillation critic's flow loss takes the same weight (its model's: model_loss_weight)
+    from sana_jax.distill.dmd import critic_loss
+    from sana_jax.training.flow import model_loss_weight
+
+    wrapped = PreconditionedTransformer(PreconditionedConfig.wrap(tiny_config(), pre), rngs=nnx.Rngs(0))
+    assert model_loss_weight(wrapped) == pre.loss_weight
+    assert model_loss_weight(SanaVideoTransformer(tiny_config(), rngs=nnx.Rngs(0))) is None
+    critic = critic_loss(lambda x_t, t: predict(x_t, None, t, None), x0, key, loss_weight=pre.loss_weight)
+    assert float(critic) == pytest.approx(float(jnp.mean(jnp.square(delta))), rel=1e-4)
     np.testing.assert_array_equal(FlowPreconditioning().loss_weight(jnp.asarray(SIGMAS)), np.ones(len(SIGMAS)))
 
 

@@ -166,10 +166,9 @@ def starting_models(seed: int, dit_from: str | Path | None = None,
         as_requested = dataclasses.replace(transformer.config.preconditioning,
                                            target=config.preconditioning.target)
         if as_requested != transformer.config.preconditioning:
-            retargeted = build_transformer(dataclasses.replace(transformer.config, preconditioning=as_requested),
-                                           rngs=nnx.Rngs(0))
-            nnx.update(retargeted, nnx.state(transformer))
-            transformer = retargeted
+            graphdef = nnx.graphdef(nnx.eval_shape(lambda: build_transformer(
+                dataclasses.replace(transformer.config, preconditioning=as_requested), rngs=nnx.Rngs(0))))
+            transformer = nnx.merge(graphdef, nnx.state(transformer))  # the same weights, read as requested
     if transformer.config != config or text_encoder.config != models.text_encoder_config():
         raise InputError(f"dit_from {start}: its DiT or text encoder is not the demo's configuration (with "
                          f"preconditioning {getattr(config, 'preconditioning', None)})")

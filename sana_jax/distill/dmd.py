@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 
 from sana_jax.errors import InputError
-from sana_jax.training.flow import noisy_and_target, shift_sigmas
+from sana_jax.training.flow import noisy_and_target, shift_sigmas, velocity_error
 
 Denoiser = Callable[[jax.Array, jax.Array], jax.Array]  # (x_t, sigma (B,)) -> x0 estimate
 
@@ -112,13 +112,13 @@ def distribution_matching_loss(x: jax.Array, key: jax.Array, real: Denoiser, fak
 
 
 def critic_loss(fake_velocity: Callable[[jax.Array, jax.Array], jax.Array], x: jax.Array, key: jax.Array,
-                settings: DMDSettings = DMDSettings()) -> jax.Array:
+                settings: DMDSettings = DMDSettings(), loss_weight=None) -> jax.Array:
     """The critic's flow loss on the generator's samples: mean ‖fake_velocity(x_t, σ·1000) − (ε − x)‖² with
     ``x`` held constant (the generator is not trained by it) and σ drawn as for the generator loss
-    (Self-Forcing ``DMD.critic_loss``, ``denoising_loss_type: flow``)."""
+    (Self-Forcing ``DMD.critic_loss``, ``denoising_loss_type: flow``); ``loss_weight``: the critic's per-sample
+    weight by σ (:func:`sana_jax.training.flow.model_loss_weight`), as its flow-matching training has it."""
     k_sigma, k_noise = jax.random.split(key)
     sigma = dmd_sigmas(k_sigma, x.shape[0], settings)
     x_const = jax.lax.stop_gradient(x).astype(jnp.float32)
     x_t, target = noisy_and_target(x_const, jax.random.normal(k_noise, x.shape, jnp.float32), sigma)
-    pred = fake_velocity(x_t, sigma * 1000.0).astype(jnp.float32)
-    return jnp.mean(jnp.square(pred - target))
+    return velocity_error(fake_velocity(x_t, sigma * 1000.0), target, sigma, loss_weight)

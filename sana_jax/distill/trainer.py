@@ -30,6 +30,7 @@ from sana_jax.errors import InputError
 from sana_jax.models import sana_video_causal as sc
 from sana_jax.sampling.schedules import Schedule, longsana_schedule
 from sana_jax.training.config import TrainConfig
+from sana_jax.training.flow import model_loss_weight
 from sana_jax.training.params import ParamTree, place_batch, set_compute
 from sana_jax.training.trainer import ema_update, fit, make_optimizer
 
@@ -137,7 +138,7 @@ class DistillTrainer:
     def _critic_loss(self, critic_params, video, batch, key):
         critic = self.critic.merge(critic_params)
         return critic_loss(lambda x_t, t: _velocity(critic)(x_t, t, batch["text"], batch["mask"]), video, key,
-                           self.dmd)
+                           self.dmd, loss_weight=model_loss_weight(critic))
 
     # -- steps -------------------------------------------------------------------------------------------------
 

@@ -23,10 +23,10 @@ DiT then reads the caption rather than the noise (why the embedded default model
 ``v̂ = (x − F)/σ`` (σ floored at :data:`MIN_SIGMA`, so a clean pass at σ = 0 stays finite). Under EDM's skip
 (``target="edm"``), ``c_skip ≈ 1`` below σ ≈ 0.5: the noisy input is copied into x0̂ and F has to cancel its noise,
 which F sees scaled by ``c_in`` (its std at most ``noise_scale``), so F must amplify it by ``c_skip/(c_out·c_in)``
-— 7 to 21 for 0.05 ≤ σ ≤ 0.5 at noise scale 0.1 (with EDM's own ``c_in``: 1 to 19). A small DiT trained mostly near σ = 1 never learns that gain: its x0̂ keeps the noise
-of its input below σ ≈ 0.8, the ODE sampler carries that noise to the end, and the decoder draws it as blocks of
-colour (the first embedded default model: docs/default-model.md). With ``target="x0"`` F simply does not pass the
-(scaled-down) noise through.
+— 7 to 21 for 0.05 ≤ σ ≤ 0.5 at noise scale 0.1 (with EDM's own ``c_in``: 1 to 19). A small DiT trained mostly
+near σ = 1 never learns that gain: its x0̂ keeps the noise of its input below σ ≈ 0.8, the ODE sampler carries that
+noise to the end, and the decoder draws it as blocks of colour (the first embedded default model:
+docs/default-model.md). With ``target="x0"`` F simply does not pass the (scaled-down) noise through.
 
 The wrapper is a model of its own, :class:`PreconditionedTransformer` (config :class:`PreconditionedConfig`): the
 SANA-Video DiT's parameters under the same names, its call, and ``c_in`` / the velocity composed around the plain

@@ -80,8 +80,19 @@ def flow_matching_loss(predict, x0: jax.Array, text: jax.Array, mask: jax.Array,
             raise InputError("text_dropout > 0 needs the empty prompt's embedding (null_text, null_mask)")
         text, mask = drop_text(k_drop, text, mask, null_text, null_mask, text_dropout)
     pred = predict(x_t, text, sigma * 1000.0, mask)
+    return velocity_error(pred, target, sigma, loss_weight)
+
+
+def velocity_error(pred: jax.Array, target: jax.Array, sigma: jax.Array, loss_weight=None) -> jax.Array:
+    """Mean squared error of predicted velocities (float32), each sample's weighted by ``loss_weight(σ)`` when
+    given (σ (B,) → weights (B,))."""
     error = jnp.square(pred.astype(jnp.float32) - target)
     if loss_weight is None:
         return jnp.mean(error)
-    weight = loss_weight(sigma).reshape((-1,) + (1,) * (error.ndim - 1))
-    return jnp.mean(weight * error)
+    return jnp.mean(loss_weight(sigma).reshape((-1,) + (1,) * (error.ndim - 1)) * error)
+
+
+def model_loss_weight(model):
+    """The per-sample loss weight a DiT asks for: its preconditioning's ``loss_weight(σ)``, None for a plain DiT."""
+    preconditioning = getattr(model.config, "preconditioning", None)
+    return None if preconditioning is None else preconditioning.loss_weight

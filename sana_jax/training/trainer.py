@@ -27,7 +27,7 @@ from sana_jax.errors import ConfigError, InputError
 from sana_jax.progress import progress_bar
 from sana_jax.training.checkpoints import RunDirectory
 from sana_jax.training.config import TrainConfig
-from sana_jax.training.flow import flow_matching_loss
+from sana_jax.training.flow import flow_matching_loss, model_loss_weight
 from sana_jax.training.params import ParamTree, place_batch, set_compute
 
 
@@ -105,7 +105,7 @@ class Trainer:
                                   shift=cfg.flow_shift, sampling=cfg.timestep_sampling,
                                   pure_noise_fraction=cfg.pure_noise_fraction,
                                   null_text=batch.get("null_text"), null_mask=batch.get("null_mask"),
-                                  text_dropout=cfg.text_dropout, loss_weight=_loss_weight(model))
+                                  text_dropout=cfg.text_dropout, loss_weight=model_loss_weight(model))
 
     def _train_step(self, state: dict, batch: dict):
         key = jax.random.fold_in(jax.random.key(self.config.seed), state["step"])
@@ -129,12 +129,6 @@ class Trainer:
     def fit(self, dataset, steps: int, **options) -> dict:
         """Train until ``steps`` optimiser steps are done and return the state (:func:`fit`'s options)."""
         return fit(self, dataset, steps, **options)
-
-
-def _loss_weight(model):
-    """A preconditioned DiT's per-sample loss weight (its ``loss_weight(σ)``); None for a plain DiT."""
-    preconditioning = getattr(model.config, "preconditioning", None)
-    return None if preconditioning is None else preconditioning.loss_weight
 
 
 def ema_update(ema: dict, params: dict, decay: float | None) -> dict:
