@@ -15,3 +15,7 @@ class ConfigError(SanaJaxError, ValueError):
 
 class InputError(SanaJaxError, ValueError):
     """An argument given by the user (size, frame count, path, dtype) is invalid."""
+
+
+class NumericsError(SanaJaxError):
+    """A computation produced NaN or Inf (from a bad checkpoint, setting or data); the message names the stage."""

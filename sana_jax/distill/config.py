@@ -5,7 +5,8 @@ from __future__ import annotations
 import dataclasses
 
 from sana_jax.errors import ConfigError
-from sana_jax.training.config import COMPUTE_DTYPES
+from sana_jax.training.config import COMPUTE_DTYPES, DECAY, NON_NEGATIVE, POSITIVE, SHARE, check_numbers
+from sana_jax.validate import SEED_RANGE, number_problem
 
 #: LongSANA's per-chunk timesteps (``configs/sana_video_config/longsana/480ms/*.yaml``: the shift-8 warp of
 #: [1000, 750, 500, 250]); what a distilled student runs at inference.
@@ -19,6 +20,14 @@ def default_timesteps(steps: int) -> tuple[float, ...]:
     if steps == 4:
         return LONGSANA_STUDENT_TIMESTEPS
     return tuple(1000.0 * (1 - i / steps) for i in range(steps))
+
+
+#: ranges of :class:`DistillConfig`'s numbers (:func:`~sana_jax.training.config.check_numbers`)
+_INTEGERS = {"chunk_frames": (1, None), "ode_steps": (0, None), "ode_substeps": (1, None),
+             "critic_updates": (1, None), "batch_size": (1, None), "seed": SEED_RANGE}
+_NUMBERS = {"student_shift": POSITIVE, "guidance_scale": NON_NEGATIVE, "learning_rate": POSITIVE,
+            "critic_learning_rate": POSITIVE, "adam_b1": SHARE, "adam_b2": SHARE, "weight_decay": NON_NEGATIVE,
+            "grad_clip": POSITIVE, "ema_decay": DECAY, "dmd_shift": POSITIVE, "dmd_low": DECAY, "dmd_high": DECAY}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,23 +59,16 @@ class DistillConfig:
     seed: int = 0
 
     def __post_init__(self):
-        object.__setattr__(self, "student_timesteps", tuple(float(t) for t in self.student_timesteps))
-        t = self.student_timesteps
-        if not t or any(b >= a for a, b in zip(t, t[1:])) or t[0] > 1000 or t[-1] <= 0:
+        check_numbers(self, _INTEGERS, _NUMBERS)
+        t = tuple(self.student_timesteps)
+        outside = any(number_problem(v, 0, 1000, low_open=True) for v in t)  # NaN, ±inf, a string …
+        if not t or outside or any(b >= a for a, b in zip(t, t[1:])):
             raise ConfigError(f"student_timesteps must decrease within (0, 1000], got {list(t)}")
-        if self.chunk_frames < 1:
-            raise ConfigError(f"chunk_frames must be >= 1, got {self.chunk_frames}")
-        if self.ode_steps < 0 or self.ode_substeps < 1 or self.critic_updates < 1:
-            raise ConfigError("ode_steps must be >= 0, ode_substeps and critic_updates >= 1")
-        if not 0.0 < self.dmd_low < self.dmd_high < 1.0 or self.dmd_shift <= 0:
-            raise ConfigError(f"DMD needs 0 < dmd_low < dmd_high < 1 and dmd_shift > 0, got {self.dmd_low}, "
-                              f"{self.dmd_high}, {self.dmd_shift}")
-        if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
-            raise ConfigError(f"ema_decay must be in (0, 1), got {self.ema_decay}")
+        object.__setattr__(self, "student_timesteps", tuple(float(v) for v in t))
+        if self.dmd_low >= self.dmd_high:
+            raise ConfigError(f"DMD needs dmd_low < dmd_high, got {self.dmd_low} and {self.dmd_high}")
         if self.compute_dtype not in COMPUTE_DTYPES:
             raise ConfigError(f"compute_dtype must be one of {COMPUTE_DTYPES}, got {self.compute_dtype!r}")
-        if self.batch_size < 1 or self.learning_rate <= 0 or self.critic_learning_rate <= 0:
-            raise ConfigError("batch_size and the learning rates must be > 0")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -4,11 +4,17 @@ Checkpoints are written by ``orbax.checkpoint.CheckpointManager`` into ``checkpo
 temporary folder and renames it when every file is on disk, and only renamed (committed) steps are listed, so a
 save that is killed half-way is never taken as the latest. Saves are asynchronous (training goes on while the
 previous step is written) and :meth:`RunDirectory.close` waits for the last one.
+
+Resuming takes the newest checkpoint that restores (and holds only finite values): a newer one that does not (a
+damaged file, a disk that filled up) is named in a warning and moved to ``unreadable_checkpoints/``; when none
+restores, a one-line :class:`CheckpointError` says why. Reopening a run checks ``run.json`` against the settings
+of the resumed run and names each one that changed.
 """
 
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import orbax.checkpoint as ocp
@@ -16,9 +22,11 @@ import orbax.checkpoint as ocp
 from sana_jax.config import read_json
 from sana_jax.errors import CheckpointError, ConfigError
 from sana_jax.training.config import TrainConfig
+from sana_jax.training.guard import all_finite
 
 RUN_FILE = "run.json"
 METRICS_FILE = "metrics.jsonl"
+UNREADABLE = "unreadable_checkpoints"  # where checkpoints that do not restore are moved, by step
 
 
 class RunDirectory:
@@ -28,16 +36,13 @@ class RunDirectory:
         self.path = Path(path).absolute()
         self.trainer = trainer
         self.path.mkdir(parents=True, exist_ok=True)
-        signature = trainer.run_signature(dataset)
+        signature = _as_json(trainer.run_signature(dataset))
         run_file = self.path / RUN_FILE
         if run_file.exists():
             previous = read_json(run_file, error=CheckpointError)
             if isinstance(previous.get("train"), dict):  # settings added since the run began count as their default
                 previous["train"] = {**_as_json(TrainConfig().to_dict()), **previous["train"]}
-            changed = sorted(k for k in signature if previous.get(k) != _as_json(signature[k]))
-            if changed:
-                raise ConfigError(f"{self.path} holds a run with a different {', '.join(changed)}; resume with the "
-                                  "same settings or choose a new --out folder")
+            check_same_run(self.path, previous, signature)
         else:
             tmp = run_file.with_suffix(".json.tmp")
             tmp.write_text(json.dumps(signature, indent=2, sort_keys=True))
@@ -49,18 +54,51 @@ class RunDirectory:
         return self.manager.latest_step()
 
     def restore_latest(self) -> dict | None:
-        """The state of the newest committed checkpoint, or None for a fresh run. Metrics logged after it (by an
-        interrupted run) are dropped so that the log matches the resumed run."""
-        step = self.latest_step()
-        if step is None:
-            self._truncate_metrics(0)
-            return None
+        """The state of the newest committed checkpoint that restores, or None for a fresh run. Newer ones that do
+        not restore are moved to ``unreadable_checkpoints/`` with a warning (the run retrains their steps); none
+        restoring is a CheckpointError. Metrics logged after the restored step (by an interrupted run) are dropped
+        so that the log matches the resumed run."""
+        failed = []
+        for step in sorted(self.manager.all_steps(), reverse=True):
+            try:
+                state = self._restore(step)
+            except CheckpointError as e:
+                failed.append((step, str(e)))
+                continue
+            if failed:
+                self._set_aside(failed, step)
+            self._truncate_metrics(step)
+            return state
+        if failed:
+            raise CheckpointError(f"{self.path / 'checkpoints'}: no checkpoint restores ({_newest_reason(failed)}); "
+                                  f"move the checkpoints folder aside to start again, or choose a new --out folder")
+        self._truncate_metrics(0)
+        return None
+
+    def _restore(self, step: int) -> dict:
         try:
             state = self.manager.restore(step, args=ocp.args.StandardRestore(self.trainer.abstract_state()))
-        except Exception as e:  # orbax raises assorted errors for mismatching trees
-            raise CheckpointError(f"{self.path}: cannot restore step {step} ({type(e).__name__}: {e})") from e
-        self._truncate_metrics(step)
+        except Exception as e:  # orbax and TensorStore raise assorted errors, with pages of detail
+            raise CheckpointError(first_line(e, drop=f"{self.path}/")) from e
+        if not bool(all_finite(state)):
+            raise CheckpointError("it holds NaN or infinite values")
         return state
+
+    def _set_aside(self, failed: list[tuple[int, str]], restored: int) -> None:
+        """Move the checkpoints that did not restore out of orbax's folder (it would not save those steps again)."""
+        aside = self.path / UNREADABLE
+        aside.mkdir(exist_ok=True)
+        for step, reason in failed:
+            source, target = self.path / "checkpoints" / str(step), aside / str(step)
+            n = 1
+            while target.exists():
+                n += 1
+                target = aside / f"{step}-{n}"
+            if source.exists():
+                source.rename(target)
+            warnings.warn(f"{self.path}: checkpoint step {step} does not restore ({reason}); resuming from step "
+                          f"{restored} (step {step} moved to {target})", stacklevel=3)
+        self.manager.reload()
 
     def save(self, step: int, state: dict) -> None:
         self.manager.save(step, args=ocp.args.StandardSave(state))
@@ -79,6 +117,57 @@ class RunDirectory:
     def close(self) -> None:
         self.manager.wait_until_finished()
         self.manager.close()
+
+
+def check_same_run(path: Path, previous: dict, signature: dict) -> None:
+    """A ConfigError naming each setting of ``signature`` whose value in ``previous`` (run.json) differs."""
+    changed = _changes(previous, signature)
+    if not changed:
+        return
+    groups = sorted({key.split(".")[0] for key, _, _ in changed})
+    details = [f"run.json has {key.split('.', 1)[-1]} {old}, this run {new}" for key, old, new in changed[:6]]
+    if len(changed) > 6:
+        details.append(f"{len(changed) - 6} more")
+    hint = ""
+    if any(key == "train.total_steps" for key, _, _ in changed):
+        hint = ("; the cosine schedule decays the learning rate to 0 at total_steps (--steps), so a longer run "
+                "would change the steps already taken: train the exported weights in a new run instead")
+    raise ConfigError(f"{path} holds a run with different {' and '.join(groups)} settings ({'; '.join(details)})"
+                      f"{hint}; resume with the same settings or choose a new --out folder")
+
+
+def _changes(old, new, prefix: str = "") -> list[tuple[str, str, str]]:
+    """(dotted key, value in ``old``, value in ``new``) of each leaf of ``new`` that ``old`` lacks or differs in
+    (keys only ``old`` has, e.g. dropped settings, do not count)."""
+    out = []
+    for key, value in new.items():
+        name = f"{prefix}{key}"
+        before = old.get(key, _MISSING) if isinstance(old, dict) else _MISSING
+        if isinstance(value, dict) and isinstance(before, dict):
+            out += _changes(before, value, name + ".")
+        elif before != value:
+            out.append((name, "nothing" if before is _MISSING else json.dumps(before), json.dumps(value)))
+    return out
+
+
+_MISSING = object()
+
+
+def first_line(error: BaseException, limit: int = 200, drop: str = "") -> str:
+    """``error`` in one short line: its type and the first line of its message, without TensorStore's spec dump
+    and without ``drop`` (e.g. the run folder, which the message around it names)."""
+    text = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    for cut in (" See full TensorStore details", " [tensorstore_spec="):
+        text = text.split(cut)[0]
+    text = text.replace(drop, "") if drop else text
+    text = f"{type(error).__name__}: {text}" if text else type(error).__name__
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+def _newest_reason(failed: list[tuple[int, str]]) -> str:
+    """``step 3: reason; steps 2, 1 do not restore either`` (``failed`` newest first)."""
+    (step, reason), older = failed[0], [str(s) for s, _ in failed[1:]]
+    return f"step {step}: {reason}" + (f"; steps {', '.join(older)} do not restore either" if older else "")
 
 
 def _as_json(value):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 
 from sana_jax.errors import ConfigError
+from sana_jax.validate import SEED_RANGE, integer_problem, number_problem
 
 #: Training noise-level distributions (:func:`sana_jax.training.flow.sample_sigmas`).
 TIMESTEP_SAMPLING = ("logit_normal", "uniform")
@@ -13,6 +14,31 @@ TIMESTEP_SAMPLING = ("logit_normal", "uniform")
 LR_SCHEDULES = ("constant", "cosine")
 #: Activation dtypes of training (weights and optimiser state stay float32).
 COMPUTE_DTYPES = ("float32", "bfloat16")
+
+
+def check_numbers(config, integers: dict, numbers: dict) -> None:
+    """A :class:`ConfigError` naming the first field of ``config`` that is not a finite number (an integer) in its
+    range, e.g. ``learning_rate must be a finite number, got nan``. ``integers``: field → (low, high); ``numbers``:
+    field → :func:`~sana_jax.validate.number_problem`'s range keywords; a field that is None (off) passes."""
+    problems = [(name, integer_problem(getattr(config, name), low, high)) for name, (low, high) in integers.items()
+                if getattr(config, name) is not None]
+    problems += [(name, number_problem(getattr(config, name), **limits)) for name, limits in numbers.items()
+                 if getattr(config, name) is not None]
+    for name, problem in problems:
+        if problem:
+            raise ConfigError(f"{name} {problem}")
+
+
+POSITIVE = {"low": 0, "low_open": True}
+NON_NEGATIVE = {"low": 0}
+SHARE = {"low": 0, "high": 1, "high_open": True}  # [0, 1)
+DECAY = {"low": 0, "high": 1, "low_open": True, "high_open": True}  # (0, 1)
+
+#: ranges of :class:`TrainConfig`'s numbers (:func:`check_numbers`)
+_INTEGERS = {"warmup_steps": (0, None), "total_steps": (1, None), "batch_size": (1, None), "seed": SEED_RANGE}
+_NUMBERS = {"learning_rate": POSITIVE, "weight_decay": NON_NEGATIVE, "adam_b1": SHARE, "adam_b2": SHARE,
+            "grad_clip": POSITIVE, "ema_decay": DECAY, "flow_shift": POSITIVE, "pure_noise_fraction": SHARE,
+            "text_dropout": SHARE}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,6 +65,7 @@ class TrainConfig:
     seed: int = 0
 
     def __post_init__(self):
+        check_numbers(self, _INTEGERS, _NUMBERS)
         if self.lr_schedule not in LR_SCHEDULES:
             raise ConfigError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
         if self.lr_schedule == "cosine" and (not self.total_steps or self.total_steps <= self.warmup_steps):
@@ -48,14 +75,6 @@ class TrainConfig:
             raise ConfigError(f"timestep_sampling must be one of {TIMESTEP_SAMPLING}, got {self.timestep_sampling!r}")
         if self.compute_dtype not in COMPUTE_DTYPES:
             raise ConfigError(f"compute_dtype must be one of {COMPUTE_DTYPES}, got {self.compute_dtype!r}")
-        if not 0.0 <= self.pure_noise_fraction < 1.0:
-            raise ConfigError(f"pure_noise_fraction must be in [0, 1), got {self.pure_noise_fraction}")
-        if not 0.0 <= self.text_dropout < 1.0:
-            raise ConfigError(f"text_dropout must be in [0, 1), got {self.text_dropout}")
-        if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
-            raise ConfigError(f"ema_decay must be in (0, 1), got {self.ema_decay}")
-        if self.batch_size < 1 or self.warmup_steps < 0:
-            raise ConfigError("batch_size must be ≥ 1 and warmup_steps ≥ 0")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -28,6 +28,7 @@ from sana_jax.progress import progress_bar
 from sana_jax.training.checkpoints import RunDirectory
 from sana_jax.training.config import TrainConfig
 from sana_jax.training.flow import flow_matching_loss, model_loss_weight
+from sana_jax.training.guard import DivergenceGuard
 from sana_jax.training.params import ParamTree, place_batch, set_compute
 
 
@@ -85,9 +86,17 @@ class Trainer:
         return jax.eval_shape(self.init_state)
 
     def run_signature(self, dataset) -> dict:
-        """What must not change between a run and its resumption (``run.json``)."""
-        return {"train": self.config.to_dict(), "model": self.model_config, "parameters": describe(self),
+        """What must not change between a run and its resumption (``run.json``). ``total_steps`` counts only for
+        the cosine schedule (which decays to 0 there): otherwise a finished run continues to a larger one."""
+        train = self.config.to_dict()
+        if self.config.lr_schedule != "cosine":
+            del train["total_steps"]
+        return {"train": train, "model": self.model_config, "parameters": describe(self),
                 "data": dataset.signature()}
+
+    def phase(self, step: int) -> str:
+        """What step ``step`` (0-based) trains, for messages: "warm-up" or "training"."""
+        return "warm-up" if step < self.config.warmup_steps else "training"
 
     def model_from(self, state: dict, *, ema: bool = True, dtype="float32") -> nnx.Module:
         """The model with the state's weights (the EMA weights when kept and ``ema``), computing in ``dtype``."""
@@ -142,44 +151,69 @@ def fit(trainer, dataset, steps: int, *, run_dir: str | Path | None = None, save
         keep: int = 3, log_every: int = 10, progress: bool = True,
         on_metrics: Callable[[int, dict], None] | None = None, state: dict | None = None) -> dict:
     """The training loop of any trainer with ``init_state``/``abstract_state``/``run_signature(dataset)``/
-    ``step(state, batch)`` and ``config.batch_size``/``config.seed``, over ``dataset.batch(step, size, seed)``:
-    train until ``steps`` steps are done and return the state.
+    ``step(state, batch)``/``phase(step)`` and ``config.batch_size``/``config.seed``, over
+    ``dataset.batch(step, size, seed)``: train until ``steps`` steps are done and return the state.
 
     With ``run_dir`` the run is resumable: it holds ``run.json`` (configs, checked on resume), orbax checkpoints
     under ``checkpoints/`` every ``save_every`` steps and at the end (the last ``keep`` kept), and
-    ``metrics.jsonl``. Calling ``fit`` again on the same ``run_dir`` continues from the newest complete
-    checkpoint; a checkpoint whose write was interrupted is never picked (orbax commits by an atomic rename).
+    ``metrics.jsonl``. Calling ``fit`` again on the same ``run_dir`` continues from the newest complete checkpoint
+    that restores (:meth:`RunDirectory.restore_latest`), to a larger ``steps`` too; a checkpoint whose write was
+    interrupted is never picked (orbax commits by an atomic rename).
+
+    A NaN or infinite metric (loss, gradient norm) or state ends the run with a NumericsError naming the step and
+    its stage (:mod:`sana_jax.training.guard`); nothing non-finite is saved or returned.
     """
     if steps < 1:
         raise InputError(f"steps must be ≥ 1, got {steps}")
     if dataset.size < 1:
         raise InputError("the dataset is empty")
     run = RunDirectory(run_dir, trainer, dataset, keep=keep) if run_dir is not None else None
-    if state is None:
-        state = run.restore_latest() if run is not None else None
-        state = trainer.init_state() if state is None else state
-    start = int(state["step"])
-    bar = progress_bar(progress, steps, "training", unit="step", initial=start)
+    bar = None
     try:
+        if state is None:
+            state = run.restore_latest() if run is not None else None
+            state = trainer.init_state() if state is None else state
+        start = int(state["step"])
+        if start > steps:
+            where = f"the run in {run.path}" if run is not None else "the given state"
+            raise InputError(f"steps {steps} is below step {start}, where {where} already is: give steps ≥ "
+                             f"{start} to continue it")
+        guard = DivergenceGuard(trainer.phase, lambda: _kept(run))
+        bar = progress_bar(progress, steps, "training", unit="step", initial=start)
         for step in range(start, steps):
             batch = dataset.batch(step, trainer.config.batch_size, seed=trainer.config.seed)
             state, metrics = trainer.step(state, batch)
+            guard.add(step, metrics)
             done = step + 1
-            if done % log_every == 0 or done == steps:
-                metrics = {k: float(v) for k, v in metrics.items()}
+            log_now = done % log_every == 0 or done == steps
+            save_now = run is not None and (done % save_every == 0 or done == steps)
+            if log_now or save_now:
+                metrics = guard.check()  # the steps since the last check, fetched in one go
+            if log_now:
                 if run is not None:
                     run.log(done, metrics)
                 if on_metrics is not None:
                     on_metrics(done, metrics)
                 bar.set_postfix(loss=f"{metrics['loss']:.4f}")
-            if run is not None and (done % save_every == 0 or done == steps):
+            if save_now or done == steps:
+                guard.check_state(state, done)
+            if save_now:
                 run.save(done, state)
             bar.update()
     finally:
-        bar.close()
+        if bar is not None:
+            bar.close()
         if run is not None:
             run.close()
     return state
+
+
+def _kept(run: RunDirectory | None) -> str:
+    """What a stopped run keeps, for its error."""
+    step = run.latest_step() if run is not None else None
+    if step is None:
+        return "no checkpoint was written" if run is not None else "nothing was saved"
+    return f"the last checkpoint, step {step} in {run.path / 'checkpoints'}, is kept"
 
 
 def describe(trainer: Trainer) -> dict:

@@ -1,0 +1,85 @@
+"""Checks of numbers given by a user, shared by the Python API (an :class:`InputError` naming the argument) and the
+command line (``argparse`` types from :mod:`sana_jax.commands.options`, so ``--frames 0`` is refused at parse
+time). A value is honoured or refused with its range: never replaced by a default, never NaN or infinite."""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+import numpy as np
+
+from sana_jax.errors import InputError, NumericsError
+
+#: the seeds a JAX PRNG key takes (a signed 64-bit integer; negative ones are refused to keep one spelling each)
+SEED_RANGE = (0, 2**63 - 1)
+
+
+def _range_text(low, high, low_open: bool, high_open: bool) -> str:
+    parts = []
+    if low is not None:
+        parts.append(f"{'>' if low_open else '≥'} {_plain(low)}")
+    if high is not None:
+        parts.append(f"{'<' if high_open else '≤'} {_plain(high)}")
+    return " and ".join(parts)
+
+
+def _plain(value) -> str:
+    return str(value) if isinstance(value, numbers.Integral) else f"{value:g}"
+
+
+def integer_problem(value, low=None, high=None) -> str | None:
+    """Why ``value`` is not an integer in [low, high] (None: it is)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        return f"must be an integer, got {value!r}"
+    if (low is not None and value < low) or (high is not None and value > high):
+        return f"must be an integer {_range_text(low, high, False, False)}, got {value}"
+    return None
+
+
+def number_problem(value, low=None, high=None, *, low_open: bool = False, high_open: bool = False) -> str | None:
+    """Why ``value`` is not a finite number in the range (``low_open``: > low rather than ≥) (None: it is)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return f"must be a number, got {value!r}"
+    if not math.isfinite(value):
+        return f"must be a finite number, got {value}"
+    below = low is not None and (value <= low if low_open else value < low)
+    above = high is not None and (value >= high if high_open else value > high)
+    if below or above:
+        return f"must be {_range_text(low, high, low_open, high_open)}, got {_plain(value)}"
+    return None
+
+
+def check_integer(name: str, value, low=None, high=None) -> int:
+    """``value`` (an integer in [low, high]) or an :class:`InputError` naming ``name`` and the range."""
+    problem = integer_problem(value, low, high)
+    if problem:
+        raise InputError(f"{name} {problem}")
+    return int(value)
+
+
+def check_number(name: str, value, low=None, high=None, *, low_open: bool = False, high_open: bool = False) -> float:
+    """``value`` (a finite number in the range) or an :class:`InputError` naming ``name`` and the range."""
+    problem = number_problem(value, low, high, low_open=low_open, high_open=high_open)
+    if problem:
+        raise InputError(f"{name} {problem}")
+    return float(value)
+
+
+def check_seed(value, name: str = "seed") -> int:
+    return check_integer(name, value, *SEED_RANGE)
+
+
+def check_finite(array, stage: str) -> None:
+    """A :class:`NumericsError` naming ``stage`` unless every value of ``array`` (NumPy or JAX) is finite. On a JAX
+    array the test runs on its device and one boolean comes back."""
+    if isinstance(array, np.ndarray):
+        finite = bool(np.isfinite(array).all())
+    else:
+        import jax.numpy as jnp
+
+        finite = bool(jnp.isfinite(array).all())
+    if not finite:
+        bad = int(np.size(array) - np.count_nonzero(np.isfinite(np.asarray(array))))
+        raise NumericsError(f"{stage} produced {bad:,} NaN/Inf values of {np.size(array):,}: check the checkpoint's "
+                            "weights and the settings (guidance, scheduler, steps)")
