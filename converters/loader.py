@@ -254,6 +254,10 @@ def load_orbax(path: str | os.PathLike, *, dtype=None) -> nnx.Module:
     cfg = family.CONFIG.from_diffusers(manifest["config"], f"{path}/{checkpoints.MANIFEST}")
     graphdef, state, _ = family.abstract(cfg, jnp.dtype(manifest.get("dtype", "float32")))
     restored = flatten(checkpoints.restore(path, checkpoints.abstract_leaves(nnx.to_pure_dict(state))))
+    for name, value in restored.items():  # on the device: one boolean per tensor comes back
+        if jnp.issubdtype(value.dtype, jnp.floating) and not bool(jnp.isfinite(value).all()):
+            raise CheckpointError(f"{path}: tensor {name!r} holds NaN/Inf values: the checkpoint is damaged (or "
+                                  "was saved from a diverged run)")
     if dtype is not None:
         graphdef, state, targets = family.abstract(cfg, jnp.dtype(dtype))
         restored = {k: v.astype(targets[k][1]) for k, v in restored.items()}

@@ -19,4 +19,4 @@ height, width = pipe.default_size()
 image = np.asarray(Image.open(image_path).convert("RGB").resize((width, height), Image.LANCZOS))
 out = pipe(prompt, image=image, height=height, width=width, num_frames=81, num_inference_steps=50,
            guidance_scale=6.0, seed=0)
-out.save("image_to_video.mp4")
+out.save("image_to_video.mp4", overwrite=True)  # an existing file is refused otherwise

@@ -11,5 +11,5 @@ folder, prompt = sys.argv[1], sys.argv[2]
 pipe = SanaVideoPipeline.from_pretrained(folder, dtype="bfloat16")  # float32 on CPU
 out = pipe(prompt, negative_prompt="", num_frames=81, num_inference_steps=50, guidance_scale=6.0, seed=0,
            motion_score=30)  # appends " motion score: 30." as the SANA-Video docs do
-out.save("text_to_video.mp4")
+out.save("text_to_video.mp4", overwrite=True)  # an existing file is refused otherwise
 print({stage: f"{seconds:.1f} s" for stage, seconds in out.timings.items()})

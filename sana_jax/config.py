@@ -7,6 +7,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import math
+import re
 import types
 import typing
 from collections.abc import Mapping
@@ -112,6 +114,9 @@ class ModelConfig:
                 raise key_error(source, key, f"is not a {cls.__name__} option")
             if not _fits(value, types_[key]):
                 raise key_error(source, key, f"expected {_describe(types_[key])}, got {_short(value)}")
+            problem = _range_problem(key, value)
+            if problem:
+                raise key_error(source, key, problem)
         try:
             return cls(**fields)
         except (TypeError, ValueError) as e:  # ConfigError is a ValueError
@@ -169,6 +174,25 @@ def _fits(value, hint) -> bool:
     if dataclasses.is_dataclass(hint):  # a nested object: its own class checks it
         return isinstance(value, (hint, Mapping))
     return True
+
+
+#: integer keys that are sizes (heads, widths, channels, patch, compression …): at least 1. Other integers (layer
+#: counts, offsets, token ids) are at least 0, and numbers are finite.
+_POSITIVE_KEY = re.compile(r"(heads|_dim|dims|channels|size|compression|factors?|rate|seq_len|_pos|width_list|mult|"
+                           r"base_height|base_width|chunk_frames|hop_length)$")
+
+
+def _range_problem(key: str, value) -> str | None:
+    """Why a (type-checked) value is out of range for ``key``, or None; lists are checked entry by entry."""
+    for v in value if isinstance(value, (list, tuple)) else [value]:
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            continue
+        if isinstance(v, float) and not math.isfinite(v):
+            return f"must be a finite number, got {v}"
+        low = 1 if _POSITIVE_KEY.search(key) else 0
+        if isinstance(v, int) and v < low:
+            return f"must be {'a positive' if low else 'a non-negative'} integer, got {_short(value)}"
+    return None
 
 
 def _describe(hint) -> str:

@@ -73,7 +73,9 @@ def test_distill_bad_input(student, tmp_path):
     (tmp_path / "p.txt").write_text("a red circle\n")
     assert main([*base, "--prompts", str(tmp_path / "p.txt"), "--ode-steps", "2"]) == 2  # no ODE pairs
     assert not (tmp_path / "r" / "pipeline").exists()
-    assert main([*base, "--prompts", str(tmp_path / "p.txt"), "--chunk-frames", "0"]) == 2
+    with pytest.raises(SystemExit) as refused:  # argparse refuses the value before anything runs
+        main([*base, "--prompts", str(tmp_path / "p.txt"), "--chunk-frames", "0"])
+    assert refused.value.code == 2
     # resuming with other settings is refused, and the run's folder is left as it was
     args = ["train", "distill", "--teacher", str(default_model_path()), "--prompts", str(student / "prompts.txt"),
             "--out", str(student / "run"), "--steps", "2", "--ode-pairs", "2", "--ode-steps", "1", "--frames", "5",

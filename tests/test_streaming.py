@@ -76,18 +76,18 @@ def test_plan_chunks():
 
 def test_streams_chunks_into_a_live_mp4(pipe, tmp_path):
     out = tmp_path / "live.mp4"
-    partial = tmp_path / ".live.partial.mp4"
-    seen = []
+    seen, partials = [], []
 
     def on_chunk(chunk):  # the file is readable while it grows: all frames but the newest (muxer latency)
         written = chunk.timing.first_frame + chunk.frames.shape[0]
         assert not out.exists()
-        seen.append((written, readable_frames(partial, written - 1)))
+        partials.extend(tmp_path.glob(".live.*.partial.mp4"))  # a temporary name unique to the run
+        seen.append((written, readable_frames(partials[-1], written - 1)))
 
     traces = pipe.traces
     result = stream(pipe, out=out, progress=on_chunk)
     assert [c.frames for c in result.chunks] == [9, 8, 8, 8] and result.frames == 33
-    assert read_video(out).shape == (33, H, W, 3) and not partial.exists()
+    assert read_video(out).shape == (33, H, W, 3) and len(set(partials)) == 1 and not partials[0].exists()
     assert all(n >= written - 1 for written, n in seen) and seen[-1][1] >= 32
     # compiled for the first chunk (one frame longer) and the second, never after
     assert not any(c.traced for c in result.chunks[2:])
@@ -109,7 +109,7 @@ def test_ctrl_c_keeps_a_valid_file(pipe, tmp_path):
     result = stream(pipe, num_chunks=6, out=out, progress=interrupt)
     assert result.interrupted and len(result.chunks) == 2 and result.frames == 17
     assert result.path == out and read_video(out).shape == (17, H, W, 3)
-    assert not (tmp_path / ".stopped.partial.mp4").exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["stopped.mp4"]  # no temporary left
 
 
 def test_streaming_wan_decode_equals_whole_clip_decode(pipe):
@@ -229,6 +229,7 @@ def test_cli_stream(pipe, folder, tmp_path, monkeypatch, capsys):
     assert read_video(out).shape == (17, H, W, 3)  # 1 s at 16 fps → 17 frames (1 + 4k)
     printed = capsys.readouterr().out
     assert "time to first frame" in printed and "FPS" in printed and "wrote" in printed
+    out = tmp_path / "refused.mp4"  # a new path: the refusals below are not for an existing --out
     assert cli.main(["stream", PROMPT, "--model", str(folder), "--height", "30", "--out", str(out), "-q"]) == 2
     assert cli.main(["stream", PROMPT, "--model", str(folder), "--seconds", "1", "--chunk-frames", str(CHUNK),
                      "--switch", "oops", "--out", str(out), "-q"]) == 2
@@ -355,4 +356,4 @@ def test_cli_stream_from_an_image(pipe, folder, tmp_path, monkeypatch):
                      str(out), "-q"]) == 0
     assert read_video(out).shape == (17, H, W, 3)  # 1 s at 16 fps, the image its first frame
     assert cli.main(["stream", PROMPT, "--model", str(folder), "--image", str(tmp_path / "none.png"),
-                     "--height", str(H), "--width", str(W), "--out", str(out), "-q"]) == 2
+                     "--height", str(H), "--width", str(W), "--out", str(tmp_path / "refused.mp4"), "-q"]) == 2

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from sana_jax.commands.options import POSITIVE
 
 
 def add_parser(sub) -> None:
@@ -20,11 +21,11 @@ def add_parser(sub) -> None:
     cache.add_argument("--vae", default=None,
                        help="use this VAE instead of the pipeline's: a pipeline folder (its vae/) or a VAE folder, "
                             "e.g. LTX-2's for the 2K adaptation recipe")
-    cache.add_argument("--out", required=True, help="cache folder to write")
-    cache.add_argument("--frames", type=int, required=True, help="frames per clip (the VAE's frame rule)")
-    cache.add_argument("--height", type=int, required=True, help="pixels")
-    cache.add_argument("--width", type=int, required=True, help="pixels")
-    cache.add_argument("--batch-size", type=int, default=4, help="videos encoded together")
+    cache.add_argument("--out", required=True, help="cache folder to write (refused if it exists, unless --overwrite)")
+    cache.add_argument("--frames", type=POSITIVE, required=True, help="frames per clip (the VAE's frame rule)")
+    cache.add_argument("--height", type=POSITIVE, required=True, help="pixels")
+    cache.add_argument("--width", type=POSITIVE, required=True, help="pixels")
+    cache.add_argument("--batch-size", type=POSITIVE, default=4, help="videos encoded together")
     cache.add_argument("--overwrite", action="store_true", help="replace an existing cache")
     cache.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     cache.set_defaults(run=run)
@@ -41,15 +42,12 @@ def load_vae(path: str):
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from sana_jax.errors import InputError
+    from sana_jax.io.files import check_output_folder
     from sana_jax.pipelines import SanaVideoPipeline
     from sana_jax.pipelines.components import check_video_size
     from sana_jax.training import cache_video_folder
 
-    if Path(args.out).exists() and not args.overwrite:
-        raise InputError(f"--out {args.out} exists; pass --overwrite to replace it")
+    check_output_folder(args.out, "--out", overwrite=args.overwrite)  # before anything is loaded or computed
     start = time.perf_counter()
     pipe = SanaVideoPipeline.from_pretrained(args.model, progress=not args.quiet)
     if args.vae is not None:

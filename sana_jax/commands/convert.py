@@ -36,11 +36,9 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     import converters
-    from sana_jax.errors import InputError
+    from sana_jax.io.files import check_output_folder
 
-    dst = Path(args.dst)
-    if dst.exists() and not args.overwrite:
-        raise InputError(f"destination {dst} exists; pass --overwrite to replace it")
+    dst = check_output_folder(Path(args.dst), "destination", overwrite=args.overwrite)  # before anything is read
     start = time.perf_counter()
     model = converters.load(args.src, dtype=args.dtype, config=args.config, component=args.component,
                             progress=not args.quiet)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from sana_jax.distill.config import DistillConfig
 from sana_jax.training.config import COMPUTE_DTYPES
+from sana_jax.commands.options import DECAY, POSITIVE, POSITIVE_NUMBER, SEED, integer, number
 
 _DEFAULTS = DistillConfig()
 
@@ -25,37 +26,38 @@ def add_parser(kinds) -> None:
     p.add_argument("--teacher", required=True, help="SANA-Video pipeline folder (model_index.json) to distil")
     p.add_argument("--prompts", required=True, help="text file, one training prompt per line")
     p.add_argument("--out", required=True, help="run folder (created, or resumed when it holds the same run)")
-    p.add_argument("--steps", type=int, required=True, help="DMD steps (after the ODE steps)")
-    p.add_argument("--chunk-frames", type=int, default=_DEFAULTS.chunk_frames,
+    p.add_argument("--steps", type=POSITIVE, required=True, help="DMD steps (after the ODE steps)")
+    p.add_argument("--chunk-frames", type=POSITIVE, default=_DEFAULTS.chunk_frames,
                    help="latent frames per chunk the student generates at once (the first takes the remainder)")
-    p.add_argument("--student-steps", type=int, default=len(_DEFAULTS.student_timesteps),
+    p.add_argument("--student-steps", type=POSITIVE, default=len(_DEFAULTS.student_timesteps),
                    help="denoising steps per chunk (4: LongSANA's t = 1000, 960, 889, 727; else evenly spaced)")
     p.add_argument("--timesteps", default=None, metavar="T1,T2,...",
                    help="the student's timesteps per chunk instead of --student-steps' (decreasing, in (0, 1000]), "
                         "e.g. 1000,750,500,250")
-    p.add_argument("--ode-pairs", type=int, default=0, help="teacher ODE trajectories to sample for ODE init")
-    p.add_argument("--ode-steps", type=int, default=0, help="ODE-regression steps before DMD")
-    p.add_argument("--frames", type=int, default=None, help="training clip length in frames (default: the "
+    p.add_argument("--ode-pairs", type=integer(0), default=0, help="teacher ODE trajectories to sample for ODE init")
+    p.add_argument("--ode-steps", type=integer(0), default=0, help="ODE-regression steps before DMD")
+    p.add_argument("--frames", type=POSITIVE, default=None, help="training clip length in frames (default: the "
                                                            "teacher's)")
-    p.add_argument("--height", type=int, default=None, help="training height (default: the teacher's)")
-    p.add_argument("--width", type=int, default=None, help="training width (default: the teacher's)")
-    p.add_argument("--guidance", type=float, default=None,
+    p.add_argument("--height", type=POSITIVE, default=None, help="training height (default: the teacher's)")
+    p.add_argument("--width", type=POSITIVE, default=None, help="training width (default: the teacher's)")
+    p.add_argument("--guidance", type=number(0), default=None,
                    help="the teacher's classifier-free guidance (default: the folder's, else 3.0 as LongSANA)")
-    p.add_argument("--critic-updates", type=int, default=_DEFAULTS.critic_updates,
+    p.add_argument("--critic-updates", type=POSITIVE, default=_DEFAULTS.critic_updates,
                    help="critic updates per student update")
-    p.add_argument("--lr", type=float, default=_DEFAULTS.learning_rate, help="the student's AdamW rate")
-    p.add_argument("--critic-lr", type=float, default=_DEFAULTS.critic_learning_rate, help="the critic's rate")
-    p.add_argument("--ema", type=float, default=_DEFAULTS.ema_decay, metavar="DECAY",
+    p.add_argument("--lr", type=POSITIVE_NUMBER, default=_DEFAULTS.learning_rate, help="the student's AdamW rate")
+    p.add_argument("--critic-lr", type=POSITIVE_NUMBER, default=_DEFAULTS.critic_learning_rate,
+                   help="the critic's rate")
+    p.add_argument("--ema", type=DECAY, default=_DEFAULTS.ema_decay, metavar="DECAY",
                    help="EMA of the student, which is what is exported (0: none)")
-    p.add_argument("--dmd-shift", type=float, default=_DEFAULTS.dmd_shift,
+    p.add_argument("--dmd-shift", type=POSITIVE_NUMBER, default=_DEFAULTS.dmd_shift,
                    help="flow shift of DMD's noise levels (uniform in [0.02, 0.98], then shifted)")
-    p.add_argument("--batch-size", type=int, default=_DEFAULTS.batch_size, help="clips per step (global)")
+    p.add_argument("--batch-size", type=POSITIVE, default=_DEFAULTS.batch_size, help="clips per step (global)")
     p.add_argument("--dtype", choices=COMPUTE_DTYPES, default="float32",
                    help="compute dtype; weights and optimiser states stay float32")
     p.add_argument("--remat", action="store_true", help="recompute each block in the backward pass (less memory)")
-    p.add_argument("--seed", type=int, default=0, help="noise, exits, prompts and timesteps are functions of it")
-    p.add_argument("--save-every", type=int, default=200, help="checkpoint interval in steps")
-    p.add_argument("--keep", type=int, default=3, help="checkpoints kept")
+    p.add_argument("--seed", type=SEED, default=0, help="noise, exits, prompts and timesteps are functions of it")
+    p.add_argument("--save-every", type=POSITIVE, default=200, help="checkpoint interval in steps")
+    p.add_argument("--keep", type=POSITIVE, default=3, help="checkpoints kept")
     p.add_argument("--mesh", default=None, help="device mesh, e.g. data=8 or data=2,fsdp=4 (teacher, student, "
                                                 "critic and both optimisers sharded over fsdp)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
@@ -115,15 +117,18 @@ def run(args: argparse.Namespace) -> int:
     from sana_jax.distill.trainer import DistillTrainer
     from sana_jax.errors import InputError
     from sana_jax.pipelines import SanaVideoPipeline
+    from sana_jax.io.files import check_output_folder
     from sana_jax.pipelines.components import PipelineFolder, write_pipeline
 
+    check_output_folder(args.out, "--out", resumable=True)  # a run folder: created, or resumed
     if args.steps < 0 or args.ode_steps < 0 or args.steps + args.ode_steps < 1:
         raise InputError("--steps and --ode-steps must be >= 0 and train at least one step in all")
     if args.ode_steps and args.ode_pairs < 1:
         raise InputError(f"--ode-steps {args.ode_steps} needs ODE pairs to regress onto: give --ode-pairs N")
     prompts = read_prompts(args.prompts)
     folder = PipelineFolder.open(args.teacher)
-    request = SanaVideoPipeline.check(folder.root, height=args.height, width=args.width, num_frames=args.frames)
+    request = SanaVideoPipeline.check(folder.root, height=args.height, width=args.width, num_frames=args.frames,
+                                      memory=False)  # sizes only: training's memory is not a generation's
     guidance = args.guidance if args.guidance is not None else (folder.defaults().get("guidance_scale") or 3.0)
     config = config_from(args, guidance)  # a ConfigError for bad settings before anything loads
     latent_shape = folder.latent_shape(1, request.num_frames, request.height, request.width)[1:]

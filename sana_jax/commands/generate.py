@@ -6,6 +6,7 @@ import argparse
 import time
 
 from sana_jax.commands import DTYPES
+from sana_jax.commands.options import POSITIVE, SEED, integer, number
 
 
 def add_parser(sub) -> None:
@@ -24,27 +25,32 @@ def add_parser(sub) -> None:
                           "(org/name, from the hub's cache); default: the small model embedded in the package "
                           "(64×64 coloured shapes, e.g. 'a blue square moving up'; docs/default-model.md)")
     gen.add_argument("--image", default=None, help="first frame (PNG/JPEG): image-to-video; resized to the video")
-    gen.add_argument("--height", type=int, default=None, help="pixels (default: the checkpoint's resolution)")
-    gen.add_argument("--width", type=int, default=None, help="pixels (default: the checkpoint's resolution)")
-    gen.add_argument("--frames", type=int, default=None,
+    gen.add_argument("--height", type=POSITIVE, default=None, help="pixels (default: the checkpoint's resolution)")
+    gen.add_argument("--width", type=POSITIVE, default=None, help="pixels (default: the checkpoint's resolution)")
+    gen.add_argument("--frames", type=POSITIVE, default=None,
                      help="frame count: 1 + 4k (Wan VAE), 1 + 8k (LTX-2 VAE) or 4k (DC-AE-V, e.g. 80); default: the "
                           "checkpoint's (81 for SANA-Video, 9 for the embedded model)")
-    gen.add_argument("--steps", type=int, default=None, help="denoising steps (default: the checkpoint's, 50 for "
+    gen.add_argument("--steps", type=POSITIVE, default=None, help="denoising steps (default: the checkpoint's, 50 for "
                                                               "SANA-Video)")
-    gen.add_argument("--guidance", type=float, default=None,
+    gen.add_argument("--guidance", type=number(0), default=None,
                      help="classifier-free guidance scale, 1 = off (default: the checkpoint's, 6 for SANA-Video)")
-    gen.add_argument("--seed", type=int, default=0, help="random seed (the same seed gives the same video)")
+    gen.add_argument("--seed", type=SEED, default=0, help="random seed (the same seed gives the same video)")
     gen.add_argument("--negative-prompt", default="", help="negative prompt for guidance")
-    gen.add_argument("--motion-score", type=int, default=None,
+    gen.add_argument("--motion-score", type=integer(0), default=None,
                      help="append ' motion score: N.' to the prompt (SANA-Video's motion control; docs use 30)")
     gen.add_argument("--prompt-style", choices=["diffusers", "sana"], default="diffusers",
                      help="prompt template and casing: diffusers' pipeline (lower-cased) or the original Sana script")
     gen.add_argument("--dtype", choices=DTYPES, default="float32",
                      help="transformer and text-encoder dtype (bfloat16 on GPU)")
-    gen.add_argument("--vae-tile", type=int, default=None,
+    gen.add_argument("--vae-tile", type=POSITIVE, default=None,
                      help="decode in spatial tiles of this many latent pixels (bounded memory at high resolution; "
                           "with --refine the default is 16 = 512 px)")
-    gen.add_argument("--out", default="output.mp4", help="output mp4 path (written under a temporary name first)")
+    gen.add_argument("--out", default="output.mp4",
+                     help="output mp4 path (default output.mp4); an existing file is refused unless --overwrite. "
+                          "Written under a temporary name, its frames counted back, then renamed: a failed write "
+                          "leaves nothing")
+    gen.add_argument("--overwrite", action="store_true",
+                     help="replace an existing --out (and --save-latents, --side-by-side files)")
     gen.add_argument("--save-latents", default=None, metavar="PATH",
                      help="also save the stage-1 latents (.npy or .safetensors; normalised, channels-last) for "
                           "`sana-jax refine`")
@@ -56,8 +62,8 @@ def add_parser(sub) -> None:
                           "frames do not divide by context")
     gen.add_argument("--coordinator", default=None,
                      help="multi-host: coordinator address host:port for jax.distributed (or SANA_JAX_COORDINATOR)")
-    gen.add_argument("--num-processes", type=int, default=None, help="multi-host: process count")
-    gen.add_argument("--process-id", type=int, default=None, help="multi-host: this process's index")
+    gen.add_argument("--num-processes", type=POSITIVE, default=None, help="multi-host: process count")
+    gen.add_argument("--process-id", type=integer(0), default=None, help="multi-host: this process's index")
     gen.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     two = gen.add_argument_group(
         "two-stage 2K (LTX-2 refiner)",
@@ -82,7 +88,7 @@ def load_image(path: str, height: int, width: int):
 
     try:
         img = Image.open(path).convert("RGB")
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, Image.DecompressionBombError) as e:  # the bomb: PIL's pixel limit, ~179 MP
         raise InputError(f"--image {path}: cannot read it as an image ({e})") from e
     if img.size != (width, height):
         img = img.resize((width, height), Image.LANCZOS)
@@ -90,11 +96,12 @@ def load_image(path: str, height: int, width: int):
 
 
 def run(args: argparse.Namespace) -> int:
+    from sana_jax.commands.refine import check_outputs, side_by_side_path
     from sana_jax.errors import InputError
-    from sana_jax.io.latents import check_latents_path
     from sana_jax.pipelines import SanaVideoPipeline, TwoStagePipeline
     from sana_jax.pipelines.components import PipelineFolder
 
+    check_outputs(args, side_by_side_path(args, args.out))  # before anything is loaded or computed
     if args.model is None:
         from sana_jax.demo import default_model_path
 
@@ -107,8 +114,6 @@ def run(args: argparse.Namespace) -> int:
     used = [k for k, v in refine_only.items() if v]
     if args.refine is None and used:
         raise InputError(f"{', '.join(used)} only apply to the two-stage pipeline: add --refine LTX2_FOLDER")
-    if args.save_latents:
-        check_latents_path(args.save_latents)
     # every check that needs no weights happens before loading them
     request = {"height": args.height, "width": args.width, "num_frames": args.frames,
                "num_inference_steps": args.steps, "guidance_scale": args.guidance, "image": args.image}
@@ -118,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
         return _run_two_stage(args, TwoStagePipeline.check(args.model, args.refine, **request,
                                                            **refiner_options(args)))
     folder = PipelineFolder.open(args.model)
-    req = SanaVideoPipeline.check(folder, **request)
+    req = SanaVideoPipeline.check(folder, **request, memory=False)  # memory: below, once the devices are known
 
     start = time.perf_counter()
     mesh = None
@@ -130,6 +135,10 @@ def run(args: argparse.Namespace) -> int:
         from sana_jax.parallel import make_mesh
 
         mesh = make_mesh(args.mesh)
+    from sana_jax.pipelines.memory import check_folder_generation
+
+    check_folder_generation(folder, num_frames=req.num_frames, height=req.height, width=req.width,
+                            guidance_scale=req.guidance_scale, dtype=args.dtype, vae_tile=args.vae_tile, mesh=mesh)
     pipe = SanaVideoPipeline.from_pretrained(folder.root, dtype=args.dtype, prompt_style=args.prompt_style,
                                              progress=not args.quiet, mesh=mesh)
     load_s = time.perf_counter() - start
@@ -139,12 +148,13 @@ def run(args: argparse.Namespace) -> int:
                   guidance_scale=req.guidance_scale, seed=args.seed, image=image, motion_score=args.motion_score,
                   vae_tile=args.vae_tile, progress=not args.quiet)
     start = time.perf_counter()
-    path = result.save(args.out)
+    path = result.save(args.out, overwrite=args.overwrite)
     print(f"wrote {path} ({req.num_frames} frames, {req.width}×{req.height}, {pipe.fps} fps)")
     if args.save_latents:
         from sana_jax.io.latents import save_latents
 
-        print(f"wrote {save_latents(result.latents, args.save_latents)} (latents {result.latents.shape})")
+        saved = save_latents(result.latents, args.save_latents, overwrite=args.overwrite)
+        print(f"wrote {saved} (latents {result.latents.shape})")
     timings = {"loading": load_s, **result.timings, "writing": time.perf_counter() - start}
     print("time: " + ", ".join(f"{k.replace('_', ' ')} {v:.1f} s" for k, v in timings.items()))
     return 0
@@ -192,16 +202,16 @@ def _run_two_stage(args: argparse.Namespace, plan) -> int:
                   vae_tile=args.vae_tile or DEFAULT_VAE_TILE, stage1_vae_tile=args.vae_tile or DEFAULT_VAE_TILE,
                   progress=not args.quiet)
     start = time.perf_counter()
-    path = result.save(args.out)
+    path = result.save(args.out, overwrite=args.overwrite)
     t, h, w = result.frames.shape[1:4]
     print(f"wrote {path} ({t} frames, {w}×{h}, {pipe.fps} fps, refined)")
     if sbs is not None:
-        print(f"wrote {result.save_side_by_side(sbs)} (stage 1 | stage 2)")
+        print(f"wrote {result.save_side_by_side(sbs, overwrite=args.overwrite)} (stage 1 | stage 2)")
     if args.save_latents:
         from sana_jax.io.latents import save_latents
 
-        print(f"wrote {save_latents(result.stage1_latents, args.save_latents)} "
-              f"(stage-1 latents {result.stage1_latents.shape})")
+        saved = save_latents(result.stage1_latents, args.save_latents, overwrite=args.overwrite)
+        print(f"wrote {saved} (stage-1 latents {result.stage1_latents.shape})")
     timings = {"loading": load_s, **result.timings, "writing": time.perf_counter() - start}
     print("time: " + ", ".join(f"{k.replace('_', ' ')} {v:.1f} s" for k, v in timings.items()))
     return 0

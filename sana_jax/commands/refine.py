@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from sana_jax.commands import DTYPES
+from sana_jax.commands.options import POSITIVE, SEED, integer, number
 
 
 def add_refiner_args(parser) -> None:
@@ -16,7 +17,7 @@ def add_refiner_args(parser) -> None:
     parser.add_argument("--lora", default=None,
                         help="LoRA .safetensors fused into the LTX-2 transformer while loading (SANA's recipe: "
                              "ltx-2-19b-distilled-lora-384.safetensors)")
-    parser.add_argument("--lora-strength", type=float, default=1.0, help="LoRA strength (default 1.0)")
+    parser.add_argument("--lora-strength", type=number(), default=1.0, help="LoRA strength (default 1.0)")
     parser.add_argument("--text-encoder", default=None,
                         help="Gemma-3 folder or Hub id (with its tokenizer); required with a native LTX-2 .safetensors "
                              "file")
@@ -39,6 +40,24 @@ def side_by_side_path(args, out: str) -> Path | None:
         return Path(args.side_by_side)
     out = Path(out)
     return out.with_name(f"{out.stem}.side_by_side{out.suffix or '.mp4'}")
+
+
+def check_outputs(args: argparse.Namespace, side_by_side: Path | None = None) -> None:
+    """Every file ``generate`` / ``refine`` will write (``--out``, ``--save-latents``, ``--side-by-side``), checked
+    before any work: its format, not a folder, not existing unless ``--overwrite``, a parent that can be written
+    in."""
+    from sana_jax.errors import InputError
+    from sana_jax.io.files import check_output_file
+    from sana_jax.io.latents import LATENT_SUFFIXES, check_latents_path
+
+    check_output_file(args.out, "--out", overwrite=args.overwrite)
+    if args.save_latents:
+        check_latents_path(args.save_latents)
+        check_output_file(args.save_latents, "--save-latents", suffixes=LATENT_SUFFIXES, overwrite=args.overwrite)
+    if side_by_side is not None:
+        check_output_file(side_by_side, "--side-by-side", overwrite=args.overwrite)
+        if side_by_side.absolute() == Path(args.out).absolute():
+            raise InputError(f"--side-by-side {side_by_side}: the same file as --out; give another path")
 
 
 def refiner_options(args) -> dict:
@@ -69,13 +88,18 @@ def add_parser(sub) -> None:
     p.add_argument("--model", required=True,
                    help="diffusers LTX-2 folder (model_index.json), its Hub id (org/name), or native LTX-2 file")
     p.add_argument("--prompt", required=True, help="the text prompt (stage 2 gets it raw, without motion score)")
-    p.add_argument("--out", default="refined.mp4", help="output mp4 path (written under a temporary name first)")
+    p.add_argument("--out", default="refined.mp4",
+                   help="output mp4 path (default refined.mp4); an existing file is refused unless --overwrite. "
+                        "Written under a temporary name, its frames counted back, then renamed: a failed write "
+                        "leaves nothing")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing --out (and --save-latents, --side-by-side files)")
     add_refiner_args(p)
-    p.add_argument("--seed", type=int, default=0, help="random seed for the re-noising")
-    p.add_argument("--fps", type=int, default=16, help="frame rate: RoPE conditioning, audio length, output")
+    p.add_argument("--seed", type=SEED, default=0, help="random seed for the re-noising")
+    p.add_argument("--fps", type=POSITIVE, default=16, help="frame rate: RoPE conditioning, audio length, output")
     p.add_argument("--dtype", choices=DTYPES, default="float32",
                    help="transformer, connectors and Gemma-3 dtype (bfloat16 on GPU)")
-    p.add_argument("--vae-tile", type=int, default=16,
+    p.add_argument("--vae-tile", type=integer(0), default=16,
                    help="decode in spatial tiles of this many latent pixels (0: untiled; default 16 = 512 px)")
     p.add_argument("--save-latents", default=None, metavar="PATH",
                    help="also save the refined latents (.npy or .safetensors)")
@@ -107,7 +131,7 @@ def _read_input(args, plan):
 
     try:
         frames = read_video(path)
-    except Exception as e:  # imageio raises several types for unreadable files
+    except Exception as e:  # PyAV raises several types for unreadable files
         raise InputError(f"{args.input}: cannot read as latents (.npy/.safetensors) or as a video ({e})") from e
     plan.check_frames(frames.shape, args.input)
     return None, np.ascontiguousarray(frames)
@@ -115,14 +139,12 @@ def _read_input(args, plan):
 
 def run(args: argparse.Namespace) -> int:
     from sana_jax.errors import InputError
-    from sana_jax.io.latents import check_latents_path
     from sana_jax.pipelines import RefinePipeline
 
+    check_outputs(args, side_by_side_path(args, args.out))  # before anything is loaded or computed
     plan = RefinePipeline.check(args.model, **refiner_options(args))
     if args.vae_tile is not None and args.vae_tile < 0:
         raise InputError(f"--vae-tile {args.vae_tile} must be ≥ 0")
-    if args.save_latents:
-        check_latents_path(args.save_latents)
     latents, frames = _read_input(args, plan)
     mesh = None
     if args.mesh:
@@ -140,7 +162,7 @@ def run(args: argparse.Namespace) -> int:
                   vae_tile=args.vae_tile or None, video_only=args.video_only, progress=not args.quiet)
     timings.update(out.timings)
     start = time.perf_counter()
-    path = out.save(args.out)
+    path = out.save(args.out, overwrite=args.overwrite)
     t, h, w = out.frames.shape[1:4]
     print(f"wrote {path} ({t} frames, {w}×{h}, {out.fps} fps)")
     sbs = side_by_side_path(args, args.out)
@@ -149,11 +171,13 @@ def run(args: argparse.Namespace) -> int:
         from sana_jax.pipelines.two_stage import side_by_side
 
         before = frames[None] if frames is not None else refiner.decode(latents, tile=args.vae_tile or None)
-        print(f"wrote {write_video(side_by_side(before, out.frames)[0], sbs, fps=out.fps)} (input | refined)")
+        print(f"wrote {write_video(side_by_side(before, out.frames)[0], sbs, fps=out.fps, overwrite=args.overwrite)}"
+              " (input | refined)")
     if args.save_latents:
         from sana_jax.io.latents import save_latents
 
-        print(f"wrote {save_latents(out.latents, args.save_latents)} (refined latents {out.latents.shape})")
+        saved = save_latents(out.latents, args.save_latents, overwrite=args.overwrite)
+        print(f"wrote {saved} (refined latents {out.latents.shape})")
     timings["writing"] = time.perf_counter() - start
     print("time: " + ", ".join(f"{k.replace('_', ' ')} {v:.1f} s" for k, v in timings.items()))
     return 0

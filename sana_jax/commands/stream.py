@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 
 from sana_jax.commands import DTYPES
+from sana_jax.commands.options import POSITIVE, POSITIVE_NUMBER, SEED, integer
 
 
 def add_parser(sub) -> None:
@@ -22,10 +23,10 @@ def add_parser(sub) -> None:
                         "hub's cache), or a student made by `sana-jax train distill` (default: the embedded "
                         "streaming default, a tiny student of the shapes world, when the package ships one)")
     length = p.add_mutually_exclusive_group()
-    length.add_argument("--seconds", type=float, default=None, help="video length in seconds (default 10)")
-    length.add_argument("--chunks", type=int, default=None,
+    length.add_argument("--seconds", type=POSITIVE_NUMBER, default=None, help="video length in seconds (default 10)")
+    length.add_argument("--chunks", type=POSITIVE, default=None,
                         help="number of chunks instead of --seconds (chunk_frames·chunks + 1 latent frames)")
-    p.add_argument("--chunk-frames", type=int, default=None,
+    p.add_argument("--chunk-frames", type=POSITIVE, default=None,
                    help="latent frames per chunk (default: the folder's — a distilled student's — else LongSANA's 10)")
     start = p.add_mutually_exclusive_group()
     start.add_argument("--image", default=None,
@@ -34,20 +35,24 @@ def add_parser(sub) -> None:
     start.add_argument("--video", default=None,
                        help="clip to extend (mp4 …): its latents are committed and the output holds its frames, "
                             "then the new ones (its frame count must suit the VAE, e.g. 1 + 4k for Wan)")
-    p.add_argument("--height", type=int, default=None, help="pixels (default: the checkpoint's resolution)")
-    p.add_argument("--width", type=int, default=None, help="pixels (default: the checkpoint's resolution)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (the same seed gives the same video)")
-    p.add_argument("--window", type=int, default=None,
+    p.add_argument("--height", type=POSITIVE, default=None, help="pixels (default: the checkpoint's resolution)")
+    p.add_argument("--width", type=POSITIVE, default=None, help="pixels (default: the checkpoint's resolution)")
+    p.add_argument("--seed", type=SEED, default=0, help="random seed (the same seed gives the same video)")
+    p.add_argument("--window", type=POSITIVE, default=None,
                    help="attend to the last N chunks only (default: the folder's — a distilled student's, the most "
                         "past its training showed it — else all earlier chunks, a running sum)")
     p.add_argument("--switch", action="append", default=[], metavar="CHUNK:PROMPT",
                    help="switch to PROMPT from chunk CHUNK on (repeatable), e.g. --switch '6:a cat sleeping'")
-    p.add_argument("--motion-score", type=int, default=None, help="append ' motion score: N.' to the prompt")
+    p.add_argument("--motion-score", type=integer(0), default=None, help="append ' motion score: N.' to the prompt")
     p.add_argument("--dtype", choices=DTYPES, default="float32",
                    help="transformer and text-encoder dtype (bfloat16 on GPU)")
-    p.add_argument("--fps", type=float, default=None,
+    p.add_argument("--fps", type=POSITIVE_NUMBER, default=None,
                    help="frame rate of the mp4 (default: the folder's, else SANA-Video's 16)")
-    p.add_argument("--out", default="stream.mp4", help="output mp4 path (written live under a temporary name)")
+    p.add_argument("--out", default="stream.mp4",
+                   help="output mp4 path (default stream.mp4); an existing file is refused unless --overwrite. "
+                        "Written live under a temporary name unique to the run (printed: watch it grow), its frames "
+                        "counted back, then renamed; a failed write leaves nothing")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=run)
 
@@ -77,16 +82,19 @@ def start_frames(args, height: int, width: int):
         return None
     try:
         frames = read_video(args.video)
-    except Exception as e:  # imageio/ffmpeg raise assorted errors
+    except Exception as e:  # the reader raises assorted errors for what is not a video
         raise InputError(f"--video {args.video}: cannot read it as a video ({e})") from e
     return fit_frames(frames, len(frames), height, width, f"--video {args.video}")
 
 
 def run(args: argparse.Namespace) -> int:
     from sana_jax.errors import InputError
+    from sana_jax.io.files import check_output_file
+    from sana_jax.io.video import VideoWriter
     from sana_jax.pipelines.components import PipelineFolder
     from sana_jax.pipelines.streaming import StreamingPipeline
 
+    check_output_file(args.out, "--out", overwrite=args.overwrite)  # before anything is loaded or computed
     if args.model is None:
         from sana_jax.demo import default_stream_model_path
 
@@ -97,22 +105,26 @@ def run(args: argparse.Namespace) -> int:
     seconds = 10.0 if args.seconds is None and args.chunks is None else args.seconds
     switches = parse_switches(args.switch)
     folder = PipelineFolder.open(args.model)
-    fps = args.fps or folder.defaults().get("fps") or 16.0
+    fps = args.fps if args.fps is not None else folder.defaults().get("fps") or 16.0
     # every check that needs no weights happens before loading them
     request = StreamingPipeline.check(folder, seconds=seconds, num_chunks=args.chunks,
                                       chunk_frames=args.chunk_frames, fps=fps, height=args.height,
-                                      width=args.width, window=args.window, prompts_at=switches)
+                                      width=args.width, window=args.window, prompts_at=switches,
+                                      dtype=args.dtype)
     height, width, sizes = request.height, request.width, request.chunks
     given = start_frames(args, height, width)
 
     pipe = StreamingPipeline.from_pretrained(folder.root, dtype=args.dtype, motion_score=args.motion_score,
                                              progress=not args.quiet, fps=fps)
     start = {"video" if args.video else "image": given} if given is not None else {}
-    result = pipe.stream(args.prompt, seconds=seconds, num_chunks=args.chunks, chunk_frames=args.chunk_frames,
-                         height=height, width=width, seed=args.seed, prompts_at=switches, window=args.window,
-                         out=args.out, progress=not args.quiet, **start)
+    # closed (published) when the stream ends or is stopped with Ctrl-C; removed if anything fails
+    with VideoWriter(args.out, fps=fps, live=True, overwrite=args.overwrite) as writer:
+        print(f"writing {writer.tmp} live (renamed to {writer.path} when the stream ends)")
+        result = pipe.stream(args.prompt, seconds=seconds, num_chunks=args.chunks, chunk_frames=args.chunk_frames,
+                             height=height, width=width, seed=args.seed, prompts_at=switches, window=args.window,
+                             writer=writer, progress=not args.quiet, **start)
     status = "interrupted: kept" if result.interrupted else "wrote"
-    where = result.path if result.path is not None and result.frames else "nothing"
+    where = writer.path if writer.published else "nothing"
     print(f"{status} {where} ({result.frames} frames, {width}×{height}, {fps:g} fps, "
           f"{len(result.chunks)}/{len(sizes)} chunks)")
     ttff = "n/a" if result.time_to_first_frame_s is None else f"{result.time_to_first_frame_s:.2f} s"

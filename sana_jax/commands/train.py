@@ -11,34 +11,38 @@ from pathlib import Path
 
 from sana_jax.demo.shapes import BACKGROUNDS, PATHS
 from sana_jax.training.config import COMPUTE_DTYPES, LR_SCHEDULES, TIMESTEP_SAMPLING
+from sana_jax.commands.options import DECAY, FRACTION, POSITIVE, POSITIVE_NUMBER, SEED, integer, number, regex
 
 
 def _optimisation_args(p) -> None:
     g = p.add_argument_group("optimisation")
-    g.add_argument("--steps", type=int, required=True, help="optimiser steps in total (a resumed run continues)")
-    g.add_argument("--batch-size", type=int, default=8, help="samples per step (global, over the data axes)")
-    g.add_argument("--lr", type=float, default=1e-4, help="AdamW learning rate after warm-up")
-    g.add_argument("--warmup", type=int, default=0, help="linear warm-up steps")
+    g.add_argument("--steps", type=POSITIVE, required=True,
+                   help="optimiser steps in total (a resumed run continues to it, a finished one too unless "
+                        "--schedule cosine)")
+    g.add_argument("--batch-size", type=POSITIVE, default=8, help="samples per step (global, over the data axes)")
+    g.add_argument("--lr", type=POSITIVE_NUMBER, default=1e-4, help="AdamW learning rate after warm-up")
+    g.add_argument("--warmup", type=integer(0), default=0, help="linear warm-up steps")
     g.add_argument("--schedule", choices=LR_SCHEDULES, default="constant",
                    help="after warm-up: constant, or cosine decay to 0 at --steps")
-    g.add_argument("--weight-decay", type=float, default=0.0, help="AdamW weight decay")
-    g.add_argument("--grad-clip", type=float, default=1.0, help="global gradient-norm clip (0 = off)")
-    g.add_argument("--ema", type=float, default=None, metavar="DECAY",
+    g.add_argument("--weight-decay", type=number(0), default=0.0, help="AdamW weight decay")
+    g.add_argument("--grad-clip", type=number(0), default=1.0, help="global gradient-norm clip (0 = off)")
+    g.add_argument("--ema", type=DECAY, default=None, metavar="DECAY",
                    help="keep an exponential moving average of the weights (e.g. 0.999); it is what gets exported")
     g.add_argument("--dtype", choices=COMPUTE_DTYPES, default="float32",
                    help="compute dtype; weights and optimiser state stay float32")
     g.add_argument("--remat", action="store_true", help="recompute each block in the backward pass (less memory)")
-    g.add_argument("--trainable", default=None, metavar="REGEX",
+    g.add_argument("--trainable", type=regex, default=None, metavar="REGEX",
                    help="train only parameters whose name matches (e.g. '^blocks\\.' or 'attn2'); default: all")
-    g.add_argument("--text-dropout", type=float, default=0.1,
+    g.add_argument("--text-dropout", type=FRACTION, default=0.1,
                    help="probability of training on the empty prompt (what guidance uses)")
-    g.add_argument("--flow-shift", type=float, default=3.0, help="timestep shift of the logit-normal sampling")
-    g.add_argument("--pure-noise-fraction", type=float, default=0.0, metavar="P",
+    g.add_argument("--flow-shift", type=POSITIVE_NUMBER, default=3.0,
+                   help="timestep shift of the logit-normal sampling")
+    g.add_argument("--pure-noise-fraction", type=FRACTION, default=0.0, metavar="P",
                    help="train this share of samples at σ = 1 exactly (pure noise), where sampling starts and the "
                         "logit-normal draws almost never go (default 0: SANA's recipe)")
-    g.add_argument("--seed", type=int, default=0, help="noise, timesteps and data order are functions of it")
-    g.add_argument("--save-every", type=int, default=500, help="checkpoint interval in steps")
-    g.add_argument("--keep", type=int, default=3, help="checkpoints kept")
+    g.add_argument("--seed", type=SEED, default=0, help="noise, timesteps and data order are functions of it")
+    g.add_argument("--save-every", type=POSITIVE, default=500, help="checkpoint interval in steps")
+    g.add_argument("--keep", type=POSITIVE, default=3, help="checkpoints kept")
     g.add_argument("--mesh", default=None,
                    help="device mesh, e.g. data=8 or data=2,fsdp=4: batch over data/fsdp, weights and optimiser "
                         "state sharded over fsdp")
@@ -74,7 +78,7 @@ def add_parser(sub) -> None:
     adapt.add_argument("--vae", required=True, help="the new VAE: a pipeline folder (its vae/) or a VAE folder")
     adapt.add_argument("--data", required=True, help="latent cache encoded with that VAE")
     adapt.add_argument("--out", required=True, help="run folder")
-    adapt.add_argument("--patch-size", type=int, default=None,
+    adapt.add_argument("--patch-size", type=POSITIVE, default=None,
                        help="new spatial patch size (1 for the 32× LTX-2 VAE as SANA-Video 720p; default: keep)")
     _optimisation_args(adapt)
     adapt.set_defaults(run=run_adapt)
@@ -86,10 +90,11 @@ def add_parser(sub) -> None:
                     "held-out score). sana_jax/default_model was made in two runs: one with the defaults and "
                     "--vae-from, then --dit-from FOLDER --dit-steps 1100 (its recipe.json records both; "
                     "docs/default-model.md).")
-    demo.add_argument("--out", required=True, help="pipeline folder to write")
-    demo.add_argument("--dit-steps", type=int, default=None, help="DiT steps (default 1000)")
-    demo.add_argument("--dit-batch", type=int, default=None, help="DiT batch size (default 32)")
-    demo.add_argument("--lr", type=float, default=None, help="DiT peak learning rate (default 1e-3)")
+    demo.add_argument("--out", required=True,
+                      help="pipeline folder to write (refused if it exists, unless --overwrite)")
+    demo.add_argument("--dit-steps", type=POSITIVE, default=None, help="DiT steps (default 1000)")
+    demo.add_argument("--dit-batch", type=POSITIVE, default=None, help="DiT batch size (default 32)")
+    demo.add_argument("--lr", type=POSITIVE_NUMBER, default=None, help="DiT peak learning rate (default 1e-3)")
     demo.add_argument("--paths", choices=PATHS, default=None,
                       help="anywhere: shapes travel half the frame from a random start; crossing: they "
                            "cross the frame edge to edge, so the direction fixes the position along the motion in "
@@ -100,11 +105,11 @@ def add_parser(sub) -> None:
                       help="how training draws noise levels: SANA's logit-normal, or uniform before the shift "
                            "(default), which draws the high-noise end, where sampling decides the layout, as often "
                            "as the rest")
-    demo.add_argument("--flow-shift", type=float, default=None,
+    demo.add_argument("--flow-shift", type=POSITIVE_NUMBER, default=None,
                       help="shift of the training noise levels, σ' = sσ / (1 + (s − 1)σ) (default 3; 1: as drawn)")
-    demo.add_argument("--pure-noise-fraction", type=float, default=None, metavar="P",
+    demo.add_argument("--pure-noise-fraction", type=FRACTION, default=None, metavar="P",
                       help="train this share of DiT samples at σ = 1 exactly, where sampling starts (default 0.25)")
-    demo.add_argument("--noise-scale", type=float, default=None, metavar="S",
+    demo.add_argument("--noise-scale", type=number(0), default=None, metavar="S",
                       help="wrap the DiT in EDM-style preconditioning (x0 from c_skip, c_out around the network, "
                            "its input noise scaled to at most S; sana_jax/models/preconditioning.py; default 0.1); "
                            "0: none, the plain velocity DiT")
@@ -115,9 +120,9 @@ def add_parser(sub) -> None:
     demo.add_argument("--unnamed-background", choices=(*BACKGROUNDS, "any"), default=None,
                       help="the background of clips whose caption names none: one fixed background (default "
                            "black), or any of the three at random")
-    demo.add_argument("--ema-decay", type=float, default=None, metavar="D",
+    demo.add_argument("--ema-decay", type=DECAY, default=None, metavar="D",
                       help="decay of the EMA of the DiT weights, which is what is exported (default 0.99)")
-    demo.add_argument("--clips", type=int, default=None, help="rendered clips (default 3000)")
+    demo.add_argument("--clips", type=POSITIVE, default=None, help="rendered clips (default 3000)")
     demo.add_argument("--vae-from", default=None, metavar="FOLDER",
                       help="reuse a trained VAE (e.g. sana_jax/default_model/vae) instead of training one")
     demo.add_argument("--dit-from", default=None, metavar="FOLDER",
@@ -177,8 +182,10 @@ def _train(args, model, dataset) -> tuple[object, Path]:
 
 def run_finetune(args: argparse.Namespace) -> int:
     import converters
+    from sana_jax.io.files import check_output_folder
     from sana_jax.training import LatentDataset
 
+    check_output_folder(args.out, "--out", resumable=True)  # a run folder: created, or resumed
     dataset = LatentDataset.open(args.data)
     model = converters.load(args.model)
     _check_cache(dataset, model, args.data)
@@ -193,9 +200,11 @@ def run_adapt(args: argparse.Namespace) -> int:
     from sana_jax.config import read_json
     from sana_jax.errors import InputError
     from sana_jax.pipelines.components import PipelineFolder, write_pipeline
+    from sana_jax.io.files import check_output_folder
     from sana_jax.training import LatentDataset
     from sana_jax.training.adapt import REINITIALISED, adapt_transformer
 
+    check_output_folder(args.out, "--out", resumable=True)  # a run folder: created, or resumed
     source = PipelineFolder.open(args.source)
     dataset = LatentDataset.open(args.data)
     vae = load_vae(args.vae)
@@ -222,7 +231,9 @@ def run_adapt(args: argparse.Namespace) -> int:
 
 def run_demo(args: argparse.Namespace) -> int:
     from sana_jax.demo.recipe import make_default_model
+    from sana_jax.io.files import check_output_folder
 
+    check_output_folder(args.out, "--out", overwrite=args.overwrite)  # before any work
     overrides = {k: v for k, v in (("dit_steps", args.dit_steps), ("clips", args.clips), ("vae_from", args.vae_from),
                                    ("dit_from", args.dit_from),
                                    ("dit_batch", args.dit_batch), ("learning_rate", args.lr),

@@ -16,6 +16,7 @@ import orbax.checkpoint as ocp
 from sana_jax.config import read_json
 from sana_jax.errors import CheckpointError
 from sana_jax.io.files import atomic_directory
+from sana_jax.io.interrupt import defer_sigint
 
 MANIFEST = "sana_jax.json"
 
@@ -24,7 +25,9 @@ def save(params: dict, manifest: dict, path: str | os.PathLike, overwrite: bool 
     """Save a (nested) dict of arrays with ``manifest`` to ``path`` atomically."""
     path = Path(path).absolute()
     with atomic_directory(path, overwrite=overwrite, error=CheckpointError) as tmp:
-        with ocp.StandardCheckpointer() as ckptr:
+        # orbax writes from its own threads: a Ctrl-C raised among them leaves them writing into the folder being
+        # removed (and dumps their tracebacks), so it waits for the write, then the whole folder goes
+        with defer_sigint(), ocp.StandardCheckpointer() as ckptr:
             ckptr.save(tmp / "params", params)
             ckptr.wait_until_finished()
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))

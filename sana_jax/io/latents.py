@@ -4,13 +4,13 @@ reads."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 
 from converters.safetensors_io import open_safetensors, save_safetensors
 from sana_jax.errors import InputError
+from sana_jax.io.files import check_output_file, publish, unique_temporary
 
 LATENTS_KEY = "latents"
 LATENT_SUFFIXES = (".npy", ".safetensors")
@@ -25,21 +25,27 @@ def check_latents_path(path: str | Path, option: str = "--save-latents") -> Path
     return path
 
 
-def save_latents(latents, path: str | Path) -> Path:
+def save_latents(latents, path: str | Path, *, overwrite: bool = False) -> Path:
     """Save normalised LTX-2 latents (B, T, H, W, C), channels-last, float32, as ``.npy`` or ``.safetensors``
-    (tensor ``"latents"``), atomically — the input :func:`load_latents` and ``sana-jax refine`` read."""
-    path = check_latents_path(path)
+    (tensor ``"latents"``) — the input :func:`load_latents` and ``sana-jax refine`` read. Written under a temporary
+    name unique to this call and renamed when complete; an existing ``path`` is refused unless ``overwrite``
+    (:mod:`sana_jax.io.files`)."""
+    path = check_output_file(check_latents_path(path), None, suffixes=LATENT_SUFFIXES, overwrite=overwrite)
     arr = np.asarray(latents, np.float32)
     if arr.ndim != 5:
         raise InputError(f"latents must be (B, T, H, W, C), got shape {arr.shape}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.suffix == ".safetensors":
-        save_safetensors({LATENTS_KEY: arr}, path, metadata={"layout": "BTHWC", "space": "normalised LTX-2 latents"})
-    else:
-        tmp = path.with_name(f".{path.name}.partial.npy")
-        np.save(tmp, arr)
-        os.replace(tmp, path)
-    return path
+    tmp = unique_temporary(path, path.suffix)
+    try:
+        if path.suffix == ".safetensors":
+            save_safetensors({LATENTS_KEY: arr}, tmp,
+                             metadata={"layout": "BTHWC", "space": "normalised LTX-2 latents"})
+        else:
+            with open(tmp, "wb") as f:
+                np.save(f, arr)
+        return publish(tmp, path, overwrite=overwrite)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def load_latents(path: str | Path) -> np.ndarray:

@@ -10,6 +10,7 @@ from typing import NamedTuple
 from converters.hub import resolve
 from sana_jax.config import read_json
 from sana_jax.errors import CheckpointError, ConfigError, InputError
+from sana_jax.validate import integer_problem
 from sana_jax.vae import DCAEVConfig, DCAEVideo, LTX2VAE, LTX2VAEConfig, WanVAE, WanVAEConfig
 from sana_jax.vae import dcae_v, ltx2, wan
 from sana_jax.vae.common import nearest_valid
@@ -65,12 +66,18 @@ class PipelineFolder:
         path = root / "model_index.json"
         if not path.is_file():
             raise CheckpointError(f"{root}: not a diffusers pipeline folder (no model_index.json)")
-        return cls(root, read_json(path, error=CheckpointError))
+        index = read_json(path, error=CheckpointError)
+        for name, entry in index.items():  # components are [library, class] pairs ([null, null]: absent); other
+            if name.startswith("_") or not isinstance(entry, list):  # keys are metadata and the pipeline's settings
+                continue
+            if len(entry) != 2 or not all(v is None or (isinstance(v, str) and v) for v in entry):
+                raise ConfigError(f"{path}: {name!r} must be a [library, class] pair of names, got {entry!r}")
+        return cls(root, index)
 
     def component(self, name: str) -> Path:
         """The subfolder of component ``name``; the error names the folder it looked in."""
         entry = self.index.get(name)
-        if not entry or entry[0] is None:
+        if not isinstance(entry, list) or entry[0] is None:
             raise CheckpointError(f"{self.root / 'model_index.json'} lists no {name!r} component")
         folder = self.root / name
         if not folder.is_dir():
@@ -81,11 +88,28 @@ class PipelineFolder:
         """Generation defaults stored by sana-jax under ``_sana_jax`` in ``model_index.json`` (empty for the
         released folders): height, width, num_frames, num_inference_steps, guidance_scale, fps,
         complex_human_instruction (None: no prefix), max_sequence_length."""
-        return dict(self.index.get("_sana_jax") or {})
+        stored = self.index.get("_sana_jax") or {}
+        if not isinstance(stored, dict):
+            raise ConfigError(f"{self.root / 'model_index.json'}: _sana_jax must be an object of generation defaults, "
+                              f"got {stored!r}")
+        return dict(stored)
 
     def class_name(self, name: str) -> str:
+        """The class ``model_index.json`` names for component ``name``; a :class:`CheckpointError` if it has none."""
         entry = self.index.get(name)
-        return entry[1] if entry else ""
+        if not isinstance(entry, list) or entry[1] is None:
+            raise CheckpointError(f"{self.root / 'model_index.json'} lists no {name!r} component")
+        return entry[1]
+
+    def transformer_size(self, key: str, default):
+        """A size from ``transformer/config.json`` (``patch_size``, ``sample_size``, ``in_channels``): an integer
+        ≥ 1, or a list of them; a :class:`ConfigError` naming the file and key otherwise."""
+        value = self.config("transformer").get(key, default)
+        for v in value if isinstance(value, list) else [value]:
+            problem = integer_problem(v, 1)
+            if problem:
+                raise ConfigError(f"{self.component('transformer') / 'config.json'}: key {key!r} {problem}")
+        return value
 
     def config(self, name: str, file: str = "config.json") -> dict:
         return read_json(self.component(name) / file)
@@ -107,15 +131,18 @@ class PipelineFolder:
     def latent_shape(self, batch: int, num_frames: int, height: int, width: int) -> tuple[int, ...]:
         """Channels-last initial-noise shape for a video of this size (from the configs, no weights)."""
         t, s, causal = self.vae_spec()
-        channels = self.config("transformer").get("in_channels", 16)
+        channels = self.transformer_size("in_channels", 16)
         return (batch, latent_frames(num_frames, t, causal), height // s, width // s, channels)
 
     def default_size(self) -> tuple[int, int]:
         """:func:`default_size` of this folder (from the configs, no weights)."""
-        return default_size(self.config("transformer").get("sample_size", 30), self.defaults())
+        return default_size(self.transformer_size("sample_size", 30), self.defaults())
 
     def patch_size(self) -> tuple[int, int, int]:
-        p = self.config("transformer").get("patch_size", (1, 2, 2))
+        p = self.transformer_size("patch_size", [1, 2, 2])
+        if isinstance(p, list) and len(p) != 3:
+            raise ConfigError(f"{self.component('transformer') / 'config.json'}: key 'patch_size' must be one integer "
+                              f"or three, got {p!r}")
         return (1, p, p) if isinstance(p, int) else tuple(p)
 
 
@@ -128,6 +155,12 @@ def default_size(sample_size: int, defaults: Mapping | None = None) -> tuple[int
     return defaults.get("height") or height, defaults.get("width") or width
 
 
+def frame_rule(temporal: int, temporal_patch: int = 1, causal_first_frame: bool = True) -> tuple[int, int]:
+    """(step, offset): the valid frame counts are offset + step·k (:func:`check_video_size`)."""
+    step = int(temporal) * temporal_patch
+    return step, (1 + int(temporal) * (temporal_patch - 1) if causal_first_frame else 0)
+
+
 def check_video_size(height: int, width: int, num_frames: int, temporal: int, spatial: int,
                      patch: tuple[int, int, int] = (1, 1, 1), *, causal_first_frame: bool = True) -> None:
     """Raise :class:`InputError` with the nearest valid values unless the frame count follows the VAE's rule and
@@ -135,8 +168,7 @@ def check_video_size(height: int, width: int, num_frames: int, temporal: int, sp
     ``causal_first_frame`` (Wan, LTX-2, PatchVAE) and frames/temporal otherwise (DC-AE-V), and the DiT needs a
     multiple of its temporal patch p of them: frames = 1 + temporal·(p − 1) + temporal·p·k, or temporal·p·k.
     (With p = 1, the usual case, that is 1 + temporal·k.)"""
-    step = int(temporal) * patch[0]
-    offset = 1 + int(temporal) * (patch[0] - 1) if causal_first_frame else 0
+    step, offset = frame_rule(temporal, patch[0], causal_first_frame)
     if num_frames < max(offset, 1) or (num_frames - offset) % step:
         lo, hi = nearest_valid(num_frames, step, offset)
         form = f"{offset} + {step}·k" if offset else f"a multiple of {step} ({step}·k)"

@@ -12,6 +12,7 @@ import numpy as np
 from flax import nnx
 
 from sana_jax.io.video import to_uint8
+from sana_jax.validate import check_finite
 
 
 def _split(vae) -> tuple:
@@ -41,6 +42,7 @@ def decode_latents(vae, latents, *, tile: int | None = None, frames_per_chunk: i
         key = jax.random.key(0)
     video = _decode_jit(graphdef, params, latents, jnp.float32(timestep), key, tile=tile,
                         frames_per_chunk=frames_per_chunk, noise_scale=noise_scale or None)
+    check_finite(video, "LTX-2 VAE decoding")
     return to_uint8(video)
 
 

@@ -39,6 +39,7 @@ from sana_jax.progress import progress_bar
 from sana_jax.sampling import DISTILLED_SIGMAS
 from sana_jax.text.ltx2_prompt import DEFAULT_MAX_LENGTH, LTX2TextEmbeddings, encode_prompt, prompt_encoder
 from sana_jax.text.tokenizer import Tokenizer
+from sana_jax.validate import check_finite
 
 #: The converter family of each model in a native LTX-2 single file (a diffusers folder has one subfolder each).
 NATIVE_FAMILIES = {"transformer": "ltx2_transformer", "connectors": "ltx2_connectors", "vae": "ltx2_vae"}
@@ -308,6 +309,7 @@ class RefinePipeline:
                               sigmas=sigmas, video_only=video_only,
                               progress=(lambda _i: bar.update()) if progress else None)
             out = jax.block_until_ready(out)
+        check_finite(out, "refining")
         timings["refining"] = time.perf_counter() - start
         frames = None
         if decode:

@@ -19,6 +19,7 @@ from sana_jax.errors import ConfigError, InputError
 from sana_jax.models.sana_video_causal import split_frames
 from sana_jax.pipelines.components import check_video_size
 from sana_jax.sampling.schedules import LONGSANA_TIMESTEPS, Schedule, longsana_schedule
+from sana_jax.validate import check_integer, check_number
 
 #: LongSANA's latent frames per chunk (``SanaInferencePipeline.num_frame_per_block``).
 LONGSANA_CHUNK_FRAMES = 10
@@ -51,6 +52,10 @@ def stream_settings(stored: Mapping | None) -> StreamSettings:
     return StreamSettings(chunk, schedule, window)
 
 
+#: the longest stream planned at once: 10⁷ latent frames (a month of video at 16 fps and 4× compression)
+MAX_LATENT_FRAMES = 10**7
+
+
 def plan_chunks(*, seconds: float | None = None, num_chunks: int | None = None, chunk_frames: int = 10,
                 fps: float = 16.0, temporal_compression: int = 4) -> tuple[int, ...]:
     """Latent frames per chunk. ``seconds``: ``round(seconds·fps)`` video frames rounded up to 1 + tc·k, split as
@@ -59,17 +64,17 @@ def plan_chunks(*, seconds: float | None = None, num_chunks: int | None = None, 
     chunk_frames, …), i.e. 1 + tc·K·chunk_frames video frames."""
     if (seconds is None) == (num_chunks is None):
         raise InputError("give exactly one of seconds= or num_chunks=")
-    if not isinstance(chunk_frames, (int, np.integer)) or chunk_frames < 1:
-        raise InputError(f"chunk_frames must be an integer >= 1, got {chunk_frames!r}")
+    check_integer("chunk_frames", chunk_frames, 1)
+    check_number("fps", fps, 0, low_open=True)
+    check_integer("temporal_compression", temporal_compression, 1)
     if num_chunks is not None:
-        if not isinstance(num_chunks, (int, np.integer)) or num_chunks < 1:
-            raise InputError(f"num_chunks must be an integer >= 1, got {num_chunks!r}")
-        latent = num_chunks * chunk_frames + 1
+        latent = check_integer("num_chunks", num_chunks, 1) * chunk_frames + 1
     else:
-        if not seconds > 0:
-            raise InputError(f"seconds must be > 0, got {seconds!r}")
-        frames = max(round(seconds * fps), 1)
+        frames = max(round(check_number("seconds", seconds, 0, low_open=True) * fps), 1)
         latent = 1 + math.ceil((frames - 1) / temporal_compression)
+    if latent > MAX_LATENT_FRAMES:  # the plan is a tuple of chunk sizes: bound it
+        raise InputError(f"the stream would have {latent:,} latent frames; at most {MAX_LATENT_FRAMES:,} "
+                         "(ask for fewer seconds or chunks)")
     return split_frames(latent, chunk_frames)
 
 
@@ -94,10 +99,11 @@ def check_stream(compression: Sequence[int], patch: Sequence[int], size: tuple[i
     temporal, spatial = compression
     chunks = plan_chunks(seconds=seconds, num_chunks=num_chunks, chunk_frames=chunk_frames, fps=fps,
                          temporal_compression=temporal)
-    height, width = height or size[0], width or size[1]
+    height = size[0] if height is None else check_integer("height", height, 1)
+    width = size[1] if width is None else check_integer("width", width, 1)
     check_video_size(height, width, 1, temporal, spatial, tuple(patch))
-    if window is not None and (not isinstance(window, (int, np.integer)) or window < 1):
-        raise InputError(f"window must be an integer >= 1 (chunks) or None, got {window!r}")
+    if window is not None:
+        check_integer("window (chunks)", window, 1)
     for chunk in prompts_at or {}:
         if not isinstance(chunk, (int, np.integer)) or not 0 <= chunk < len(chunks):
             raise InputError(f"prompt switch at chunk {chunk!r}: the stream has chunks 0..{len(chunks) - 1}")

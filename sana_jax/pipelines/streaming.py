@@ -37,7 +37,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sana_jax.errors import InputError
+from sana_jax.errors import InputError, NumericsError
 from sana_jax.io.interrupt import defer_sigint
 from sana_jax.io.video import VideoWriter, to_uint8
 from sana_jax.models import sana_video_causal as sc
@@ -46,6 +46,7 @@ from sana_jax.pipelines.stream_chunks import (ChunkTiming, StreamChunk, StreamRe
                                               plan_chunks, stream_settings)  # plan_chunks: re-exported (__all__)
 from sana_jax.progress import progress_bar
 from sana_jax.sampling.schedules import Schedule
+from sana_jax.validate import check_finite
 
 Prompt = str | tuple[Any, Any]  # a text, or (embeddings (1, L, C), mask (1, L)) already encoded
 
@@ -71,7 +72,7 @@ class StreamingPipeline:
         self.encode_prompt, self.encode_video = encode_prompt, encode_video
         longsana = stream_settings(None)
         self.schedule = schedule or longsana.schedule
-        self.chunk_frames = chunk_frames or longsana.chunk_frames
+        self.chunk_frames = longsana.chunk_frames if chunk_frames is None else chunk_frames
         self.window = window
         self.size = size or default_size(transformer.config.sample_size)
         sc.renoise_inputs(self.schedule)  # an InputError now for a schedule the sampler cannot run
@@ -83,11 +84,14 @@ class StreamingPipeline:
         self.dit = sc.StreamingDiT(transformer)
         self._uint8_traces = 0
 
-        def uint8(video):
+        def uint8(video):  # and whether every value was finite (one boolean more to bring back)
             self._uint8_traces += 1
-            return to_uint8(video, jnp)
+            return to_uint8(video, jnp), jnp.isfinite(video).all()
 
         self._uint8 = jax.jit(uint8)
+
+    def _chunk_frames(self, chunk_frames: int | None) -> int:
+        return self.chunk_frames if chunk_frames is None else chunk_frames
 
     @property
     def traces(self) -> int:
@@ -101,17 +105,27 @@ class StreamingPipeline:
               num_chunks: int | None = None, chunk_frames: int | None = None, fps: float = 16.0,
               height: int | None = None,
               width: int | None = None, window: int | None = None,
-              prompts_at: Mapping[int, Any] | None = None) -> StreamRequest:
+              prompts_at: Mapping[int, Any] | None = None, dtype: str = "float32", vae_dtype: str = "float32",
+              memory: bool = True) -> StreamRequest:
         """Every check of a stream request that needs no weights, from the folder's configs: a VAE that streams,
         then :func:`~sana_jax.pipelines.stream_chunks.check_stream` (length, frame size against the VAE and the
-        DiT's patch, window, prompt-switch chunks). Height/width left None take the checkpoint's resolution; the
-        returned :class:`StreamRequest` has them filled in, and the chunk plan. ``chunk_frames`` None: the
-        folder's (:func:`~sana_jax.pipelines.stream_chunks.stream_settings`)."""
+        DiT's patch, window, prompt-switch chunks), then (``memory``) that a chunk fits in what the device has with
+        the models in ``dtype``/``vae_dtype`` (:func:`sana_jax.pipelines.memory.check_stream_memory`).
+        Height/width left None take the checkpoint's resolution; the returned :class:`StreamRequest` has them filled
+        in, and the chunk plan. ``chunk_frames`` None: the folder's
+        (:func:`~sana_jax.pipelines.stream_chunks.stream_settings`)."""
         pf = folder if isinstance(folder, PipelineFolder) else PipelineFolder.open(folder)
-        chunk_frames = chunk_frames or stream_settings(pf.defaults().get("stream")).chunk_frames
-        return check_stream(cls._streaming_vae(pf), pf.patch_size(), pf.default_size(), seconds=seconds,
-                            num_chunks=num_chunks, chunk_frames=chunk_frames, fps=fps, height=height, width=width,
-                            window=window, prompts_at=prompts_at)
+        if chunk_frames is None:
+            chunk_frames = stream_settings(pf.defaults().get("stream")).chunk_frames
+        request = check_stream(cls._streaming_vae(pf), pf.patch_size(), pf.default_size(), seconds=seconds,
+                               num_chunks=num_chunks, chunk_frames=chunk_frames, fps=fps, height=height, width=width,
+                               window=window, prompts_at=prompts_at)
+        if memory:
+            from sana_jax.pipelines.memory import check_folder_stream
+
+            check_folder_stream(pf, chunks=request.chunks, height=request.height, width=request.width, dtype=dtype,
+                                vae_dtype=vae_dtype)
+        return request
 
     @staticmethod
     def _streaming_vae(pf: PipelineFolder) -> tuple[int, int]:
@@ -165,7 +179,7 @@ class StreamingPipeline:
                      window: int | None = None, prompts_at: Mapping[int, Any] | None = None) -> StreamRequest:
         """:meth:`check`'s request checks against the loaded models; what :meth:`iter_chunks` does first."""
         return check_stream(self.vae.compression, self.transformer.config.patch_size, self.default_size(),
-                            seconds=seconds, num_chunks=num_chunks, chunk_frames=chunk_frames or self.chunk_frames,
+                            seconds=seconds, num_chunks=num_chunks, chunk_frames=self._chunk_frames(chunk_frames),
                             fps=self.fps,
                             height=height, width=width, window=window, prompts_at=prompts_at)
 
@@ -247,7 +261,7 @@ class StreamingPipeline:
                                     width=width, window=window, prompts_at=prompts_at)
         request, context = self._context(request, image, video)
         return self._chunks(request, prompt, seed=seed, prompts_at=prompts_at, window=window, profile=profile,
-                            start=start, context=context, chunk_frames=chunk_frames or self.chunk_frames)
+                            start=start, context=context, chunk_frames=self._chunk_frames(chunk_frames))
 
     def _context(self, request: StreamRequest, image, video) -> tuple[StreamRequest, jax.Array | None]:
         """(the request, the start latents or None). With a start the plan's leading latent frame — the one that
@@ -278,16 +292,20 @@ class StreamingPipeline:
         state = self.dit.init_state(text, mask, height=h, width=w, window=window)
         self.decoder.reset()
         if context is not None:
-            state = self._commit_context(state, context, chunk_frames or self.chunk_frames)
+            state = self._commit_context(state, context, self._chunk_frames(chunk_frames))
         emitted = 0
-        pending = None  # (timing, latents, frames on device, state spec): chunk c waits while chunk c+1 computes
+        pending = None  # (timing, latents, (frames, finite) on device, state spec): chunk c waits for chunk c+1
 
         def finish(item, tail=None):
             nonlocal emitted
-            timing, latents, frames, spec = item
+            timing, latents, (frames, finite), spec = item
+            if not bool(finite):
+                raise NumericsError(f"chunk {timing.index}: denoising and decoding produced NaN/Inf values: check the "
+                                    "checkpoint's weights and the settings")
             host = np.asarray(frames)[0]
             if tail is not None:
-                host = np.concatenate([host, tail[0]])
+                check_finite(tail, "the stream's last decoded frames")
+                host = np.concatenate([host, to_uint8(np.asarray(tail))[0]])
             timing.ready_s = time.perf_counter() - start
             timing.frames, timing.first_frame = host.shape[0], emitted
             emitted += host.shape[0]
@@ -308,7 +326,7 @@ class StreamingPipeline:
                 t0 = time.perf_counter()
             frames = self._uint8(self.decoder.push(latents))  # queued before chunk c+1: ready while it runs
             if profile:
-                frames.block_until_ready()
+                jax.block_until_ready(frames)
                 timing.decode_s = time.perf_counter() - t0
             timing.traced = self.traces != before
             timing.state_bytes = state.nbytes + self.decoder.state_bytes
@@ -316,16 +334,18 @@ class StreamingPipeline:
                 yield finish(pending)
             pending = (timing, latents, frames, jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), state))
         tail = self.decoder.flush()  # converted on the host: no executable for this one-off shape
-        yield finish(pending, None if tail is None else to_uint8(np.asarray(tail)))
+        yield finish(pending, tail)
 
     def stream(self, prompt: Prompt, *, seconds: float | None = None, num_chunks: int | None = None,
                chunk_frames: int | None = None, height: int | None = None, width: int | None = None, seed: int = 0,
                prompts_at: Mapping[int, Prompt] | None = None, window: int | None = None,
-               out: str | Path | None = None, writer=None,
+               out: str | Path | None = None, writer=None, overwrite: bool = False,
                progress: bool | Callable[[StreamChunk], None] = True, profile: bool = False, image=None,
                video=None) -> StreamResult:
-        """Stream a video into ``out`` (an mp4 path, written live under a temporary name and renamed when closed) or
-        into ``writer`` (anything with ``append(uint8 (T, H, W, 3))``; left open for its owner), or nowhere.
+        """Stream a video into ``out`` (an mp4 path, refused before anything runs if it exists and not
+        ``overwrite``; written live under a temporary name unique to the run, renamed when the stream ends, removed
+        if it fails: :class:`~sana_jax.io.video.VideoWriter`) or into ``writer`` (anything with
+        ``append(uint8 (T, H, W, 3))``; left open for its owner), or nowhere.
 
         ``image`` (uint8 (H, W, 3)): start from it — its latent is committed as the first context and it is the
         video's first frame. ``video`` (uint8 (T, H, W, 3)): extend it — its latents are committed and the output
@@ -345,14 +365,14 @@ class StreamingPipeline:
         request, context = self._context(request, image, video)
         given = None if context is None else np.asarray(image if video is None else video)
         given = None if given is None else (given[None] if given.ndim == 3 else given)
-        own = None if out is None else VideoWriter(out, fps=self.fps, live=True)  # ours to close; `writer` is not
+        own = None if out is None else VideoWriter(out, fps=self.fps, live=True, overwrite=overwrite)  # ours to close
         writer = writer if own is None else own
         callback = progress if callable(progress) else None
         bar = progress_bar(progress is True, total=len(request.chunks), desc="streaming", unit="chunk")
         timings: list[ChunkTiming] = []
         frames_written, setup_s, interrupted = 0, 0.0, False
         gen = self._chunks(request, prompt, seed=seed, prompts_at=prompts_at, window=window, profile=profile,
-                           start=start, context=context, chunk_frames=chunk_frames or self.chunk_frames)
+                           start=start, context=context, chunk_frames=self._chunk_frames(chunk_frames))
         try:
             if given is not None:
                 if writer is not None:
@@ -374,15 +394,18 @@ class StreamingPipeline:
                     callback(chunk)
                 del chunk
         except KeyboardInterrupt:
-            interrupted = True
+            interrupted = True  # what was written is kept
+        except BaseException:
+            if own is not None:
+                own.abort()  # a failed stream publishes nothing
+            raise
         finally:
             gen.close()
             bar.close()
-            if own is not None:
-                own.close()
+        path = None if own is None else own.close()  # None: no frame written
         total_s = time.perf_counter() - start
         return StreamResult(
-            path=None if own is None else own.path, frames=frames_written,
+            path=path, frames=frames_written,
             latent_frames=sum(request.chunks[:len(timings)]),
             chunks=timings, setup_s=setup_s, total_s=total_s,
             time_to_first_frame_s=timings[0].written_s if timings else None,

@@ -31,6 +31,7 @@ from sana_jax.progress import progress_bar
 from sana_jax.sampling import Schedule, dpm_flow_schedule, euler_flow_schedule, sample
 from sana_jax.text.sana_prompt import encode_for_guidance
 from sana_jax.text.tokenizer import Tokenizer
+from sana_jax.validate import check_finite, check_integer, check_number, integer_problem, number_problem
 
 
 #: Generation defaults of the released checkpoints (diffusers' ``SanaVideoPipeline``); a folder may override them
@@ -45,10 +46,20 @@ GENERATION_DEFAULTS = {"height": None, "width": None, "num_frames": 81, "num_inf
 
 def generation_defaults(stored: dict | None) -> dict:
     """:data:`GENERATION_DEFAULTS` updated with a folder's stored ones; a :class:`ConfigError` for unknown keys."""
+    if stored is not None and not isinstance(stored, dict):
+        raise ConfigError(f"model_index.json _sana_jax must be an object of generation defaults, got {stored!r}")
     defaults = {**GENERATION_DEFAULTS, **(stored or {})}
     unknown = set(defaults) - set(GENERATION_DEFAULTS)
     if unknown:
         raise ConfigError(f"unknown generation defaults {sorted(unknown)}; known: {sorted(GENERATION_DEFAULTS)}")
+    for key, low in (("height", 1), ("width", 1), ("num_frames", 1), ("num_inference_steps", 1),
+                     ("max_sequence_length", 1)):
+        if defaults[key] is not None and integer_problem(defaults[key], low):
+            raise ConfigError(f"model_index.json _sana_jax.{key} {integer_problem(defaults[key], low)}")
+    for key, low, low_open in (("guidance_scale", 0, False), ("fps", 0, True)):
+        problem = number_problem(defaults[key], low, low_open=low_open)
+        if problem:
+            raise ConfigError(f"model_index.json _sana_jax.{key} {problem}")
     return defaults
 
 
@@ -68,14 +79,16 @@ def _request(defaults: dict, size: tuple[int, int], vae: VAESpec, patch: Sequenc
              num_frames=None, num_inference_steps=None, guidance_scale=None, image=None) -> GenerationRequest:
     """The checks of :meth:`SanaVideoPipeline.check` on what they need: the generation ``defaults``, the default
     ``size``, the VAE's frame rule and the DiT's patch."""
-    num_frames = num_frames or defaults["num_frames"]
-    steps = num_inference_steps or defaults["num_inference_steps"]
-    guidance = defaults["guidance_scale"] if guidance_scale is None else guidance_scale
-    height, width = height or size[0], width or size[1]
+    # a value given is honoured or refused, never replaced by the default (0 is not "unset")
+    num_frames = defaults["num_frames"] if num_frames is None else check_integer("num_frames", num_frames, 1)
+    steps = (defaults["num_inference_steps"] if num_inference_steps is None
+             else check_integer("num_inference_steps", num_inference_steps, 1))
+    guidance = (defaults["guidance_scale"] if guidance_scale is None
+                else check_number("guidance_scale", guidance_scale, 0))
+    height = size[0] if height is None else check_integer("height", height, 1)
+    width = size[1] if width is None else check_integer("width", width, 1)
     check_video_size(height, width, num_frames, vae.temporal, vae.spatial, tuple(patch),
                      causal_first_frame=vae.causal_first_frame)
-    if steps < 1:
-        raise InputError(f"--steps {steps}: at least one denoising step")
     if isinstance(image, (str, Path)):
         if not Path(image).is_file():
             raise InputError(f"--image {image}: no such file")
@@ -107,7 +120,16 @@ class SanaVideoOutput(VideoOutput):
 
 def schedule_from_config(config: dict, num_steps: int) -> Schedule:
     """The sampler schedule of a diffusers ``scheduler_config.json`` (the two SANA-Video uses)."""
+    if not isinstance(config, dict):
+        raise ConfigError(f"scheduler_config.json must be a JSON object, got {type(config).__name__}")
     cls = config.get("_class_name")
+    problem = integer_problem(config.get("num_train_timesteps", 1000), 1)
+    if problem:
+        raise ConfigError(f"scheduler_config.json num_train_timesteps {problem}")
+    for key in ("flow_shift", "shift"):
+        problem = number_problem(config.get(key, 1.0), 0, low_open=True)
+        if problem:
+            raise ConfigError(f"scheduler_config.json {key} {problem}")
     if cls == "DPMSolverMultistepScheduler":
         if not config.get("use_flow_sigmas") or config.get("prediction_type") != "flow_prediction":
             raise ConfigError("DPMSolverMultistepScheduler must use flow sigmas and flow_prediction for SANA-Video")
@@ -132,7 +154,7 @@ class SanaVideoPipeline:
                  defaults: dict | None = None):
         self.transformer, self.vae, self.text_encoder, self.tokenizer = transformer, vae, text_encoder, tokenizer
         self.defaults = generation_defaults(defaults)
-        self.fps = fps or self.defaults["fps"]
+        self.fps = self.defaults["fps"] if fps is None else fps
         self.scheduler_config, self.prompt_style, self.mesh = scheduler_config, prompt_style, mesh
         self._dit_graph, self.dit_params = nnx.split(transformer)
         self._text_graph, self.text_params = nnx.split(text_encoder)
@@ -169,10 +191,16 @@ class SanaVideoPipeline:
     @classmethod
     def check(cls, folder: str | Path | PipelineFolder, *, height: int | None = None, width: int | None = None,
               num_frames: int | None = None, num_inference_steps: int | None = None,
-              guidance_scale: float | None = None, image=None, local_files_only: bool = False) -> GenerationRequest:
+              guidance_scale: float | None = None, image=None, local_files_only: bool = False,
+              dtype: str = "float32", vae_dtype: str = "float32", vae_tile: int | None = None, mesh=None,
+              memory: bool = True) -> GenerationRequest:
         """Every check that needs no weights, from the folder's configs: the request as :meth:`__call__` takes it
         (sizes and frames against the VAE's frame rule and the DiT's patch; ``image`` a path that exists or an
-        array (height, width, 3)), then the folder's components, VAE and scheduler (:func:`check_folder`).
+        array (height, width, 3)), then the folder's components, VAE and scheduler (:func:`check_folder`), then
+        (``memory``) that the run fits in what the device has: its peak estimated from the configs for ``dtype``,
+        ``vae_dtype``, ``vae_tile`` and ``mesh`` as :meth:`from_pretrained` and :meth:`__call__` take them
+        (:func:`sana_jax.pipelines.memory.check_generation`: an InputError with the options that fit; it starts
+        JAX's backend, so a multi-host run calls it after ``jax.distributed.initialize``).
         Arguments left None take the folder's defaults; the returned :class:`GenerationRequest` has them filled
         in."""
         pf = folder if isinstance(folder, PipelineFolder) else PipelineFolder.open(folder,
@@ -181,6 +209,12 @@ class SanaVideoPipeline:
                            height=height, width=width, num_frames=num_frames,
                            num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, image=image)
         check_folder(pf)
+        if memory:
+            from sana_jax.pipelines.memory import check_folder_generation
+
+            check_folder_generation(pf, num_frames=request.num_frames, height=request.height, width=request.width,
+                                    guidance_scale=request.guidance_scale, dtype=dtype, vae_dtype=vae_dtype,
+                                    vae_tile=vae_tile, mesh=mesh)
         return request
 
     @classmethod
@@ -250,7 +284,9 @@ class SanaVideoPipeline:
 
     def decode(self, latents, *, tile: int | None = None) -> np.ndarray:
         """Normalised latents → uint8 frames (B, T, H, W, 3)."""
-        return to_uint8(self._decode(self.vae_params, jnp.asarray(latents), tile=tile))
+        video = self._decode(self.vae_params, jnp.asarray(latents), tile=tile)
+        check_finite(video, "VAE decoding")
+        return to_uint8(video)
 
     # -- the main call -----------------------------------------------------------------------------------------------
 
@@ -302,6 +338,7 @@ class SanaVideoPipeline:
                          guidance_scale=guidance_scale, progress=(lambda _i: bar.update()) if progress else None,
                          keep=keep)
             out = jax.block_until_ready(out)
+        check_finite(out, "denoising")
         timings["denoising"] = time.perf_counter() - start
 
         frames = None

@@ -86,8 +86,8 @@ class TwoStageOutput(SavesVideo):
             raise InputError("no side-by-side video: call the pipeline with side_by_side=True (and decode=True)")
         return side_by_side(self.stage1_frames, self.frames)
 
-    def save_side_by_side(self, path: str | Path, index: int = 0) -> Path:
-        return write_video(self.side_by_side[index], path, fps=self.fps)
+    def save_side_by_side(self, path: str | Path, index: int = 0, *, overwrite: bool = False) -> Path:
+        return write_video(self.side_by_side[index], path, fps=self.fps, overwrite=overwrite)
 
 
 def resize_frames(frames: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -135,7 +135,7 @@ class TwoStagePipeline:
         folder = PipelineFolder.open(sana_folder, local_files_only=local_files_only)
         request = SanaVideoPipeline.check(folder, height=height, width=width, num_frames=num_frames,
                                           num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
-                                          image=image)
+                                          image=image, memory=False)  # two stages and the refiner: not estimated
         refiner = RefinePipeline.check(ltx2, local_files_only=local_files_only, **refiner_kwargs)
         _check_stages(folder, refiner)
         return TwoStagePlan(folder, request, refiner)
