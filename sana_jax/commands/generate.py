@@ -7,6 +7,7 @@ import time
 
 from sana_jax.commands import DTYPES
 from sana_jax.commands.options import POSITIVE, SEED, integer, number
+from sana_jax.commands.refine import add_output_args, add_refiner_args
 
 
 def add_parser(sub) -> None:
@@ -45,12 +46,7 @@ def add_parser(sub) -> None:
     gen.add_argument("--vae-tile", type=POSITIVE, default=None,
                      help="decode in spatial tiles of this many latent pixels (bounded memory at high resolution; "
                           "with --refine the default is 16 = 512 px)")
-    gen.add_argument("--out", default="output.mp4",
-                     help="output mp4 path (default output.mp4); an existing file is refused unless --overwrite. "
-                          "Written under a temporary name, its frames counted back, then renamed: a failed write "
-                          "leaves nothing")
-    gen.add_argument("--overwrite", action="store_true",
-                     help="replace an existing --out (and --save-latents, --side-by-side files)")
+    add_output_args(gen, "output.mp4")
     gen.add_argument("--save-latents", default=None, metavar="PATH",
                      help="also save the stage-1 latents (.npy or .safetensors; normalised, channels-last) for "
                           "`sana-jax refine`")
@@ -73,8 +69,6 @@ def add_parser(sub) -> None:
                      help="diffusers LTX-2 folder (model_index.json), its Hub id, or native LTX-2 .safetensors file")
     two.add_argument("--refine-prompt", default=None,
                      help="stage 2's prompt (default: the prompt, without the motion-score suffix)")
-    from sana_jax.commands.refine import add_refiner_args
-
     add_refiner_args(two)
     gen.set_defaults(run=run)
 

@@ -42,6 +42,16 @@ def side_by_side_path(args, out: str) -> Path | None:
     return out.with_name(f"{out.stem}.side_by_side{out.suffix or '.mp4'}")
 
 
+def add_output_args(parser, default: str) -> None:
+    """``--out`` and ``--overwrite`` of ``generate`` and ``refine`` (what :func:`check_outputs` checks)."""
+    parser.add_argument("--out", default=default,
+                        help=f"output mp4 path (default {default}); an existing file is refused unless --overwrite. "
+                             "Written under a temporary name, its frames counted back, then renamed: a failed write "
+                             "leaves nothing")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an existing --out (and --save-latents, --side-by-side files)")
+
+
 def check_outputs(args: argparse.Namespace, side_by_side: Path | None = None) -> None:
     """Every file ``generate`` / ``refine`` will write (``--out``, ``--save-latents``, ``--side-by-side``), checked
     before any work: its format, not a folder, not existing unless ``--overwrite``, a parent that can be written
@@ -88,12 +98,7 @@ def add_parser(sub) -> None:
     p.add_argument("--model", required=True,
                    help="diffusers LTX-2 folder (model_index.json), its Hub id (org/name), or native LTX-2 file")
     p.add_argument("--prompt", required=True, help="the text prompt (stage 2 gets it raw, without motion score)")
-    p.add_argument("--out", default="refined.mp4",
-                   help="output mp4 path (default refined.mp4); an existing file is refused unless --overwrite. "
-                        "Written under a temporary name, its frames counted back, then renamed: a failed write "
-                        "leaves nothing")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace an existing --out (and --save-latents, --side-by-side files)")
+    add_output_args(p, "refined.mp4")
     add_refiner_args(p)
     p.add_argument("--seed", type=SEED, default=0, help="random seed for the re-noising")
     p.add_argument("--fps", type=POSITIVE, default=16, help="frame rate: RoPE conditioning, audio length, output")

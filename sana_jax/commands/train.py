@@ -87,9 +87,9 @@ def add_parser(sub) -> None:
         "demo", help="rebuild the embedded default model from scratch (procedural shapes)",
         description="Render the procedural dataset, train the small VAE, cache, train the small DiT, and write a "
                     "pipeline folder like sana_jax/default_model (recipe.json records settings, times and the "
-                    "held-out score). sana_jax/default_model was made in two runs: one with the defaults and "
-                    "--vae-from, then --dit-from FOLDER --dit-steps 1100 (its recipe.json records both; "
-                    "docs/default-model.md).")
+                    "held-out score). sana_jax/default_model was made in three runs: the defaults with --vae-from, "
+                    "then --dit-from FOLDER --dit-steps 1100, then --dit-from FOLDER --target x0 --flow-shift 1 "
+                    "--dit-steps 600 --dit-batch 16 (its recipe.json records all three; docs/default-model.md).")
     demo.add_argument("--out", required=True,
                       help="pipeline folder to write (refused if it exists, unless --overwrite)")
     demo.add_argument("--dit-steps", type=POSITIVE, default=None, help="DiT steps (default 1000)")

@@ -14,9 +14,11 @@ The DiT is preconditioned (:class:`sana_jax.models.preconditioning.Preconditione
 on clips whose paths the prompt fixes (``paths="lane"``) and whose background is black unless the caption names one,
 with noise levels drawn uniformly and a quarter of them at σ = 1, where sampling lays the video out.
 
-``sana_jax/default_model`` was made by this code with these defaults in two runs: the first as it stands (reusing the
-VAE of the earlier default model, ``vae_from``), the second continuing its DiT for 1,100 more steps (``dit_from``,
-``dit_steps=1100``). Its ``recipe.json`` records both runs' settings, times and the demo-quality score.
+``sana_jax/default_model`` was made by this code in three runs: the first with these defaults (reusing the VAE of
+the earlier default model, ``vae_from``), the second continuing its DiT for 1,100 more steps (``dit_from``,
+``dit_steps=1100``), the third continuing that as an x0 predictor (``target="x0"``, ``flow_shift=1``,
+``dit_steps=600``, ``dit_batch=16``). Its ``recipe.json`` records the runs' settings, times and the demo-quality
+score.
 """
 
 from __future__ import annotations
