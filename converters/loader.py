@@ -46,6 +46,7 @@ from sana_jax.config import read_json
 from sana_jax.errors import CheckpointError, ConfigError
 from sana_jax.io import checkpoints
 from sana_jax.progress import progress_bar
+from sana_jax.validate import all_finite
 
 #: Model families. Each module provides FAMILY, MODEL_CLASS_NAME (diffusers ``_class_name``), CONFIG (with
 #: ``from_diffusers``/``to_diffusers``), MODEL, ``detect(keys)``, ``config_from_checkpoint(source, where)``,
@@ -254,10 +255,10 @@ def load_orbax(path: str | os.PathLike, *, dtype=None) -> nnx.Module:
     cfg = family.CONFIG.from_diffusers(manifest["config"], f"{path}/{checkpoints.MANIFEST}")
     graphdef, state, _ = family.abstract(cfg, jnp.dtype(manifest.get("dtype", "float32")))
     restored = flatten(checkpoints.restore(path, checkpoints.abstract_leaves(nnx.to_pure_dict(state))))
-    for name, value in restored.items():  # on the device: one boolean per tensor comes back
-        if jnp.issubdtype(value.dtype, jnp.floating) and not bool(jnp.isfinite(value).all()):
-            raise CheckpointError(f"{path}: tensor {name!r} holds NaN/Inf values: the checkpoint is damaged (or "
-                                  "was saved from a diverged run)")
+    if not bool(all_finite(restored)):  # one compiled reduction on the device; then name the tensor
+        name = next(k for k, v in restored.items() if not bool(all_finite(v)))
+        raise CheckpointError(f"{path}: tensor {name!r} holds NaN/Inf values: the checkpoint is damaged (or was "
+                              "saved from a diverged run)")
     if dtype is not None:
         graphdef, state, targets = family.abstract(cfg, jnp.dtype(dtype))
         restored = {k: v.astype(targets[k][1]) for k, v in restored.items()}

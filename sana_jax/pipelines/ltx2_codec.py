@@ -42,6 +42,7 @@ def decode_latents(vae, latents, *, tile: int | None = None, frames_per_chunk: i
         key = jax.random.key(0)
     video = _decode_jit(graphdef, params, latents, jnp.float32(timestep), key, tile=tile,
                         frames_per_chunk=frames_per_chunk, noise_scale=noise_scale or None)
+    video = np.asarray(video)  # to_uint8 runs on the host copy
     check_finite(video, "LTX-2 VAE decoding")
     return to_uint8(video)
 

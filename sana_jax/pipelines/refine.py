@@ -309,7 +309,8 @@ class RefinePipeline:
                               sigmas=sigmas, video_only=video_only,
                               progress=(lambda _i: bar.update()) if progress else None)
             out = jax.block_until_ready(out)
-        check_finite(out, "refining")
+        latents_host = np.asarray(out)  # what the output holds; checked here, without a compiled reduction
+        check_finite(latents_host, "refining")
         timings["refining"] = time.perf_counter() - start
         frames = None
         if decode:
@@ -320,7 +321,7 @@ class RefinePipeline:
                                      key=None if key is None else jax.random.fold_in(key, 1))
                 bar.update()
             timings["refiner_decoding"] = time.perf_counter() - start
-        return RefineOutput(frames, np.asarray(out), timings, fps=int(fps or self.fps))
+        return RefineOutput(frames, latents_host, timings, fps=int(fps or self.fps))
 
 
 def _load_upsampler(path: Path, dtype: str):

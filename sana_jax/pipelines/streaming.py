@@ -304,8 +304,9 @@ class StreamingPipeline:
                                     "checkpoint's weights and the settings")
             host = np.asarray(frames)[0]
             if tail is not None:
+                tail = np.asarray(tail)
                 check_finite(tail, "the stream's last decoded frames")
-                host = np.concatenate([host, to_uint8(np.asarray(tail))[0]])
+                host = np.concatenate([host, to_uint8(tail)[0]])
             timing.ready_s = time.perf_counter() - start
             timing.frames, timing.first_frame = host.shape[0], emitted
             emitted += host.shape[0]

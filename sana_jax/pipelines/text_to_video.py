@@ -284,7 +284,7 @@ class SanaVideoPipeline:
 
     def decode(self, latents, *, tile: int | None = None) -> np.ndarray:
         """Normalised latents → uint8 frames (B, T, H, W, 3)."""
-        video = self._decode(self.vae_params, jnp.asarray(latents), tile=tile)
+        video = np.asarray(self._decode(self.vae_params, jnp.asarray(latents), tile=tile))  # to_uint8 runs on it
         check_finite(video, "VAE decoding")
         return to_uint8(video)
 
@@ -338,7 +338,8 @@ class SanaVideoPipeline:
                          guidance_scale=guidance_scale, progress=(lambda _i: bar.update()) if progress else None,
                          keep=keep)
             out = jax.block_until_ready(out)
-        check_finite(out, "denoising")
+        latents_host = np.asarray(out)  # what the output holds; checked here, without a compiled reduction
+        check_finite(latents_host, "denoising")
         timings["denoising"] = time.perf_counter() - start
 
         frames = None
@@ -348,7 +349,7 @@ class SanaVideoPipeline:
                 frames = self.decode(out, tile=vae_tile)
                 bar.update()
             timings["decoding"] = time.perf_counter() - start
-        return SanaVideoOutput(frames, np.asarray(out), timings, fps=self.fps)
+        return SanaVideoOutput(frames, latents_host, timings, fps=self.fps)
 
     def _condition_on_image(self, image, latents, cond, uncond):
         """Image-to-video as ``SanaImageToVideoPipeline``: the image's latent (posterior mean, normalised) replaces

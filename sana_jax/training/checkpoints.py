@@ -22,7 +22,7 @@ import orbax.checkpoint as ocp
 from sana_jax.config import read_json
 from sana_jax.errors import CheckpointError, ConfigError
 from sana_jax.training.config import TrainConfig
-from sana_jax.training.guard import all_finite
+from sana_jax.validate import all_finite
 
 RUN_FILE = "run.json"
 METRICS_FILE = "metrics.jsonl"

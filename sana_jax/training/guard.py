@@ -5,24 +5,16 @@ returned for export.
 No host sync is added per step: the loop fetches the newest step's metrics at each log or save point, as it did
 for its log, and only when one is not finite does it read the held metrics of the steps since the last check, to
 name the first bad one. The state itself is checked (one reduction over its floats) before each checkpoint is
-written and when training ends, and a restored checkpoint before it is used (:func:`all_finite`).
+written and when training ends, and a restored checkpoint before it is used
+(:func:`sana_jax.validate.all_finite`).
 """
 
 from __future__ import annotations
 
 import math
 
-import jax
-import jax.numpy as jnp
-
 from sana_jax.errors import NumericsError
-
-
-@jax.jit
-def all_finite(tree) -> jax.Array:
-    """Whether every floating-point value of ``tree`` is finite (a boolean scalar on the device)."""
-    checks = [jnp.isfinite(x).all() for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.inexact)]
-    return jnp.stack(checks).all() if checks else jnp.array(True)
+from sana_jax.validate import all_finite
 
 
 class DivergenceGuard:
