@@ -255,8 +255,8 @@ def load_orbax(path: str | os.PathLike, *, dtype=None) -> nnx.Module:
     cfg = family.CONFIG.from_diffusers(manifest["config"], f"{path}/{checkpoints.MANIFEST}")
     graphdef, state, _ = family.abstract(cfg, jnp.dtype(manifest.get("dtype", "float32")))
     restored = flatten(checkpoints.restore(path, checkpoints.abstract_leaves(nnx.to_pure_dict(state))))
-    if not bool(all_finite(restored)):  # one compiled reduction on the device; then name the tensor
-        name = next(k for k, v in restored.items() if not bool(all_finite(v)))
+    if not all_finite(restored):  # one pass over the whole checkpoint; then name the tensor
+        name = next(k for k, v in restored.items() if not all_finite(v))
         raise CheckpointError(f"{path}: tensor {name!r} holds NaN/Inf values: the checkpoint is damaged (or was "
                               "saved from a diverged run)")
     if dtype is not None:

@@ -72,22 +72,29 @@ def check_seed(value, name: str = "seed") -> int:
 
 
 def check_finite(array, stage: str) -> None:
-    """A :class:`NumericsError` naming ``stage`` unless every value of ``array`` is finite. Give it the host copy
-    the caller makes anyway (NumPy: microseconds, no compilation); a JAX array is tested on its device."""
-    if isinstance(array, np.ndarray):
-        finite = bool(np.isfinite(array).all())
-    else:
-        finite = bool(all_finite(array))
-    if not finite:
+    """A :class:`NumericsError` naming ``stage`` unless every value of ``array`` is finite (:func:`all_finite`). Give
+    it the host copy the caller makes anyway."""
+    if not all_finite(array):
         bad = int(np.size(array) - np.count_nonzero(np.isfinite(np.asarray(array))))
         raise NumericsError(f"{stage} produced {bad:,} NaN/Inf values of {np.size(array):,}: check the checkpoint's "
                             "weights and the settings (guidance, scheduler, steps)")
 
 
-def all_finite(tree):
-    """Whether every floating-point value of a pytree of JAX arrays is finite: a boolean scalar on the device, from
-    one compiled reduction per tree structure (``bool()`` it to bring it back)."""
-    return _all_finite_jit()(tree)
+def all_finite(tree) -> bool:
+    """Whether every floating-point value of a pytree of arrays is finite. Arrays in host memory (NumPy, or JAX on
+    CPU, read without a copy) are tested by NumPy; otherwise one compiled reduction per tree structure runs on the
+    device and one boolean comes back."""
+    import jax
+
+    leaves = jax.tree.leaves(tree)
+    if all(not isinstance(x, jax.Array) or (x.is_fully_addressable and {d.platform for d in x.devices()} == {"cpu"})
+           for x in leaves):
+        return all(bool(np.isfinite(a).all()) for a in map(np.asarray, leaves) if _inexact(a.dtype))
+    return bool(_all_finite_jit()(tree))
+
+
+def _inexact(dtype) -> bool:
+    return np.dtype(dtype).kind in "fc" or "float" in np.dtype(dtype).name  # bfloat16's kind is "V"
 
 
 @functools.cache

@@ -80,7 +80,7 @@ class RunDirectory:
             state = self.manager.restore(step, args=ocp.args.StandardRestore(self.trainer.abstract_state()))
         except Exception as e:  # orbax and TensorStore raise assorted errors, with pages of detail
             raise CheckpointError(first_line(e, drop=f"{self.path}/")) from e
-        if not bool(all_finite(state)):
+        if not all_finite(state):
             raise CheckpointError("it holds NaN or infinite values")
         return state
 

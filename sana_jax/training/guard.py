@@ -44,7 +44,7 @@ class DivergenceGuard:
     def check_state(self, state: dict, done: int) -> None:
         """A NumericsError if the state after ``done`` steps holds a NaN or an infinity (e.g. an update that
         overflowed on the step whose loss was still finite)."""
-        if not bool(all_finite(state)):
+        if not all_finite(state):
             raise self.error(done - 1, "the weights or optimiser state hold NaN or infinite values")
 
     def error(self, step: int, what: str) -> NumericsError:
