@@ -180,10 +180,11 @@ class DistillTrainer:
             return "ode"
         return "generator" if (step - self.config.ode_steps) % self.config.critic_updates == 0 else "critic"
 
-    def step(self, state: dict, batch: dict) -> tuple[dict, dict]:
+    def step(self, state: dict, batch: dict, index: int | None = None) -> tuple[dict, dict]:
         """One step (``state`` is donated: use the returned one). On DMD steps ``loss`` is the critic's flow loss
-        and, on generator steps, ``dmd_loss`` the generator's."""
-        phase = self.phase(int(state["step"]))
+        and, on generator steps, ``dmd_loss`` the generator's. ``index``: the state's step, as the caller counts it
+        (``fit`` does), which picks the phase without reading it back from the device."""
+        phase = self.phase(int(state["step"]) if index is None else index)
         batch = place_batch(self.mesh, batch, replicated=SHARED)
         if phase == "ode":
             return self._ode(state, batch)

@@ -129,8 +129,9 @@ class Trainer:
     def _place_batch(self, batch: dict) -> dict:
         return place_batch(self.mesh, batch, replicated=("null_text", "null_mask"))
 
-    def step(self, state: dict, batch: dict) -> tuple[dict, dict]:
-        """One optimiser step (``state`` is donated: use the returned one)."""
+    def step(self, state: dict, batch: dict, index: int | None = None) -> tuple[dict, dict]:
+        """One optimiser step (``state`` is donated: use the returned one); ``index``, the state's step as the
+        caller counts it, is not needed here (the distiller's phase depends on it)."""
         return self._step(state, self._place_batch(batch))
 
     # -- the loop ----------------------------------------------------------------------------------------------
@@ -151,7 +152,7 @@ def fit(trainer, dataset, steps: int, *, run_dir: str | Path | None = None, save
         keep: int = 3, log_every: int = 10, progress: bool = True,
         on_metrics: Callable[[int, dict], None] | None = None, state: dict | None = None) -> dict:
     """The training loop of any trainer with ``init_state``/``abstract_state``/``run_signature(dataset)``/
-    ``step(state, batch)``/``phase(step)`` and ``config.batch_size``/``config.seed``, over
+    ``step(state, batch, index)``/``phase(step)`` and ``config.batch_size``/``config.seed``, over
     ``dataset.batch(step, size, seed)``: train until ``steps`` steps are done and return the state.
 
     With ``run_dir`` the run is resumable: it holds ``run.json`` (configs, checked on resume), orbax checkpoints
@@ -182,7 +183,7 @@ def fit(trainer, dataset, steps: int, *, run_dir: str | Path | None = None, save
         bar = progress_bar(progress, steps, "training", unit="step", initial=start)
         for step in range(start, steps):
             batch = dataset.batch(step, trainer.config.batch_size, seed=trainer.config.seed)
-            state, metrics = trainer.step(state, batch)
+            state, metrics = trainer.step(state, batch, step)  # the host's count: no read-back of state["step"]
             guard.add(step, metrics)
             done = step + 1
             log_now = done % log_every == 0 or done == steps
