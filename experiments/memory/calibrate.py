@@ -70,7 +70,6 @@ def child_run(height: int, width: int, frames: int) -> dict:
 
 def child_decode(frames: int, height: int, width: int) -> dict:
     import jax
-    import jax.numpy as jnp
     from flax import nnx
 
     import converters

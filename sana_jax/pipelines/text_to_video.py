@@ -54,8 +54,9 @@ def generation_defaults(stored: dict | None) -> dict:
         raise ConfigError(f"unknown generation defaults {sorted(unknown)}; known: {sorted(GENERATION_DEFAULTS)}")
     for key, low in (("height", 1), ("width", 1), ("num_frames", 1), ("num_inference_steps", 1),
                      ("max_sequence_length", 1)):
-        if defaults[key] is not None and integer_problem(defaults[key], low):
-            raise ConfigError(f"model_index.json _sana_jax.{key} {integer_problem(defaults[key], low)}")
+        problem = None if defaults[key] is None else integer_problem(defaults[key], low)
+        if problem:
+            raise ConfigError(f"model_index.json _sana_jax.{key} {problem}")
     for key, low, low_open in (("guidance_scale", 0, False), ("fps", 0, True)):
         problem = number_problem(defaults[key], low, low_open=low_open)
         if problem:
