@@ -238,8 +238,10 @@ class TorchStateDict(Mapping):
 
 
 #: where training checkpoints keep the weights: Sana ``state_dict``; DC-Gen ``ema_model_state_dict`` (a dict of EMA
-#: state dicts: the first is taken) then ``model_state_dict``; generic ``model`` / ``module``.
-STATE_DICT_KEYS = ("state_dict", "ema_model_state_dict", "model_state_dict", "model", "module")
+#: state dicts: the first is taken) then ``model_state_dict``; Self-Forcing ``generator_ema`` (what its demo runs)
+#: then CausVid / Self-Forcing ``generator``; generic ``model`` / ``module``.
+STATE_DICT_KEYS = ("state_dict", "ema_model_state_dict", "model_state_dict", "generator_ema", "generator", "model",
+                   "module")
 
 
 def open_torch_state_dict(path: str | os.PathLike, nested: tuple[str, ...] = STATE_DICT_KEYS) -> TorchStateDict:
