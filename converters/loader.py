@@ -36,7 +36,7 @@ import numpy as np
 from flax import nnx
 
 from converters import (dcae_v, gemma, ltx2_connectors, ltx2_transformer, ltx2_upsampler, ltx2_vae, patch_vae,
-                        sana_video, wan_transformer, wan_vae)
+                        sana_video, umt5, wan_transformer, wan_vae)
 from converters import tables
 from converters.hub import resolve
 from converters.nnx_state import flatten, merge
@@ -52,7 +52,7 @@ from sana_jax.validate import all_finite
 #: ``from_diffusers``/``to_diffusers``), MODEL, ``detect(keys)``, ``config_from_checkpoint(source, where)``,
 #: ``abstract(config, dtype)`` and ``load(source, config, where=, dtype=, progress=)``.
 FAMILIES = {m.FAMILY: m for m in (sana_video, ltx2_vae, wan_vae, ltx2_connectors, gemma, ltx2_transformer,
-                                   ltx2_upsampler, dcae_v, patch_vae, wan_transformer)}
+                                   ltx2_upsampler, dcae_v, patch_vae, wan_transformer, umt5)}
 BY_CLASS = {name: m for m in FAMILIES.values() for name in getattr(m, "MODEL_CLASS_NAMES", (m.MODEL_CLASS_NAME,))}
 
 WEIGHT_NAMES = ("diffusion_pytorch_model.safetensors.index.json", "diffusion_pytorch_model.safetensors",
