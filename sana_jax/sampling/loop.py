@@ -73,8 +73,8 @@ def sample(model_fn: ModelFn, params, latents, *, schedule: Schedule, cond, unco
     Args:
       model_fn: ``(params, x, t, cond) -> v``, pure, static (same object ⇒ no recompilation).
       params: pytree passed through to ``model_fn`` (e.g. ``nnx.State``).
-      schedule: from ``dpm_flow_schedule`` / ``euler_flow_schedule`` / ``distilled_schedule`` / ``longsana_schedule``;
-        its ``solver`` field picks the update rule.
+      schedule: from ``dpm_flow_schedule`` / ``unipc_flow_schedule`` / ``euler_flow_schedule`` /
+        ``distilled_schedule`` / ``longsana_schedule``; its ``solver`` field picks the update rule.
       cond / uncond: pytrees with the same structure whose leaves all have leading batch axis B. With guidance the
         model is called once per step on the batch [uncond; cond] (leaves concatenated once, outside the scan).
       guidance_scale: g; ``g == 1`` (a Python-level, static decision) skips the unconditional half and ``uncond``.

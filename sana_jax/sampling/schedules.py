@@ -1,9 +1,9 @@
 """Sigma / timestep schedules, computed on the host with NumPy exactly as diffusers computes them.
 
 A ``Schedule`` holds ``sigmas`` (n+1,) float32 — the last one is the final sigma, 0 — and ``timesteps`` (n,)
-float32, the values the model is fed (σ·1000 in diffusers' convention; integer-valued for the DPM-solver, whose
-scheduler casts them to int64). The arithmetic follows the diffusers code line by line (float64 where diffusers uses
-NumPy float64, float32 where it uses torch float32), so sigmas and timesteps match bit for bit; the compiled loop
+float32, the values the model is fed (σ·1000 in diffusers' convention; integer-valued for the DPM-solver and UniPC,
+whose schedulers cast them to int64). The arithmetic follows the diffusers code line by line (float64 where diffusers
+uses NumPy float64, float32 where it uses torch float32), so sigmas and timesteps match bit for bit; the compiled loop
 (``loop.sample``) receives them as arrays, so a new schedule of the same length does not recompile.
 """
 
@@ -24,13 +24,13 @@ DISTILLED_SIGMAS: tuple[float, ...] = (0.909375, 0.725, 0.421875, 0.0)
 # (NVlabs/Sana:diffusion/scheduler/longlive_flow_euler_sampler.py `denoising_step_list`).
 LONGSANA_TIMESTEPS: tuple[int, ...] = (1000, 960, 889, 727)
 
-SOLVER_NAMES = ("dpm++2m", "euler", "renoise")
+SOLVER_NAMES = ("dpm++2m", "euler", "renoise", "unipc")
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class Schedule:
     """``sigmas`` (n+1,) float32 ending at the final sigma; ``timesteps`` (n,) float32 fed to the model;
-    ``solver``: the update rule the schedule belongs to (``"dpm++2m"``, ``"euler"`` or ``"renoise"``)."""
+    ``solver``: the update rule the schedule belongs to (``"dpm++2m"``, ``"euler"``, ``"renoise"`` or ``"unipc"``)."""
 
     sigmas: np.ndarray
     timesteps: np.ndarray
@@ -90,6 +90,23 @@ def dpm_flow_schedule(num_steps: int, shift: float = 8.0, num_train_timesteps: i
     return Schedule(sigmas, timesteps.astype(np.float32), "dpm++2m")
 
 
+def unipc_flow_schedule(num_steps: int, shift: float = 3.0, num_train_timesteps: int = 1000) -> Schedule:
+    """Wan2.1's scheduler: ``UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True,
+    flow_shift=shift)`` (defaults: order 2, bh2, predict_x0, lower_order_final, final_sigmas_type="zero"). Mirrors
+    its ``set_timesteps`` (huggingface/diffusers:src/diffusers/schedulers/scheduling_unipc_multistep.py, use_flow_sigmas
+    branch): float64 σ = S_shift(linspace(1, 1/N_train, n+1)[:-1]); σ_0 −= 1e−6 when it is within 1e−6 of 1 (keeps
+    log(1 − σ_0) finite); timesteps = σ·N_train truncated to int64; then sigmas + [0] cast to float32. The solver uses
+    the exact σ, the model the truncated timestep (for shift 3, 50 steps: 999, 993, 986, …, 113, 60)."""
+    n, big_n = _check_steps(num_steps), num_train_timesteps
+    sigmas = np.linspace(1, 1 / big_n, n + 1)[:-1]
+    sigmas = flow_shift(sigmas, float(shift))  # float64: flow_shift * sigmas / (1 + (flow_shift - 1) * sigmas)
+    if np.fabs(sigmas[0] - 1) < 1e-6:
+        sigmas[0] -= 1e-6
+    timesteps = (sigmas * big_n).astype(np.int64)  # torch .to(int64) truncates toward zero
+    sigmas = np.concatenate([sigmas, [0.0]]).astype(np.float32)
+    return Schedule(sigmas, timesteps.astype(np.float32), "unipc")
+
+
 def euler_flow_schedule(num_steps: int | None = None, shift: float = 1.0, *, sigmas: Sequence[float] | None = None,
                         mu: float | None = None, time_shift_type: str = "exponential",
                         num_train_timesteps: int = 1000) -> Schedule:
@@ -144,3 +161,28 @@ def longsana_schedule(timesteps: Sequence[int] = LONGSANA_TIMESTEPS, shift: floa
     idx = [int(np.argmin(np.abs(table_t - np.float32(v)))) for v in t]
     sig = np.concatenate([table[idx], np.zeros(1, np.float32)])
     return Schedule(sig, np.asarray(t, np.float32), "renoise")
+
+
+# CausVid's released autoregressive Wan student (tianweiy/CausVid:configs/wan_causal_dmd.yaml) and Self-Forcing's
+# (guandeh17/Self-Forcing:configs/self_forcing_dmd.yaml): per-chunk timesteps before warping, and the shift.
+CAUSVID_TIMESTEPS: tuple[int, ...] = (1000, 757, 522)
+SELF_FORCING_TIMESTEPS: tuple[int, ...] = (1000, 750, 500, 250)
+
+
+def warp_timesteps(timesteps: Sequence[int], shift: float, num_train_timesteps: int = 1000) -> list[float]:
+    """``warp_denoising_step``: t → the shifted table's entry 1000 − t (``concat(T, [0])[1000 − t]``, T the
+    1000-step table of :func:`longsana_schedule`), i.e. 1000·S_shift(t/1000) on the table's grid."""
+    big_n = num_train_timesteps
+    table = flow_shift(np.linspace(1.0, 0.0, big_n + 1)[:-1].astype(np.float32), float(shift))
+    table_t = np.concatenate([table * np.float32(big_n), np.zeros(1, np.float32)])
+    return [float(table_t[big_n - int(t)]) for t in timesteps]
+
+
+def causvid_schedule(timesteps: Sequence[int] = CAUSVID_TIMESTEPS, shift: float = 8.0) -> Schedule:
+    """CausVid's per-chunk schedule (no warping, shift 8): the model sees t = 1000, 757, 522."""
+    return longsana_schedule(timesteps, shift=shift)
+
+
+def self_forcing_schedule(timesteps: Sequence[int] = SELF_FORCING_TIMESTEPS, shift: float = 5.0) -> Schedule:
+    """Self-Forcing's per-chunk schedule (warped, shift 5): the model sees t = 1000, 937.5, 833.3, 625."""
+    return longsana_schedule(warp_timesteps(timesteps, shift), shift=shift)

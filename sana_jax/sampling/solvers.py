@@ -1,12 +1,14 @@
-"""Update rules: flow DPM-solver++ (2M, midpoint), flow Euler, and x0-prediction with re-noising.
+"""Update rules: flow DPM-solver++ (2M, midpoint), flow Euler, x0-prediction with re-noising, and flow UniPC
+(``unipc.py``).
 
 Each solver splits into a host part and a device part:
   * ``coefficients(sigmas)`` — NumPy, once per call: per-step float32 arrays (n,) that the compiled loop scans over.
     Everything that depends only on the schedule (ratios, exponentials, which steps are first order) lives here, so
     the scan body has no Python branching and no transcendental functions.
   * ``step(x, v, state, coeff)`` — jnp, float32: one update given the (guided) velocity ``v`` at ``x``.
-The maths is diffusers' (``DPMSolverMultistepScheduler`` / ``FlowMatchEulerDiscreteScheduler``), with the same
-float32 operation order so that results agree to a few ulp.
+The maths is diffusers' (``DPMSolverMultistepScheduler`` / ``FlowMatchEulerDiscreteScheduler`` /
+``UniPCMultistepScheduler``), with the same float32 operation order so that results agree to a few ulp (UniPC's
+coefficients are computed in float64, then stored float32).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from sana_jax.errors import InputError
+from sana_jax.sampling.unipc import unipc_coefficients, unipc_init, unipc_step
 
 F32 = np.float32
 
@@ -131,6 +134,7 @@ SOLVERS: dict[str, Solver] = {
     "dpm++2m": Solver("dpm++2m", dpm_solver_pp_2m_coefficients, _dpm_init, _dpm_step),
     "euler": Solver("euler", euler_coefficients, lambda latents, key: (), _euler_step),
     "renoise": Solver("renoise", renoise_coefficients, _renoise_init, _renoise_step),
+    "unipc": Solver("unipc", unipc_coefficients, unipc_init, unipc_step),
 }
 
 
