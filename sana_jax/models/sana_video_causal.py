@@ -393,11 +393,12 @@ def renoise_inputs(schedule: Schedule) -> tuple[np.ndarray, dict[str, np.ndarray
 
 def sample_chunk(model: SanaVideoTransformer, state: StreamState, key: jax.Array, index: jax.Array,
                  timesteps: jax.Array, coefficients: dict[str, jax.Array], *, shape: tuple[int, ...],
-                 max_frames: int = DEFAULT_MAX_FRAMES) -> tuple[jax.Array, StreamState]:
+                 max_frames: int = DEFAULT_MAX_FRAMES, step_fn=step) -> tuple[jax.Array, StreamState]:
     """One chunk of LongSANA's sampler (the module docstring's loop), CFG 1: fresh noise, a re-noising step per
     timestep (:func:`~sana_jax.sampling.solvers.renoise_step`; the last, to σ = 0, leaves x0), then the clean
     t = 0 pass that commits the chunk. ``timesteps``/``coefficients``: :func:`renoise_inputs`. Noise keys:
     ``fold_in(fold_in(key, index), 0)`` for the initial noise, ``…, i + 1)`` for step i's re-noising.
+    ``step_fn``: the DiT's chunk step (:func:`step`; the Wan students': ``sana_jax.models.wan_causal.step``).
     Returns (the chunk's clean latents, float32 ``shape``; the next state)."""
     b = shape[0]
     chunk_key = jax.random.fold_in(key, index)
@@ -405,13 +406,13 @@ def sample_chunk(model: SanaVideoTransformer, state: StreamState, key: jax.Array
 
     def denoise(x, inputs):
         i, t, k = inputs
-        v, _ = step(model, state, x.astype(model.dtype), jnp.broadcast_to(t, (b,)), max_frames=max_frames)
+        v, _ = step_fn(model, state, x.astype(model.dtype), jnp.broadcast_to(t, (b,)), max_frames=max_frames)
         noise = jax.random.normal(jax.random.fold_in(chunk_key, i + 1), shape, jnp.float32)
         return renoise_step(x, v.astype(jnp.float32), noise, k), None
 
     x, _ = jax.lax.scan(denoise, x, (jnp.arange(timesteps.shape[0]), timesteps, coefficients))
-    _, state = step(model, state, x.astype(model.dtype), jnp.zeros((b,), jnp.float32), commit=True,
-                    max_frames=max_frames)
+    _, state = step_fn(model, state, x.astype(model.dtype), jnp.zeros((b,), jnp.float32), commit=True,
+                       max_frames=max_frames)
     return x, state
 
 
@@ -425,6 +426,11 @@ class StreamingDiT:
     donate the one passed in (do not reuse it). ``traces`` counts Python traces (a test hook).
     """
 
+    #: the model's streaming functions (a subclass for another DiT family replaces them) and ``init_state``'s
+    #: static arguments
+    FUNCTIONS = {"step": step, "sample_chunk": sample_chunk, "init_state": init_state, "set_prompt": set_prompt}
+    INIT_STATIC = ("height", "width", "window")
+
     def __init__(self, model: SanaVideoTransformer, *, donate: bool = True, max_frames: int = DEFAULT_MAX_FRAMES):
         self.model, self.max_frames = model, max_frames
         self.graphdef, self.params = nnx.split(model)
@@ -437,16 +443,23 @@ class StreamingDiT:
                 return fn(nnx.merge(self.graphdef, params), *args, **kwargs)
             return traced
 
-        frames = ("max_frames",)
-        self._denoise = jax.jit(on_params(functools.partial(step, commit=False)), static_argnames=frames)
-        self._commit = jax.jit(on_params(functools.partial(step, commit=True)), static_argnames=frames,
+        frames, fns = ("max_frames",), self.FUNCTIONS
+        self._denoise = jax.jit(on_params(functools.partial(fns["step"], commit=False)), static_argnames=frames)
+        self._commit = jax.jit(on_params(functools.partial(fns["step"], commit=True)), static_argnames=frames,
                                donate_argnums=donated)
-        self._chunk = jax.jit(on_params(sample_chunk), static_argnames=("shape", *frames), donate_argnums=donated)
-        self._init = jax.jit(on_params(init_state), static_argnames=("height", "width", "window"))
-        self._set_prompt = jax.jit(on_params(set_prompt), donate_argnums=donated)
+        self._chunk = jax.jit(on_params(fns["sample_chunk"]), static_argnames=("shape", *frames),
+                              donate_argnums=donated)
+        self._init = jax.jit(on_params(fns["init_state"]), static_argnames=self.INIT_STATIC)
+        self._set_prompt = jax.jit(on_params(fns["set_prompt"]), donate_argnums=donated)
 
     def init_state(self, text, text_mask=None, *, height: int, width: int, window: int | None = None,
-                   t_offset: int = 0) -> StreamState:
+                   t_offset: int = 0, frames: int | None = None, chunk_frames: int | None = None, sink: int = 0
+                   ) -> StreamState:
+        """The empty stream (:func:`init_state`). ``frames``/``chunk_frames`` (the stream's length and chunk) are
+        what a KV-cached DiT sizes its cache by; LongSANA's running sums need neither, and have no sink."""
+        del frames, chunk_frames
+        if sink:
+            raise InputError("LongSANA's linear attention has no attention sink (sink is for the Wan students)")
         return self._init(self.params, text, text_mask, height=height, width=width, window=window,
                           t_offset=t_offset)
 

@@ -107,7 +107,9 @@ def _from_original(config: dict, source: str) -> dict:
     if not isinstance(dim, int) or not isinstance(heads, int) or heads < 1 or dim % heads:
         raise key_error(source, "dim", f"{dim!r} must be a multiple of num_heads {heads!r}")
     renamed = {"in_dim": "in_channels", "out_dim": "out_channels", "ffn_dim": "ffn_dim", "freq_dim": "freq_dim",
-               "num_layers": "num_layers", "eps": "eps"}
+               "num_layers": "num_layers", "eps": "eps",
+               # not saved by WanModel (ignore_for_config) but constructor arguments: read when a file states them
+               "text_dim": "text_dim", "patch_size": "patch_size", "cross_attn_norm": "cross_attn_norm"}
     out = {new: config[old] for old, new in renamed.items() if old in config}
     return {**out, "num_attention_heads": heads, "attention_head_dim": dim // heads}
 
@@ -271,6 +273,14 @@ class WanTransformer(nnx.Module):
         self.scale_shift_table = param(rngs, lambda k, s, t: jax.random.normal(k, s, t) / math.sqrt(d),
                                        (1, 2, d), (None, None, "embed"), param_dtype)
         self.proj_out = Linear(d, pt * ph * pw * cfg.out_channels, axes=("embed", None), **kw)
+
+    def set_float32_conditioning(self, on: bool) -> None:
+        """Switch the time embedding, modulation and residual stream between float32 (the original Wan) and the
+        compute dtype (the causal checkpoints, cast to bf16 whole by CausVid / Self-Forcing); no weight changes."""
+        self.float32_conditioning = bool(on)
+        cond = jnp.float32 if on else self.dtype
+        for linear in (self.time_embedder.linear_1, self.time_embedder.linear_2, self.time_proj):
+            linear.dtype = cond
 
     @property
     def stream_dtype(self):
