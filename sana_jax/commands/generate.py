@@ -1,4 +1,6 @@
-"""``sana-jax generate PROMPT --model FOLDER``: text-to-video (or image-to-video with ``--image``) to an mp4."""
+"""``sana-jax generate PROMPT --model FOLDER``: text-to-video (or image-to-video with ``--image``) to an mp4, with a
+SANA-Video folder (``SanaVideoPipeline``) or a Wan2.1 one (``WanPipeline``, chosen by ``model_index.json``'s
+``_class_name``)."""
 
 from __future__ import annotations
 
@@ -13,34 +15,42 @@ from sana_jax.commands.refine import add_output_args, add_refiner_args
 def add_parser(sub) -> None:
     gen = sub.add_parser(
         "generate", help="generate a video from a prompt (text-to-video, or image-to-video with --image)",
-        description="Generate a video with a SANA-Video diffusers pipeline folder: Gemma-2 prompt encoding, "
-                    "SANA-Video denoising (the folder's scheduler, classifier-free guidance), VAE decoding, mp4. "
-                    "Sizes and frame counts are checked before any weights are loaded. Defaults follow the "
-                    "checkpoint: 480×832 for the 480p model, 704×1280 for the 720p one, 81 frames, 50 steps, "
-                    "guidance 6. Without --model the small model embedded in the package is used (64×64, 9 frames, "
-                    "20 steps, guidance 1.5; prompts like 'a red circle moving left', optionally "
-                    "'... on a white background').")
+        description="Generate a video with a diffusers pipeline folder: SANA-Video (Gemma-2 prompt encoding) or "
+                    "Wan2.1 text-to-video (a WanPipeline folder: UMT5 prompt encoding); then denoising with the "
+                    "folder's scheduler and classifier-free guidance, VAE decoding, mp4. Sizes and frame counts are "
+                    "checked before any weights are loaded. Defaults follow the checkpoint: SANA-Video 480×832 for "
+                    "the 480p model, 704×1280 for the 720p one, 81 frames, 50 steps, guidance 6; Wan2.1 480×832, 81 "
+                    "frames, 50 steps, guidance 5, 16 fps (diffusers' WanPipeline). Without --model the small model "
+                    "embedded in the package is used (64×64, 9 frames, 20 steps, guidance 1.5; prompts like 'a red "
+                    "circle moving left', optionally '... on a white background').")
     gen.add_argument("prompt", help="the text prompt")
     gen.add_argument("--model", default=None,
-                     help="diffusers SANA-Video pipeline folder (model_index.json) or its Hugging Face Hub id "
-                          "(org/name, from the hub's cache); default: the small model embedded in the package "
-                          "(64×64 coloured shapes, e.g. 'a blue square moving up'; docs/default-model.md)")
-    gen.add_argument("--image", default=None, help="first frame (PNG/JPEG): image-to-video; resized to the video")
-    gen.add_argument("--height", type=POSITIVE, default=None, help="pixels (default: the checkpoint's resolution)")
-    gen.add_argument("--width", type=POSITIVE, default=None, help="pixels (default: the checkpoint's resolution)")
+                     help="diffusers pipeline folder (model_index.json) of SANA-Video or Wan2.1 (WanPipeline), an "
+                          "original Wan2.1 folder (Wan-AI/Wan2.1-T2V-1.3B layout), or a Hugging Face Hub id (org/name, from the hub's cache); default: the small model embedded "
+                          "in the package (64×64 coloured shapes, e.g. 'a blue square moving up'; "
+                          "docs/default-model.md)")
+    gen.add_argument("--image", default=None,
+                     help="first frame (PNG/JPEG): image-to-video, resized to the video (SANA-Video only)")
+    gen.add_argument("--height", type=POSITIVE, default=None,
+                     help="pixels (default: the checkpoint's resolution, 480 for Wan2.1)")
+    gen.add_argument("--width", type=POSITIVE, default=None,
+                     help="pixels (default: the checkpoint's resolution, 832 for Wan2.1)")
     gen.add_argument("--frames", type=POSITIVE, default=None,
                      help="frame count: 1 + 4k (Wan VAE), 1 + 8k (LTX-2 VAE) or 4k (DC-AE-V, e.g. 80); default: the "
-                          "checkpoint's (81 for SANA-Video, 9 for the embedded model)")
+                          "checkpoint's (81 for SANA-Video and Wan2.1, 9 for the embedded model)")
     gen.add_argument("--steps", type=POSITIVE, default=None, help="denoising steps (default: the checkpoint's, 50 for "
-                                                              "SANA-Video)")
+                                                              "SANA-Video and Wan2.1)")
     gen.add_argument("--guidance", type=number(0), default=None,
-                     help="classifier-free guidance scale, 1 = off (default: the checkpoint's, 6 for SANA-Video)")
+                     help="classifier-free guidance scale, 1 = off (Wan2.1: any value ≤ 1, as diffusers); default: the "
+                          "checkpoint's, 6 for SANA-Video, 5 for Wan2.1")
     gen.add_argument("--seed", type=SEED, default=0, help="random seed (the same seed gives the same video)")
-    gen.add_argument("--negative-prompt", default="", help="negative prompt for guidance")
+    gen.add_argument("--negative-prompt", default="", help="negative prompt for guidance (default empty, as diffusers)")
     gen.add_argument("--motion-score", type=integer(0), default=None,
-                     help="append ' motion score: N.' to the prompt (SANA-Video's motion control; docs use 30)")
-    gen.add_argument("--prompt-style", choices=["diffusers", "sana"], default="diffusers",
-                     help="prompt template and casing: diffusers' pipeline (lower-cased) or the original Sana script")
+                     help="append ' motion score: N.' to the prompt (SANA-Video's motion control; docs use 30; "
+                          "SANA-Video only)")
+    gen.add_argument("--prompt-style", choices=["diffusers", "sana"], default=None,
+                     help="prompt template and casing: diffusers' pipeline (lower-cased; the default) or the original "
+                          "Sana script (SANA-Video only)")
     gen.add_argument("--dtype", choices=DTYPES, default="float32",
                      help="transformer and text-encoder dtype (bfloat16 on GPU)")
     gen.add_argument("--vae-tile", type=POSITIVE, default=None,
@@ -48,8 +58,8 @@ def add_parser(sub) -> None:
                           "with --refine the default is 16 = 512 px)")
     add_output_args(gen, "output.mp4")
     gen.add_argument("--save-latents", default=None, metavar="PATH",
-                     help="also save the stage-1 latents (.npy or .safetensors; normalised, channels-last) for "
-                          "`sana-jax refine`")
+                     help="also save the (stage-1) latents (.npy or .safetensors; normalised, channels-last): "
+                          "SANA-Video 720p's are what `sana-jax refine` takes")
     gen.add_argument("--mesh", default=None,
                      help="run the DiT sharded on a device mesh, e.g. data=2,context=4 (CFG halves over data, latent "
                           "frames over context, heads/MLP over tensor); the axis sizes must multiply to the devices. "
@@ -94,6 +104,8 @@ def run(args: argparse.Namespace) -> int:
     from sana_jax.errors import InputError
     from sana_jax.pipelines import SanaVideoPipeline, TwoStagePipeline
     from sana_jax.pipelines.components import PipelineFolder
+    from converters.hub import resolve
+    from sana_jax.pipelines.wan_components import is_wan_folder
 
     check_outputs(args, side_by_side_path(args, args.out))  # before anything is loaded or computed
     if args.model is None:
@@ -106,6 +118,11 @@ def run(args: argparse.Namespace) -> int:
                    "--side-by-side": args.side_by_side is not None, "--text-encoder": args.text_encoder,
                    "--video-only": args.video_only, "--refine-prompt": args.refine_prompt}
     used = [k for k, v in refine_only.items() if v]
+    root = resolve(args.model)  # a Hub id: its snapshot in the cache
+    if is_wan_folder(root):  # diffusers WanPipeline or original Wan2.1 layout
+        return _run_wan(args, root, used)
+    folder = PipelineFolder.open(root)
+    args.prompt_style = args.prompt_style or "diffusers"
     if args.refine is None and used:
         raise InputError(f"{', '.join(used)} only apply to the two-stage pipeline: add --refine LTX2_FOLDER")
     # every check that needs no weights happens before loading them
@@ -116,19 +133,10 @@ def run(args: argparse.Namespace) -> int:
 
         return _run_two_stage(args, TwoStagePipeline.check(args.model, args.refine, **request,
                                                            **refiner_options(args)))
-    folder = PipelineFolder.open(args.model)
     req = SanaVideoPipeline.check(folder, **request, memory=False)  # memory: below, once the devices are known
 
     start = time.perf_counter()
-    mesh = None
-    if args.coordinator or args.num_processes:
-        from sana_jax.parallel import initialize_distributed
-
-        initialize_distributed(args.coordinator, args.num_processes, args.process_id)
-    if args.mesh:
-        from sana_jax.parallel import make_mesh
-
-        mesh = make_mesh(args.mesh)
+    mesh = _mesh(args)
     from sana_jax.pipelines.memory import check_folder_generation
 
     check_folder_generation(folder, num_frames=req.num_frames, height=req.height, width=req.width,
@@ -141,9 +149,27 @@ def run(args: argparse.Namespace) -> int:
                   num_frames=req.num_frames, num_inference_steps=req.num_inference_steps,
                   guidance_scale=req.guidance_scale, seed=args.seed, image=image, motion_score=args.motion_score,
                   vae_tile=args.vae_tile, progress=not args.quiet)
+    return _write(args, result, req, pipe.fps, load_s)
+
+
+def _mesh(args: argparse.Namespace):
+    """The device mesh of ``--mesh`` (None without), after ``jax.distributed`` is started for a multi-host run."""
+    if args.coordinator or args.num_processes:
+        from sana_jax.parallel import initialize_distributed
+
+        initialize_distributed(args.coordinator, args.num_processes, args.process_id)
+    if not args.mesh:
+        return None
+    from sana_jax.parallel import make_mesh
+
+    return make_mesh(args.mesh)
+
+
+def _write(args: argparse.Namespace, result, req, fps: int, load_s: float) -> int:
+    """Save the video (and ``--save-latents``), print where they went and the time per stage."""
     start = time.perf_counter()
     path = result.save(args.out, overwrite=args.overwrite)
-    print(f"wrote {path} ({req.num_frames} frames, {req.width}×{req.height}, {pipe.fps} fps)")
+    print(f"wrote {path} ({req.num_frames} frames, {req.width}×{req.height}, {fps} fps)")
     if args.save_latents:
         from sana_jax.io.latents import save_latents
 
@@ -152,6 +178,30 @@ def run(args: argparse.Namespace) -> int:
     timings = {"loading": load_s, **result.timings, "writing": time.perf_counter() - start}
     print("time: " + ", ".join(f"{k.replace('_', ' ')} {v:.1f} s" for k, v in timings.items()))
     return 0
+
+
+def _run_wan(args: argparse.Namespace, folder, refine_options: list[str]) -> int:
+    """Wan2.1 text-to-video (``WanPipeline``): the options of SANA-Video alone (and the refiner's,
+    ``refine_options``) are refused, not ignored."""
+    from sana_jax.errors import InputError
+    from sana_jax.pipelines.wan import WanPipeline
+
+    sana_only = {"--image": args.image, "--motion-score": args.motion_score, "--prompt-style": args.prompt_style,
+                 "--refine": args.refine}
+    used = [k for k, v in sana_only.items() if v is not None] + refine_options
+    if used:
+        raise InputError(f"{', '.join(used)} {'does' if len(used) == 1 else 'do'} not apply to Wan2.1 "
+                         f"(WanPipeline) folders: SANA-Video only")
+    req = WanPipeline.check(folder, height=args.height, width=args.width, num_frames=args.frames,
+                            num_inference_steps=args.steps, guidance_scale=args.guidance)
+    start = time.perf_counter()
+    mesh = _mesh(args)  # no memory estimate for Wan (WanPipeline.check says why)
+    pipe = WanPipeline.from_pretrained(folder, dtype=args.dtype, progress=not args.quiet, mesh=mesh)
+    load_s = time.perf_counter() - start
+    result = pipe(args.prompt, negative_prompt=args.negative_prompt, height=req.height, width=req.width,
+                  num_frames=req.num_frames, num_inference_steps=req.num_inference_steps,
+                  guidance_scale=req.guidance_scale, seed=args.seed, vae_tile=args.vae_tile, progress=not args.quiet)
+    return _write(args, result, req, pipe.fps, load_s)
 
 
 def _run_two_stage(args: argparse.Namespace, plan) -> int:

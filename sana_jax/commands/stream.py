@@ -11,17 +11,28 @@ from sana_jax.commands.options import POSITIVE, POSITIVE_NUMBER, SEED, integer
 
 def add_parser(sub) -> None:
     p = sub.add_parser(
-        "stream", help="stream a long video chunk by chunk (LongSANA), written to the mp4 as it is generated",
-        description="Generate a long video with a LongSANA (or any SANA-Video) diffusers pipeline folder, chunk by "
-                    "chunk with a constant-size state: 4 re-noising steps per chunk at t = 1000, 960, 889, 727 "
-                    "without guidance, a clean pass that commits the chunk, streaming VAE decode, and frames "
-                    "appended to a fragmented mp4 that can be watched while it grows. Ctrl-C stops and keeps a "
-                    "valid file with what was written. Prints the time to the first frame and the frame rate.")
+        "stream", help="stream a long video chunk by chunk (LongSANA, CausVid, Self-Forcing), written to the mp4 as "
+                       "it is generated",
+        description="Generate a long video chunk by chunk: with a LongSANA (or any SANA-Video) folder, a constant-size "
+                    "linear-attention state and 4 re-noising steps per chunk at t = 1000, 960, 889, 727; with a "
+                    "Wan2.1 student (CausVid, Self-Forcing, or one made by `sana-jax train distill`), a KV cache and "
+                    "chunks of 3 latent frames (--window/--sink keep its memory flat). No guidance; a clean pass "
+                    "commits each chunk; streaming VAE decode; frames appended to a fragmented mp4 that can be "
+                    "watched while it grows. Ctrl-C stops and keeps a valid file with what was written. Prints the "
+                    "time to the first frame and the frame rate.")
     p.add_argument("prompt", help="the text prompt")
     p.add_argument("--model", default=None,
                    help="diffusers pipeline folder (model_index.json), its Hugging Face Hub id (org/name, from the "
-                        "hub's cache), or a student made by `sana-jax train distill` (default: the embedded "
+                        "hub's cache), a student made by `sana-jax train distill`, or with --base a Wan2.1 student "
+                        "checkpoint (CausVid's model.pt, Self-Forcing's self_forcing_dmd.pt) (default: the embedded "
                         "streaming default, a tiny student of the shapes world, when the package ships one)")
+    p.add_argument("--base", default=None,
+                   help="Wan2.1 folder (Wan2.1-T2V-1.3B, original or diffusers layout) whose text encoder, tokenizer "
+                        "and VAE a --model student checkpoint runs with")
+    p.add_argument("--schedule", choices=["causvid", "self-forcing"], default=None,
+                   help="a Wan student's per-chunk timesteps: CausVid's 1000, 757, 522 (shift 8) or Self-Forcing's "
+                        "1000, 937.5, 833.3, 625 (shift 5); default: Self-Forcing's for a checkpoint holding "
+                        "generator_ema, else CausVid's")
     length = p.add_mutually_exclusive_group()
     length.add_argument("--seconds", type=POSITIVE_NUMBER, default=None, help="video length in seconds (default 10)")
     length.add_argument("--chunks", type=POSITIVE, default=None,
@@ -41,6 +52,8 @@ def add_parser(sub) -> None:
     p.add_argument("--window", type=POSITIVE, default=None,
                    help="attend to the last N chunks only (default: the folder's — a distilled student's, the most "
                         "past its training showed it — else all earlier chunks, a running sum)")
+    p.add_argument("--sink", type=integer(0), default=0,
+                   help="with --window, keep the first N chunks attended for ever (an attention sink; Wan students)")
     p.add_argument("--switch", action="append", default=[], metavar="CHUNK:PROMPT",
                    help="switch to PROMPT from chunk CHUNK on (repeatable), e.g. --switch '6:a cat sleeping'")
     p.add_argument("--motion-score", type=integer(0), default=None, help="append ' motion score: N.' to the prompt")
@@ -90,11 +103,18 @@ def start_frames(args, height: int, width: int):
 def run(args: argparse.Namespace) -> int:
     from sana_jax.errors import InputError
     from sana_jax.io.files import check_output_file
-    from sana_jax.io.video import VideoWriter
     from sana_jax.pipelines.components import PipelineFolder
     from sana_jax.pipelines.streaming import StreamingPipeline
+    from sana_jax.pipelines.wan_components import is_wan_folder
 
     check_output_file(args.out, "--out", overwrite=args.overwrite)  # before anything is loaded or computed
+    seconds = 10.0 if args.seconds is None and args.chunks is None else args.seconds
+    switches = parse_switches(args.switch)
+    if args.base is not None or (args.model is not None and is_wan_folder(args.model)):
+        return _run_wan(args, seconds, switches)
+    for name, value in (("--schedule", args.schedule), ("--sink", args.sink or None)):
+        if value is not None:
+            raise InputError(f"{name} is for Wan2.1 students (give --base, or a Wan2.1 --model folder)")
     if args.model is None:
         from sana_jax.demo import default_stream_model_path
 
@@ -102,8 +122,6 @@ def run(args: argparse.Namespace) -> int:
             raise InputError(f"no --model and no embedded streaming default at {default_stream_model_path()}: give "
                              "a LongSANA / SANA-Video pipeline folder or a `sana-jax train distill` student")
         args.model = str(default_stream_model_path())
-    seconds = 10.0 if args.seconds is None and args.chunks is None else args.seconds
-    switches = parse_switches(args.switch)
     folder = PipelineFolder.open(args.model)
     fps = args.fps if args.fps is not None else folder.defaults().get("fps") or 16.0
     # every check that needs no weights happens before loading them
@@ -111,18 +129,59 @@ def run(args: argparse.Namespace) -> int:
                                       chunk_frames=args.chunk_frames, fps=fps, height=args.height,
                                       width=args.width, window=args.window, prompts_at=switches,
                                       dtype=args.dtype)
-    height, width, sizes = request.height, request.width, request.chunks
-    given = start_frames(args, height, width)
-
+    given = start_frames(args, request.height, request.width)
     pipe = StreamingPipeline.from_pretrained(folder.root, dtype=args.dtype, motion_score=args.motion_score,
                                              progress=not args.quiet, fps=fps)
+    return _stream(pipe, args, request, seconds, switches, given, fps)
+
+
+def _run_wan(args: argparse.Namespace, seconds, switches) -> int:
+    """A Wan2.1 student: ``--model`` checkpoint with ``--base`` folder, or a Wan2.1 ``--model`` folder."""
+    from pathlib import Path
+
+    from sana_jax.errors import InputError
+    from sana_jax.pipelines.components import PipelineFolder
+    from sana_jax.pipelines.stream_chunks import check_stream, stream_settings
+    from sana_jax.pipelines.streaming import WAN_SIZE, StreamingPipeline
+    from sana_jax.pipelines.wan_components import STUDENT_CHUNK_FRAMES, WanFolder
+
+    if args.motion_score is not None:
+        raise InputError("--motion-score is SANA-Video's; a Wan2.1 student takes none")
+    if args.model is None:
+        raise InputError("--base needs --model: the student checkpoint (CausVid model.pt, Self-Forcing .pt)")
+    if args.base is not None and not Path(args.model).exists():
+        raise InputError(f"--model {args.model}: no such file or folder")
+    base = WanFolder.open(args.base or args.model)  # the parts are checked before any weights are read
+    patch = base.transformer_config().get("patch_size", [1, 2, 2])
+    stored = None  # a `sana-jax train distill` student folder's stream settings
+    if args.base is None and base.layout == "diffusers":
+        stored = PipelineFolder.open(base.root).defaults().get("stream")
+    settings = stream_settings(stored) if stored else None
+    chunk_frames = args.chunk_frames or (settings.chunk_frames if settings else STUDENT_CHUNK_FRAMES)
+    window = args.window if args.window is not None or settings is None else settings.window
+    fps = args.fps or 16.0
+    request = check_stream((4, 8), patch, WAN_SIZE, seconds=seconds, num_chunks=args.chunks,
+                           chunk_frames=chunk_frames, fps=fps, height=args.height, width=args.width, window=window,
+                           prompts_at=switches, aligned=True, sink=args.sink)
+    given = start_frames(args, request.height, request.width)
+    options = {} if args.chunk_frames is None else {"chunk_frames": args.chunk_frames}
+    pipe = StreamingPipeline.from_wan(base.root, args.model if args.base else None, dtype=args.dtype,
+                                      schedule=args.schedule, progress=not args.quiet, fps=fps, **options)
+    return _stream(pipe, args, request, seconds, switches, given, fps, sink=args.sink)
+
+
+def _stream(pipe, args, request, seconds, switches, given, fps, **options) -> int:
+    """Stream into ``--out`` live and print what was written and how fast."""
+    from sana_jax.io.video import VideoWriter
+
+    height, width, sizes = request.height, request.width, request.chunks
     start = {"video" if args.video else "image": given} if given is not None else {}
     # closed (published) when the stream ends or is stopped with Ctrl-C; removed if anything fails
     with VideoWriter(args.out, fps=fps, live=True, overwrite=args.overwrite) as writer:
         print(f"writing {writer.tmp} live (renamed to {writer.path} when the stream ends)")
         result = pipe.stream(args.prompt, seconds=seconds, num_chunks=args.chunks, chunk_frames=args.chunk_frames,
                              height=height, width=width, seed=args.seed, prompts_at=switches, window=args.window,
-                             writer=writer, progress=not args.quiet, **start)
+                             writer=writer, progress=not args.quiet, **start, **options)
     status = "interrupted: kept" if result.interrupted else "wrote"
     where = writer.path if writer.published else "nothing"
     print(f"{status} {where} ({result.frames} frames, {width}×{height}, {fps:g} fps, "

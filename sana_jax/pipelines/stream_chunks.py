@@ -57,25 +57,30 @@ MAX_LATENT_FRAMES = 10**7
 
 
 def plan_chunks(*, seconds: float | None = None, num_chunks: int | None = None, chunk_frames: int = 10,
-                fps: float = 16.0, temporal_compression: int = 4) -> tuple[int, ...]:
+                fps: float = 16.0, temporal_compression: int = 4, aligned: bool = False) -> tuple[int, ...]:
     """Latent frames per chunk. ``seconds``: ``round(seconds·fps)`` video frames rounded up to 1 + tc·k, split as
     LongSANA does (chunks of ``chunk_frames``, the remainder in the first: 60 s at 16 fps → 961 frames → 241 latent
     → (11, 10, …, 10)). ``num_chunks`` = K: K·chunk_frames + 1 latent frames → (chunk_frames + 1,
-    chunk_frames, …), i.e. 1 + tc·K·chunk_frames video frames."""
+    chunk_frames, …), i.e. 1 + tc·K·chunk_frames video frames.
+
+    ``aligned`` (the Wan students, trained on chunks counted from latent frame 0): every chunk has
+    ``chunk_frames`` frames, the first included; ``seconds`` rounds the latent frames up to a multiple of it
+    (CausVid: 7 chunks of 3 = 21 latent frames = 81 video frames), ``num_chunks`` = K gives K·chunk_frames."""
     if (seconds is None) == (num_chunks is None):
         raise InputError("give exactly one of seconds= or num_chunks=")
     check_integer("chunk_frames", chunk_frames, 1)
     check_number("fps", fps, 0, low_open=True)
     check_integer("temporal_compression", temporal_compression, 1)
     if num_chunks is not None:
-        latent = check_integer("num_chunks", num_chunks, 1) * chunk_frames + 1
+        latent = check_integer("num_chunks", num_chunks, 1) * chunk_frames + (0 if aligned else 1)
     else:
         frames = max(round(check_number("seconds", seconds, 0, low_open=True) * fps), 1)
         latent = 1 + math.ceil((frames - 1) / temporal_compression)
+        latent = -(-latent // chunk_frames) * chunk_frames if aligned else latent
     if latent > MAX_LATENT_FRAMES:  # the plan is a tuple of chunk sizes: bound it
         raise InputError(f"the stream would have {latent:,} latent frames; at most {MAX_LATENT_FRAMES:,} "
                          "(ask for fewer seconds or chunks)")
-    return split_frames(latent, chunk_frames)
+    return (chunk_frames,) * (latent // chunk_frames) if aligned else split_frames(latent, chunk_frames)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,19 +96,23 @@ class StreamRequest:
 def check_stream(compression: Sequence[int], patch: Sequence[int], size: tuple[int, int], *,
                  seconds: float | None = None, num_chunks: int | None = None, chunk_frames: int = 10,
                  fps: float = 16.0, height: int | None = None, width: int | None = None, window: int | None = None,
-                 prompts_at: Mapping[int, Any] | None = None) -> StreamRequest:
+                 prompts_at: Mapping[int, Any] | None = None, aligned: bool = False, sink: int = 0
+                 ) -> StreamRequest:
     """Every check of a stream request, on what it needs: the VAE's (temporal, spatial) ``compression``, the DiT's
     ``patch`` and the default ``size`` (height, width). The length (exactly one of ``seconds`` / ``num_chunks``),
-    the frame size (multiples of spatial·patch), ``window`` (None or >= 1 chunk) and the chunks of ``prompts_at``
-    (prompt switches: within the stream)."""
+    the frame size (multiples of spatial·patch), ``window`` (None or >= 1 chunk), ``sink`` (chunks pinned in
+    attention: with a window only) and the chunks of ``prompts_at`` (prompt switches: within the stream).
+    ``aligned``: :func:`plan_chunks`'s."""
     temporal, spatial = compression
     chunks = plan_chunks(seconds=seconds, num_chunks=num_chunks, chunk_frames=chunk_frames, fps=fps,
-                         temporal_compression=temporal)
+                         temporal_compression=temporal, aligned=aligned)
     height = size[0] if height is None else check_integer("height", height, 1)
     width = size[1] if width is None else check_integer("width", width, 1)
     check_video_size(height, width, 1, temporal, spatial, tuple(patch))
     if window is not None:
         check_integer("window (chunks)", window, 1)
+    if check_integer("sink (chunks)", sink, 0) and window is None:
+        raise InputError("an attention sink (--sink) needs a window (--window): without one every chunk is kept")
     for chunk in prompts_at or {}:
         if not isinstance(chunk, (int, np.integer)) or not 0 <= chunk < len(chunks):
             raise InputError(f"prompt switch at chunk {chunk!r}: the stream has chunks 0..{len(chunks) - 1}")

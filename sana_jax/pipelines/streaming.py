@@ -36,6 +36,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import nnx
 
 from sana_jax.errors import InputError, NumericsError
 from sana_jax.io.interrupt import defer_sigint
@@ -49,6 +50,7 @@ from sana_jax.sampling.schedules import Schedule
 from sana_jax.validate import check_finite
 
 Prompt = str | tuple[Any, Any]  # a text, or (embeddings (1, L, C), mask (1, L)) already encoded
+WAN_SIZE = (480, 832)  # the released Wan2.1-1.3B students' resolution
 
 
 class StreamingPipeline:
@@ -74,14 +76,19 @@ class StreamingPipeline:
         self.schedule = schedule or longsana.schedule
         self.chunk_frames = longsana.chunk_frames if chunk_frames is None else chunk_frames
         self.window = window
-        self.size = size or default_size(transformer.config.sample_size)
+        from sana_jax.models import wan_causal
+        from sana_jax.models.wan import WanTransformer
+
+        # the Wan students (CausVid, Self-Forcing): a KV cache, chunks counted from latent frame 0
+        self.wan = isinstance(transformer, WanTransformer)
+        self.size = size or (WAN_SIZE if self.wan else default_size(transformer.config.sample_size))
         sc.renoise_inputs(self.schedule)  # an InputError now for a schedule the sampler cannot run
         stream_decoder = getattr(vae, "stream_decoder", None)
         if stream_decoder is None:
             raise InputError(f"streaming needs a VAE with a streaming decoder (Wan, LTX-2, PatchVAE); "
                              f"{type(vae).__name__} has no stream_decoder")
         self.decoder = stream_decoder(**(decode_options or {}))
-        self.dit = sc.StreamingDiT(transformer)
+        self.dit = (wan_causal.StreamingDiT if self.wan else sc.StreamingDiT)(transformer)
         self._uint8_traces = 0
 
         def uint8(video):  # and whether every value was finite (one boolean more to bring back)
@@ -169,6 +176,46 @@ class StreamingPipeline:
                                                  progress=progress)
         return cls.from_pipeline(pipe, motion_score=motion_score, **kw)
 
+    @classmethod
+    def from_wan(cls, base: str | Path, checkpoint: str | Path | None = None, *, dtype: str = "float32",
+                 vae_dtype: str = "float32", schedule: Schedule | str | None = None, progress: bool = False,
+                 **kw) -> StreamingPipeline:
+        """A Wan2.1 student: the DiT of ``checkpoint`` (CausVid's ``model.pt``, Self-Forcing's ``.pt``, a
+        safetensors file or folder; None: ``base``'s own DiT run block-causally) with the UMT5 text encoder,
+        tokenizer and VAE of ``base``, a Wan2.1 folder in the diffusers or the original layout
+        (:class:`~sana_jax.pipelines.wan_components.WanFolder`). ``schedule``: a :class:`Schedule`, or
+        ``"causvid"`` / ``"self-forcing"`` (default: the checkpoint's, :func:`~sana_jax.pipelines.wan_components.
+        student_kind`; a ``sana-jax train distill`` student folder's own settings). Chunks of 3 latent frames, 16 fps, 480×832 unless the keywords say otherwise. bf16 runs
+        the DiT in bf16 throughout, time embedding and modulation included, as the students were trained."""
+        from sana_jax.pipelines import wan_components as wc
+        from sana_jax.text.wan_prompt import encode_wan_prompts, prompt_encoder
+
+        folder = wc.WanFolder.open(base)
+        stored = PipelineFolder.open(folder.root).defaults().get("stream") if folder.layout == "diffusers" else None
+        if stored is not None and checkpoint is None:  # a student made by `sana-jax train distill`
+            settings = stream_settings(stored)
+            kw.setdefault("chunk_frames", settings.chunk_frames)
+            kw.setdefault("window", settings.window)
+            schedule = schedule or settings.schedule
+        if schedule is None or isinstance(schedule, str):
+            schedule = wc.student_schedule(schedule or (wc.student_kind(checkpoint) if checkpoint else "causvid"))
+        bar = progress_bar(progress, total=4, desc="loading Wan2.1", unit="part")
+        transformer = folder.load_transformer(jnp.dtype(dtype), checkpoint)
+        transformer.set_float32_conditioning(jnp.dtype(dtype) == jnp.float32)
+        bar.update()
+        text_encoder, tokenizer = folder.load_text_encoder(jnp.dtype(dtype)), folder.load_tokenizer()
+        bar.update(2)
+        vae = folder.load_vae(jnp.dtype(vae_dtype))
+        bar.update()
+        bar.close()
+        encoder = prompt_encoder(text_encoder)
+        vae_graph, vae_params = nnx.split(vae)
+        encode = jax.jit(lambda params, video: nnx.merge(vae_graph, params).encode(video))
+        kw.setdefault("chunk_frames", wc.STUDENT_CHUNK_FRAMES)
+        return cls(transformer, vae, lambda text: (encode_wan_prompts([text], tokenizer, encoder), None),
+                   fps=kw.pop("fps", None) or 16.0, schedule=schedule,
+                   encode_video=lambda video: encode(vae_params, jnp.asarray(video, jnp.float32)), **kw)
+
     # -- pieces ------------------------------------------------------------------------------------------------------
 
     def default_size(self) -> tuple[int, int]:
@@ -176,12 +223,13 @@ class StreamingPipeline:
 
     def check_inputs(self, *, seconds: float | None = None, num_chunks: int | None = None,
                      chunk_frames: int | None = None, height: int | None = None, width: int | None = None,
-                     window: int | None = None, prompts_at: Mapping[int, Any] | None = None) -> StreamRequest:
+                     window: int | None = None, prompts_at: Mapping[int, Any] | None = None,
+                     sink: int = 0) -> StreamRequest:
         """:meth:`check`'s request checks against the loaded models; what :meth:`iter_chunks` does first."""
         return check_stream(self.vae.compression, self.transformer.config.patch_size, self.default_size(),
                             seconds=seconds, num_chunks=num_chunks, chunk_frames=self._chunk_frames(chunk_frames),
-                            fps=self.fps,
-                            height=height, width=width, window=window, prompts_at=prompts_at)
+                            fps=self.fps, height=height, width=width, window=window, prompts_at=prompts_at,
+                            aligned=self.wan, sink=sink)
 
     def _latent_shape(self, latent_frames: int, height: int, width: int) -> tuple[int, ...]:
         spatial = self.vae.compression[1]
@@ -249,19 +297,21 @@ class StreamingPipeline:
     def iter_chunks(self, prompt: Prompt, *, seconds: float | None = None, num_chunks: int | None = None,
                     chunk_frames: int | None = None, height: int | None = None, width: int | None = None, seed: int = 0,
                     prompts_at: Mapping[int, Prompt] | None = None, window: int | None = None,
-                    profile: bool = False, image=None, video=None) -> Iterator[StreamChunk]:
+                    profile: bool = False, image=None, video=None, sink: int = 0) -> Iterator[StreamChunk]:
         """Generate chunk by chunk, yielding each chunk's frames once they are on the host (chunk c+1 is already
         queued on the device). ``prompts_at[c]`` switches the prompt from chunk c on (read when chunk c starts, so
         the mapping may be filled while streaming; same text length ⇒ no recompilation). ``window``: attend to the
-        last ``window`` chunks only (None: the pipeline's — a distilled student's folder sets it — else all). ``profile``: wait for each stage to time it (no overlap).
+        last ``window`` chunks only (None: the pipeline's — a distilled student's folder sets it — else all);
+        ``sink``: with a window, the first ``sink`` chunks stay attended for ever (an attention sink; the Wan
+        students' KV cache only). ``profile``: wait for each stage to time it (no overlap).
         ``image``/``video``: start from these frames (:meth:`encode_context`; the chunks yielded are the new ones)."""
         start = time.perf_counter()
         window = self.window if window is None else window
         request = self.check_inputs(seconds=seconds, num_chunks=num_chunks, chunk_frames=chunk_frames, height=height,
-                                    width=width, window=window, prompts_at=prompts_at)
+                                    width=width, window=window, prompts_at=prompts_at, sink=sink)
         request, context = self._context(request, image, video)
         return self._chunks(request, prompt, seed=seed, prompts_at=prompts_at, window=window, profile=profile,
-                            start=start, context=context, chunk_frames=self._chunk_frames(chunk_frames))
+                            start=start, context=context, chunk_frames=self._chunk_frames(chunk_frames), sink=sink)
 
     def _context(self, request: StreamRequest, image, video) -> tuple[StreamRequest, jax.Array | None]:
         """(the request, the start latents or None). With a start the plan's leading latent frame — the one that
@@ -281,7 +331,7 @@ class StreamingPipeline:
 
     def _chunks(self, request: StreamRequest, prompt: Prompt, *, seed: int, prompts_at: Mapping[int, Prompt] | None,
                 window: int | None, profile: bool, start: float, context=None,
-                chunk_frames: int | None = None) -> Iterator[StreamChunk]:
+                chunk_frames: int | None = None, sink: int = 0) -> Iterator[StreamChunk]:
         prompts_at = {} if prompts_at is None else prompts_at
         _, _, h, w, _ = self._latent_shape(1, request.height, request.width)
         given = 0 if context is None else context.shape[1]
@@ -289,7 +339,8 @@ class StreamingPipeline:
         key = jax.random.key(seed)
 
         text, mask = self._encode(prompts_at.get(0, prompt))
-        state = self.dit.init_state(text, mask, height=h, width=w, window=window)
+        state = self.dit.init_state(text, mask, height=h, width=w, window=window, frames=given + sum(request.chunks),
+                                    chunk_frames=self._chunk_frames(chunk_frames), sink=sink)
         self.decoder.reset()
         if context is not None:
             state = self._commit_context(state, context, self._chunk_frames(chunk_frames))
@@ -342,7 +393,7 @@ class StreamingPipeline:
                prompts_at: Mapping[int, Prompt] | None = None, window: int | None = None,
                out: str | Path | None = None, writer=None, overwrite: bool = False,
                progress: bool | Callable[[StreamChunk], None] = True, profile: bool = False, image=None,
-               video=None) -> StreamResult:
+               video=None, sink: int = 0) -> StreamResult:
         """Stream a video into ``out`` (an mp4 path, refused before anything runs if it exists and not
         ``overwrite``; written live under a temporary name unique to the run, renamed when the stream ends, removed
         if it fails: :class:`~sana_jax.io.video.VideoWriter`) or into ``writer`` (anything with
@@ -360,7 +411,7 @@ class StreamingPipeline:
         start = time.perf_counter()
         window = self.window if window is None else window
         request = self.check_inputs(seconds=seconds, num_chunks=num_chunks, chunk_frames=chunk_frames, height=height,
-                                    width=width, window=window, prompts_at=prompts_at)
+                                    width=width, window=window, prompts_at=prompts_at, sink=sink)
         if out is not None and writer is not None:
             raise InputError("give out= or writer=, not both")
         request, context = self._context(request, image, video)
@@ -373,7 +424,7 @@ class StreamingPipeline:
         timings: list[ChunkTiming] = []
         frames_written, setup_s, interrupted = 0, 0.0, False
         gen = self._chunks(request, prompt, seed=seed, prompts_at=prompts_at, window=window, profile=profile,
-                           start=start, context=context, chunk_frames=self._chunk_frames(chunk_frames))
+                           start=start, context=context, chunk_frames=self._chunk_frames(chunk_frames), sink=sink)
         try:
             if given is not None:
                 if writer is not None:
