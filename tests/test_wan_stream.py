@@ -87,7 +87,7 @@ def test_cli_streams_a_student_checkpoint(files, tmp_path, capsys):
     assert "wrote" in stdout
 
 
-def test_cli_refuses_what_a_wan_student_cannot_do(files, tmp_path, capsys):
+def test_cli_refuses_what_a_wan_student_cannot_do(files, tmp_path, capsys, monkeypatch):
     base = ["stream", PROMPT, "--out", tmp_path / "x.mp4", "--height", "32", "--width", "48"]
     with_base = base + ["--model", files["checkpoint"], "--base", files["diffusers"]]
     assert_refused(with_base + ["--sink", "1"], capsys, "--sink", "--window")
@@ -95,6 +95,10 @@ def test_cli_refuses_what_a_wan_student_cannot_do(files, tmp_path, capsys):
     assert_refused(base + ["--base", files["diffusers"]], capsys, "--model")
     assert_refused(base + ["--model", tmp_path / "none.pt", "--base", files["diffusers"]], capsys, "none.pt")
     assert_refused(base + ["--model", files["checkpoint"], "--base", tmp_path], capsys, "Wan2.1")
+    from sana_jax.pipelines import memory
+
+    monkeypatch.setattr(memory, "device_memory", lambda: memory.Capacity("gpu (tiny)", "gpu", 2**20, 2**30))
+    assert_refused(with_base + ["--chunks", "3"], capsys, "KV cache of 9 latent frames", "--window")
     assert not (tmp_path / "x.mp4").exists()
 
 

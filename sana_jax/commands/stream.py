@@ -140,7 +140,9 @@ def _run_wan(args: argparse.Namespace, seconds, switches) -> int:
     from pathlib import Path
 
     from sana_jax.errors import InputError
+    from sana_jax.models.wan import WanConfig
     from sana_jax.pipelines.components import PipelineFolder
+    from sana_jax.pipelines.memory import check_wan_stream
     from sana_jax.pipelines.stream_chunks import check_stream, stream_settings
     from sana_jax.pipelines.streaming import WAN_SIZE, StreamingPipeline
     from sana_jax.pipelines.wan_components import STUDENT_CHUNK_FRAMES, WanFolder
@@ -163,6 +165,9 @@ def _run_wan(args: argparse.Namespace, seconds, switches) -> int:
     request = check_stream((4, 8), patch, WAN_SIZE, seconds=seconds, num_chunks=args.chunks,
                            chunk_frames=chunk_frames, fps=fps, height=args.height, width=args.width, window=window,
                            prompts_at=switches, aligned=True, sink=args.sink)
+    cache = sum(request.chunks) if window is None else (window + args.sink) * chunk_frames
+    check_wan_stream(WanConfig.from_diffusers(base.transformer_config(), str(base.transformer / "config.json")),
+                     cache_frames=cache, height=request.height, width=request.width, dtype=args.dtype)
     given = start_frames(args, request.height, request.width)
     options = {} if args.chunk_frames is None else {"chunk_frames": args.chunk_frames}
     pipe = StreamingPipeline.from_wan(base.root, args.model if args.base else None, dtype=args.dtype,

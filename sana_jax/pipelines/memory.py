@@ -503,3 +503,22 @@ def check_folder_stream(folder: PipelineFolder, *, chunks: tuple[int, ...], heig
     spec, patch = folder.vae_spec(), folder.patch_size()
     return check_stream_memory(ModelSizes.of_folder(folder), chunks=chunks, height=height, width=width,
                                size_step=spec.spatial * max(patch[1:]), dtype=dtype, vae_dtype=vae_dtype)
+
+
+def check_wan_stream(config, *, cache_frames: int, height: int, width: int, dtype: str = "float32") -> Estimate:
+    """A Wan student's KV cache (keys and values of ``cache_frames`` latent frames in every layer, ``dtype``) and its
+    DiT weights against what the device has; an :class:`InputError` naming both when they do not fit. The chunk's
+    own activations are small beside these at the released sizes and are not counted."""
+    from converters import wan_transformer
+
+    tokens = (height // 8 // config.patch_size[1]) * (width // 8 // config.patch_size[2])
+    per_frame = 2 * config.num_layers * tokens * config.inner_dim * itemsize(dtype)
+    weights = sum(math.prod(s) for s in wan_transformer.expected_tensors(config).values()) * itemsize(dtype)
+    estimate = Estimate(weights, {f"a KV cache of {cache_frames} latent frames": cache_frames * per_frame})
+    capacity = device_memory()
+    if estimate.peak <= capacity.device:
+        return estimate
+    raise InputError(f"this stream needs about {gib(estimate.peak)} ({gib(weights)} of DiT weights and "
+                     f"{gib(cache_frames * per_frame)} for {estimate.what}, {gib(per_frame)} per frame) and "
+                     f"{capacity.name} has {gib(capacity.device)} free; use --window (and --sink) to keep the cache "
+                     "flat, fewer chunks, a smaller size or --dtype bfloat16")
