@@ -1,5 +1,6 @@
-"""``sana-jax train distill``: a bidirectional SANA-Video teacher folder → a few-step block-causal student folder
-that ``sana-jax stream --model`` takes (CausVid: ODE-pair initialisation, then DMD with a Self-Forcing rollout)."""
+"""``sana-jax train distill``: a bidirectional SANA-Video or Wan2.1 teacher folder → a few-step block-causal student
+folder that ``sana-jax stream --model`` takes (CausVid: ODE-pair initialisation, then DMD with a Self-Forcing
+rollout). The folders: :mod:`sana_jax.distill.teachers`."""
 
 from __future__ import annotations
 
@@ -16,19 +17,22 @@ _DEFAULTS = DistillConfig()
 
 def add_parser(kinds) -> None:
     p = kinds.add_parser(
-        "distill", help="distil a SANA-Video pipeline into a few-step block-causal student that streams (CausVid)",
+        "distill", help="distil a SANA-Video or Wan2.1 pipeline into a few-step block-causal student that streams "
+                        "(CausVid)",
         description="Steps [0, --ode-steps) regress the student onto the teacher's ODE trajectories (--ode-pairs of "
                     "them, sampled once with guidance and kept in OUT/ode_pairs); the next --steps run DMD: the "
                     "student generates clips chunk by chunk on its own outputs (Self-Forcing), a critic learns "
                     "their flow, and every --critic-updates steps the student follows the teacher's guided score "
                     "minus the critic's. Run the same command again to resume. OUT/pipeline is the student: "
                     "sana-jax stream --model OUT/pipeline.")
-    p.add_argument("--teacher", required=True, help="SANA-Video pipeline folder (model_index.json) to distil")
+    p.add_argument("--teacher", required=True, help="SANA-Video pipeline folder (model_index.json) to distil, or a "
+                                                    "Wan2.1 folder (diffusers WanPipeline or the original layout)")
     p.add_argument("--prompts", required=True, help="text file, one training prompt per line")
     p.add_argument("--out", required=True, help="run folder (created, or resumed when it holds the same run)")
     p.add_argument("--steps", type=POSITIVE, required=True, help="DMD steps (after the ODE steps)")
     p.add_argument("--chunk-frames", type=POSITIVE, default=_DEFAULTS.chunk_frames,
-                   help="latent frames per chunk the student generates at once (the first takes the remainder)")
+                   help="latent frames per chunk the student generates at once (SANA-Video: the first takes the "
+                        "remainder; Wan2.1: the clip's latent frames must be a multiple of it)")
     p.add_argument("--student-steps", type=POSITIVE, default=len(_DEFAULTS.student_timesteps),
                    help="denoising steps per chunk (4: LongSANA's t = 1000, 960, 889, 727; else evenly spaced)")
     p.add_argument("--timesteps", default=None, metavar="T1,T2,...",
@@ -37,9 +41,11 @@ def add_parser(kinds) -> None:
     p.add_argument("--ode-pairs", type=integer(0), default=0, help="teacher ODE trajectories to sample for ODE init")
     p.add_argument("--ode-steps", type=integer(0), default=0, help="ODE-regression steps before DMD")
     p.add_argument("--frames", type=POSITIVE, default=None, help="training clip length in frames (default: the "
-                                                           "teacher's)")
-    p.add_argument("--height", type=POSITIVE, default=None, help="training height (default: the teacher's)")
-    p.add_argument("--width", type=POSITIVE, default=None, help="training width (default: the teacher's)")
+                                                           "teacher's; Wan2.1: 81)")
+    p.add_argument("--height", type=POSITIVE, default=None, help="training height (default: the teacher's; Wan2.1: "
+                                                           "480)")
+    p.add_argument("--width", type=POSITIVE, default=None, help="training width (default: the teacher's; Wan2.1: "
+                                                          "832)")
     p.add_argument("--guidance", type=number(0), default=None,
                    help="the teacher's classifier-free guidance (default: the folder's, else 3.0 as LongSANA)")
     p.add_argument("--critic-updates", type=POSITIVE, default=_DEFAULTS.critic_updates,
@@ -94,16 +100,15 @@ def config_from(args, guidance: float) -> DistillConfig:
                          batch_size=args.batch_size, seed=args.seed)
 
 
-def _ode_pairs(pipe, trainer, prompts, args, folder: Path):
+def _ode_pairs(teacher, trainer, prompts, args, folder: Path):
     """The run's ODE pairs: read back from ``folder`` when an earlier try wrote them, else sampled and saved."""
     from sana_jax.distill.data import make_ode_pairs
     from sana_jax.training import LatentDataset
-    from sana_jax.training.data import encode_captions
 
     if (folder / "cache.json").is_file():
         return LatentDataset.open(folder)
-    text, mask, null_text, null_mask = encode_captions(pipe, prompts)
-    pairs = make_ode_pairs(pipe.transformer, text, mask, null_text, null_mask, count=args.ode_pairs,
+    text, mask, null_text, null_mask = teacher.encode(prompts)
+    pairs = make_ode_pairs(teacher.transformer, text, mask, null_text, null_mask, count=args.ode_pairs,
                            latent_shape=trainer.latent_shape, student_sigmas=trainer.student_sigmas,
                            guidance_scale=trainer.config.guidance_scale, substeps=trainer.config.ode_substeps,
                            seed=args.seed, captions=prompts, batch_size=max(1, args.batch_size),
@@ -114,11 +119,10 @@ def _ode_pairs(pipe, trainer, prompts, args, folder: Path):
 
 def run(args: argparse.Namespace) -> int:
     from sana_jax.distill.data import DistillData
+    from sana_jax.distill.teachers import open_teacher
     from sana_jax.distill.trainer import DistillTrainer
     from sana_jax.errors import InputError
-    from sana_jax.pipelines import SanaVideoPipeline
     from sana_jax.io.files import check_output_folder
-    from sana_jax.pipelines.components import PipelineFolder, write_pipeline
 
     check_output_folder(args.out, "--out", resumable=True)  # a run folder: created, or resumed
     if args.steps < 0 or args.ode_steps < 0 or args.steps + args.ode_steps < 1:
@@ -126,37 +130,33 @@ def run(args: argparse.Namespace) -> int:
     if args.ode_steps and args.ode_pairs < 1:
         raise InputError(f"--ode-steps {args.ode_steps} needs ODE pairs to regress onto: give --ode-pairs N")
     prompts = read_prompts(args.prompts)
-    folder = PipelineFolder.open(args.teacher)
-    request = SanaVideoPipeline.check(folder.root, height=args.height, width=args.width, num_frames=args.frames,
-                                      memory=False)  # sizes only: training's memory is not a generation's
-    guidance = args.guidance if args.guidance is not None else (folder.defaults().get("guidance_scale") or 3.0)
-    config = config_from(args, guidance)  # a ConfigError for bad settings before anything loads
-    latent_shape = folder.latent_shape(1, request.num_frames, request.height, request.width)[1:]
+    # SANA-Video or Wan2.1 (either layout); sizes checked from the configs, before anything loads
+    teacher = open_teacher(args.teacher, frames=args.frames, height=args.height, width=args.width,
+                           chunk_frames=args.chunk_frames)
+    config = config_from(args, args.guidance if args.guidance is not None else teacher.guidance)
+    latent_shape = teacher.latent_shape
 
-    pipe = SanaVideoPipeline.from_pretrained(folder.root, progress=not args.quiet)
+    teacher.load(progress=not args.quiet)
     mesh = None
     if args.mesh:
         from sana_jax.parallel import make_mesh
 
         mesh = make_mesh(args.mesh)
-    trainer = DistillTrainer(pipe.transformer, config, latent_shape=latent_shape, mesh=mesh)
+    trainer = DistillTrainer(teacher.transformer, config, latent_shape=latent_shape, mesh=mesh)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    data = DistillData(_ode_pairs(pipe, trainer, prompts, args, out / "ode_pairs"), config.ode_steps)
+    data = DistillData(_ode_pairs(teacher, trainer, prompts, args, out / "ode_pairs"), config.ode_steps)
     total = config.ode_steps + args.steps
-    print(f"distilling into a {len(trainer.student_sigmas)}-step causal student: chunks {trainer.chunks} of "
-          f"latents {latent_shape}, {len(prompts)} prompts, {data.pairs.size} ODE pairs, {config.ode_steps} ODE + "
-          f"{args.steps} DMD steps")
+    print(f"distilling into a {len(trainer.student_sigmas)}-step causal {trainer.ops.name} student: chunks "
+          f"{trainer.chunks} of latents {latent_shape}, {len(prompts)} prompts, {data.pairs.size} ODE pairs, "
+          f"{config.ode_steps} ODE + {args.steps} DMD steps")
     start = time.perf_counter()
     state = trainer.fit(data, total, run_dir=out, save_every=args.save_every, keep=args.keep,
                         progress=not args.quiet)
     print(f"trained to step {int(state['step'])} in {time.perf_counter() - start:.0f} s")
 
-    index = dict(folder.index)
     stream = {"chunk_frames": config.chunk_frames, "timesteps": list(config.student_timesteps),
               "shift": config.student_shift, "window": max(len(trainer.chunks) - 1, 1)}  # the most past it saw
-    index["_sana_jax"] = {**folder.defaults(), "stream": stream}
-    links = {name: folder.component(name) for name in ("text_encoder", "tokenizer", "scheduler", "vae")}
-    pipeline = write_pipeline(out / "pipeline", index, trainer.model_from(state, ema=True), links)
+    pipeline = teacher.write_student(out / "pipeline", trainer.model_from(state, ema=True), stream)
     print(f"wrote {pipeline} (sana-jax stream PROMPT --model {pipeline})")
     return 0

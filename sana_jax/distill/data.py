@@ -19,12 +19,15 @@ from sana_jax.training.data import LatentDataset
 
 
 def teacher_model_fn(graphdef):
-    """``sampling.sample``'s model function for a DiT split into ``graphdef`` and parameters."""
+    """``sampling.sample``'s model function for a DiT split into ``graphdef`` and parameters (SANA-Video's takes the
+    text mask, Wan2.1's not: :func:`sana_jax.distill.families.causal_ops`)."""
     from flax import nnx
+
+    from sana_jax.distill.families import causal_ops
 
     def model_fn(params, x, t, cond):
         model = nnx.merge(graphdef, params)
-        return model(x.astype(model.dtype), cond["text"], t, cond["mask"])
+        return causal_ops(model).velocity(model, x, t, cond["text"], cond["mask"])
 
     return model_fn
 

@@ -13,6 +13,10 @@ prompt's cross-attention K/V are computed with gradient (they are part of the ex
 **Chunk-wise ODE regression** (CausVid's initialisation, made causal the way inference is): for each chunk the
 student jumps from a recorded point of the teacher's trajectory to its end, reading the state that committing the
 teacher's clean endpoints of the earlier chunks gives (what a stream that had generated them would hold).
+
+Both are written for any chunk step of the shape of :func:`sana_jax.models.sana_video_causal.step` (``step_fn``;
+the Wan students': :func:`sana_jax.models.wan_causal.step`, :mod:`sana_jax.distill.families`) whose state keeps
+the prompt's cross-attention inputs in the fields :data:`PROMPT_FIELDS`.
 """
 
 from __future__ import annotations
@@ -33,10 +37,20 @@ def frozen_copy(model: nnx.Module) -> nnx.Module:
     return nnx.merge(graphdef, jax.tree.map(jax.lax.stop_gradient, state))
 
 
+#: a stream state's prompt fields (the rest is the committed past): SANA's ``text_k``/``text_v``/``text_bias``,
+#: the Wan students' ``text_k``/``text_v``
+PROMPT_FIELDS = ("text_k", "text_v", "text_bias")
+
+
 def _video_state_frozen(state: StreamState) -> StreamState:
     """The committed past without gradient; the prompt's K/V keep theirs."""
-    return state._replace(kv=jax.lax.stop_gradient(state.kv), k_sum=jax.lax.stop_gradient(state.k_sum),
-                          conv_tail=jax.lax.stop_gradient(state.conv_tail))
+    return state._replace(**{f: jax.lax.stop_gradient(getattr(state, f)) for f in state._fields
+                             if f not in PROMPT_FIELDS})
+
+
+def _with_prompt_of(state: StreamState, source: StreamState) -> StreamState:
+    """``state`` with ``source``'s prompt fields (and the gradient they carry)."""
+    return state._replace(**{f: getattr(source, f) for f in PROMPT_FIELDS if f in state._fields})
 
 
 def draw_exits(key: jax.Array, num_chunks: int, num_steps: int) -> jax.Array:
@@ -45,7 +59,8 @@ def draw_exits(key: jax.Array, num_chunks: int, num_steps: int) -> jax.Array:
 
 
 def self_forcing_rollout(model, state: StreamState, key: jax.Array, timesteps: jax.Array, coefficients: dict,
-                         exits: jax.Array, *, shape: tuple[int, ...], chunk: int) -> tuple[jax.Array, StreamState]:
+                         exits: jax.Array, *, shape: tuple[int, ...], chunk: int, step_fn=step
+                         ) -> tuple[jax.Array, StreamState]:
     """Generate latents of ``shape`` (B, T, H, W, C) chunk by chunk on the student's own outputs, split as
     streaming splits them (:func:`~sana_jax.models.sana_video_causal.split_frames` of T by ``chunk``).
 
@@ -54,8 +69,9 @@ def self_forcing_rollout(model, state: StreamState, key: jax.Array, timesteps: j
     :func:`~sana_jax.models.sana_video_causal.renoise_inputs` of the student's schedule. ``exits`` (K,) int, one per
     chunk: chunk k's output is step ``exits[k]``'s x0 prediction. The noise is drawn as
     :func:`~sana_jax.models.sana_video_causal.sample_chunk` draws it (chunk k from ``fold_in(key, k)``), so with
-    every exit at the last step the output is what streaming inference produces. Returns (the clean latents
-    (B, T, H, W, C) float32, the state after the last commit)."""
+    every exit at the last step the output is what streaming inference produces. ``step_fn``: the model's chunk
+    step (default SANA-Video's). Returns (the clean latents (B, T, H, W, C) float32, the state after the last
+    commit)."""
     b, frames, *pixels = shape
     sizes = split_frames(frames, chunk)
     if exits.shape != (len(sizes),):
@@ -71,24 +87,25 @@ def self_forcing_rollout(model, state: StreamState, key: jax.Array, timesteps: j
         past = jax.lax.stop_gradient(state)
 
         def denoise(i, x, past=past, chunk_key=chunk_key, chunk_shape=chunk_shape):
-            v, _ = step(frozen, past, x.astype(model.dtype), jnp.broadcast_to(timesteps[i], (b,)))
+            v, _ = step_fn(frozen, past, x.astype(model.dtype), jnp.broadcast_to(timesteps[i], (b,)))
             noise = jax.random.normal(jax.random.fold_in(chunk_key, i + 1), chunk_shape, jnp.float32)
             return renoise_step(x, v.astype(jnp.float32), noise, {n: c[i] for n, c in coefficients.items()})
 
         x = jax.random.normal(jax.random.fold_in(chunk_key, 0), chunk_shape, jnp.float32)
         x = jax.lax.fori_loop(0, exits[index], denoise, x)  # no gradient: frozen weights, constant inputs
         e = exits[index]
-        v, _ = step(model, _video_state_frozen(state), x.astype(model.dtype), jnp.broadcast_to(timesteps[e], (b,)))
+        v, _ = step_fn(model, _video_state_frozen(state), x.astype(model.dtype),
+                       jnp.broadcast_to(timesteps[e], (b,)))
         x0 = x - coefficients["sigma"][e] * v.astype(jnp.float32)
-        _, committed = step(frozen, past, jax.lax.stop_gradient(x0).astype(model.dtype), jnp.zeros((b,)),
-                            commit=True)
-        state = committed._replace(text_k=state.text_k, text_v=state.text_v, text_bias=state.text_bias)
+        _, committed = step_fn(frozen, past, jax.lax.stop_gradient(x0).astype(model.dtype), jnp.zeros((b,)),
+                               commit=True)
+        state = _with_prompt_of(committed, state)
         chunks.append(x0)
     return jnp.concatenate(chunks, axis=1), state
 
 
 def causal_ode_loss(model, state: StreamState, trajectory: jax.Array, student_sigmas, timesteps: jax.Array,
-                    key: jax.Array, *, chunk: int) -> jax.Array:
+                    key: jax.Array, *, chunk: int, step_fn=step) -> jax.Array:
     """CausVid's ODE regression for the block-causal student, chunk by chunk on its own streaming state.
 
     ``trajectory`` (B, n + 1, T, H, W, C): :func:`sana_jax.distill.ode.teacher_trajectory` of the whole clip at the
@@ -96,7 +113,8 @@ def causal_ode_loss(model, state: StreamState, trajectory: jax.Array, student_si
     streaming splits it (:func:`~sana_jax.models.sana_video_causal.split_frames`); chunk k's input is point i
     (uniform per sample and chunk) of its frames, its target their endpoint, and its past the state after
     committing the endpoints of chunks < k with the clean t = 0 pass (differentiated: the commit pass is trained
-    to summarise a chunk for the next). Returns the mean squared error over every chunk.
+    to summarise a chunk for the next). ``step_fn``: as :func:`self_forcing_rollout`'s. Returns the mean squared
+    error over every chunk.
     """
     sigmas = jnp.asarray(_check_student_sigmas(student_sigmas))
     n = sigmas.shape[0]
@@ -110,9 +128,9 @@ def causal_ode_loss(model, state: StreamState, trajectory: jax.Array, student_si
         index = jax.random.randint(jax.random.fold_in(key, k), (b,), 0, n)
         x_i = jnp.take_along_axis(frames, index.reshape(b, 1, 1, 1, 1, 1), axis=1)[:, 0]
         target = frames[:, -1].astype(jnp.float32)
-        v, _ = step(model, state, x_i.astype(model.dtype), timesteps[index])
+        v, _ = step_fn(model, state, x_i.astype(model.dtype), timesteps[index])
         x0 = x_i.astype(jnp.float32) - sigmas[index].reshape(b, 1, 1, 1, 1) * v.astype(jnp.float32)
         errors.append(jnp.sum(jnp.square(x0 - target)))
-        _, state = step(model, state, target.astype(model.dtype), jnp.zeros((b,)), commit=True)
+        _, state = step_fn(model, state, target.astype(model.dtype), jnp.zeros((b,)), commit=True)
         start += size
     return sum(errors) / trajectory[:, 0].size

@@ -1,4 +1,5 @@
-"""The distillation trainer: a bidirectional SANA-Video teacher makes a few-step block-causal student (CausVid).
+"""The distillation trainer: a bidirectional SANA-Video or Wan2.1 teacher makes a few-step block-causal student of
+its own family (CausVid; the family's causal functions: :mod:`sana_jax.distill.families`).
 
 Three copies of the DiT: the frozen **teacher** (the real score, with CFG), the **student** (the generator;
 initialised from the teacher unless given) and the **critic** (the fake score, initialised from the teacher).
@@ -25,6 +26,7 @@ from flax import nnx
 
 from sana_jax.distill.config import DistillConfig
 from sana_jax.distill.dmd import DMDSettings, critic_loss, distribution_matching_loss, guided_denoiser
+from sana_jax.distill.families import matching_ops
 from sana_jax.distill.rollout import causal_ode_loss, draw_exits, self_forcing_rollout
 from sana_jax.errors import InputError
 from sana_jax.models import sana_video_causal as sc
@@ -42,14 +44,11 @@ def student_schedule(config: DistillConfig) -> Schedule:
     return longsana_schedule(config.student_timesteps, shift=config.student_shift)
 
 
-def _velocity(model):
-    return lambda x, t, text, mask: model(x.astype(model.dtype), text, t, mask)
-
-
 class DistillTrainer:
     """``DistillTrainer(teacher, config, latent_shape=(T, H, W, C)).fit(data, steps, run_dir=...)`` with ``data`` a
     :class:`~sana_jax.distill.data.DistillData`. ``teacher`` (and ``student``, default: the teacher's weights) are
-    only read; :meth:`model_from` gives the trained student."""
+    only read; :meth:`model_from` gives the trained student. A Wan2.1 teacher (``WanTransformer``) trains a Wan
+    causal student, whose clip must hold a multiple of ``chunk_frames`` latent frames."""
 
     def __init__(self, teacher: nnx.Module, config: DistillConfig, *, latent_shape: tuple[int, ...],
                  student: nnx.Module | None = None, mesh=None):
@@ -57,10 +56,13 @@ class DistillTrainer:
         if len(latent_shape) != 4:
             raise InputError(f"latent_shape must be (frames, height, width, channels), got {latent_shape}")
         self.latent_shape = tuple(int(s) for s in latent_shape)
+        self.ops = matching_ops(teacher, student)
         teacher.check_latents((1, *self.latent_shape))
+        self.chunks = self.ops.chunks(self.latent_shape[0], config.chunk_frames)
         dtype, remat = config.compute_dtype, config.remat
         self.teacher = ParamTree(teacher, dtype, False, mesh=mesh)
-        self.student = ParamTree(teacher if student is None else student, dtype, remat, mesh=mesh)
+        self.student = ParamTree(self.ops.student_copy(teacher if student is None else student, dtype), dtype, remat,
+                                 mesh=mesh)
         self.critic = ParamTree(teacher, dtype, remat, mesh=mesh)
         self._teacher_weights = self.teacher.initial_copy()
         schedule = student_schedule(config)
@@ -68,7 +70,6 @@ class DistillTrainer:
         self.student_sigmas = schedule.sigmas[:-1]
         self._timesteps = jnp.asarray(timesteps, jnp.float32)
         self._coefficients = {n: jnp.asarray(c, jnp.float32) for n, c in coefficients.items()}
-        self.chunks = sc.split_frames(self.latent_shape[0], config.chunk_frames)
         self.dmd = DMDSettings(config.dmd_shift, config.dmd_low, config.dmd_high)
 
         def optimizer(lr):
@@ -107,13 +108,15 @@ class DistillTrainer:
     # -- losses ------------------------------------------------------------------------------------------------
 
     def _stream_state(self, model, batch):
-        _, h, w, _ = self.latent_shape
-        return sc.init_state(model, batch["text"].astype(model.dtype), batch["mask"], height=h, width=w)
+        return self.ops.init_state(model, batch["text"], batch["mask"], latent_shape=self.latent_shape)
+
+    def _velocity(self, model):
+        return lambda x, t, text, mask: self.ops.velocity(model, x, t, text, mask)
 
     def _ode_loss(self, student_params, batch, key):
         model = self.student.merge(student_params)
         return causal_ode_loss(model, self._stream_state(model, batch), batch["trajectory"], self.student_sigmas,
-                               self._timesteps, key, chunk=self.config.chunk_frames)
+                               self._timesteps, key, chunk=self.config.chunk_frames, step_fn=self.ops.step)
 
     def _rollout(self, student_params, batch, key):
         model = self.student.merge(student_params)
@@ -121,7 +124,7 @@ class DistillTrainer:
         exits = draw_exits(k_exit, len(self.chunks), len(self.student_sigmas))
         video, _ = self_forcing_rollout(model, self._stream_state(model, batch), k_noise, self._timesteps,
                                         self._coefficients, exits, shape=(batch["text"].shape[0], *self.latent_shape),
-                                        chunk=self.config.chunk_frames)
+                                        chunk=self.config.chunk_frames, step_fn=self.ops.step)
         return video
 
     def _generator_loss(self, student_params, critic_params, teacher_params, batch, key):
@@ -129,15 +132,15 @@ class DistillTrainer:
         video = self._rollout(student_params, batch, k_rollout)
         text, mask = batch["text"], batch["mask"]
         null = (jnp.broadcast_to(batch["null_text"], text.shape), jnp.broadcast_to(batch["null_mask"], mask.shape))
-        real = guided_denoiser(_velocity(self.teacher.merge(teacher_params)), (text, mask), null,
+        real = guided_denoiser(self._velocity(self.teacher.merge(teacher_params)), (text, mask), null,
                                self.config.guidance_scale)
-        fake = guided_denoiser(_velocity(self.critic.merge(jax.lax.stop_gradient(critic_params))), (text, mask))
+        fake = guided_denoiser(self._velocity(self.critic.merge(jax.lax.stop_gradient(critic_params))), (text, mask))
         loss, metrics = distribution_matching_loss(video, k_dmd, real, fake, self.dmd)
         return loss, (video, metrics)
 
     def _critic_loss(self, critic_params, video, batch, key):
         critic = self.critic.merge(critic_params)
-        return critic_loss(lambda x_t, t: _velocity(critic)(x_t, t, batch["text"], batch["mask"]), video, key,
+        return critic_loss(lambda x_t, t: self._velocity(critic)(x_t, t, batch["text"], batch["mask"]), video, key,
                            self.dmd, loss_weight=model_loss_weight(critic))
 
     # -- steps -------------------------------------------------------------------------------------------------
