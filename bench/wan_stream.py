@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import statistics
 import sys
 import tempfile
@@ -48,42 +47,10 @@ SELF_FORCING = {"fps": 17.0, "latency_s": 0.69, "device": "1× H100", "size": "4
 
 
 def random_model(family, config, dtype, seed: int):
-    """A model of a converter family, random weights drawn in NumPy on the abstract shapes (no eager initialisers):
-    matrices and kernels N(0, 1/fan_in), modulation tables N(0, 1/D), 1-D weights 1 + N(0, 0.1²), biases
-    N(0, 0.1²). Stacked layers (``blocks.``, ``layers.``) count per layer."""
-    import jax.numpy as jnp
+    """``converters.nnx_state.random_model``: random weights on the abstract shapes, no eager initialisers."""
+    from converters.nnx_state import random_model as build
 
-    from converters.nnx_state import merge
-
-    graphdef, state, targets = family.abstract(config, jnp.dtype(dtype))
-    rng = np.random.default_rng(seed)
-    flat = {}
-    for path, (shape, _) in targets.items():
-        own = shape[1:] if path.split(".")[0] in ("blocks", "layers") else shape
-        value = rng.standard_normal(shape, dtype=np.float32)
-        if "scale_shift_table" in path:
-            value /= np.sqrt(own[-1])
-        elif len(own) >= 2:
-            value /= np.sqrt(np.prod(own[:-1]))
-        else:
-            value = (1.0 if path.endswith(("weight", "gamma", "scale")) else 0.0) + 0.1 * value
-        flat[path] = jnp.asarray(value, dtype)
-    return merge(graphdef, state, flat)
-
-
-def original_names(state: dict) -> dict:
-    """diffusers names → the original Wan names, by inverting ``converters.wan_transformer.ORIGINAL_RENAMES``."""
-    from converters.wan_transformer import ORIGINAL_RENAMES
-
-    out = {}
-    for name, value in state.items():
-        for r in ORIGINAL_RENAMES:
-            pattern = re.escape(r.dst).replace(re.escape("{i}"), r"(\d+)") + r"\Z"
-            if m := re.match(pattern, name):
-                name = r.src.replace("{i}", m.group(1)) if "{i}" in r.src else r.src
-                break
-        out[name] = value
-    return out
+    return build(family, config, seed=seed, dtype=dtype)
 
 
 def write_small_folder(root: Path, dit_cfg, vae_cfg, text_cfg) -> tuple[Path, Path]:
@@ -109,8 +76,8 @@ def write_small_folder(root: Path, dit_cfg, vae_cfg, text_cfg) -> tuple[Path, Pa
         "_class_name": "WanPipeline", "scheduler": ["diffusers", "UniPCMultistepScheduler"],
         "text_encoder": ["transformers", "UMT5EncoderModel"], "tokenizer": ["transformers", "T5TokenizerFast"],
         "transformer": ["diffusers", "WanTransformer3DModel"], "vae": ["diffusers", "AutoencoderKLWan"]}))
-    student = wan_transformer.export(random_model(wan_transformer, dit_cfg, "float32", 5))
-    state = {f"model.{k}": torch.from_numpy(np.array(v)) for k, v in original_names(student).items()}
+    student = wan_transformer.export_original(random_model(wan_transformer, dit_cfg, "float32", 5))
+    state = {f"model.{k}": torch.from_numpy(np.array(v)) for k, v in student.items()}
     other = {k: v + 1 for k, v in state.items()}  # the EMA weights are the ones a Self-Forcing demo runs
     checkpoint = root / "self_forcing_dmd.pt"
     torch.save({"generator": other, "critic": other, "generator_ema": state}, checkpoint)

@@ -400,6 +400,22 @@ class Rename:
     prefix: bool = False  # rename every key starting with ``src`` (the rest of the name is kept)
 
 
+def rename_back(renames: Sequence[Rename], state: Mapping[str, object]) -> dict:
+    """A state dict under the names ``renames`` map to (e.g. diffusers') → under their source names (e.g. the
+    original layout's): the inverse of :class:`RenamedSource` for one-to-one renames (``{i}`` carried). Names no
+    rename produces are kept."""
+    patterns = [(re.compile(re.escape(r.dst).replace(re.escape("{i}"), r"(\d+)") + r"\Z"), r)
+                for r in renames if r.dst is not None and not r.prefix and r.parts == 1]
+    out = {}
+    for name, value in state.items():
+        for pattern, r in patterns:
+            if m := pattern.match(name):
+                name = r.src.replace("{i}", m.group(1)) if "{i}" in r.src else r.src
+                break
+        out[name] = value
+    return out
+
+
 class RenamedSource(Mapping):
     """Presents a checkpoint under another layout's names (e.g. original Sana ``.pth`` → diffusers names).
 

@@ -166,3 +166,9 @@ def expected_tensors(config: WanConfig) -> dict[str, tuple[int, ...]]:
 def export(model: WanTransformer) -> dict[str, np.ndarray]:
     """The model's parameters as a diffusers ``WanTransformer3DModel`` state dict (numpy)."""
     return tables.export_tensors(DIFFUSERS_RULES, {k: np.asarray(v) for k, v in flat_params(model).items()})
+
+
+def export_original(model: WanTransformer) -> dict[str, np.ndarray]:
+    """The model's parameters under the original Wan names (``Wan-AI/Wan2.1-T2V-*``'s safetensors; CausVid and
+    Self-Forcing prefix them with ``model.``)."""
+    return tables.rename_back(ORIGINAL_RENAMES, export(model))

@@ -108,3 +108,26 @@ def _all_finite_jit():
         return jnp.stack(checks).all() if checks else jnp.array(True)
 
     return all_finite_
+
+
+def check_token_inputs(input_ids, attention_mask, vocab_size: int):
+    """A text encoder's inputs checked: ``(ids, keep)``, integer ids (B, L) within [0, ``vocab_size``) (not checked
+    on traced values) and a boolean key mask of the same shape (all True when ``attention_mask`` is None); an
+    :class:`InputError` naming what is wrong otherwise."""
+    import jax
+    import jax.numpy as jnp
+
+    input_ids = jnp.asarray(input_ids)
+    if input_ids.ndim != 2 or not jnp.issubdtype(input_ids.dtype, jnp.integer):
+        raise InputError(f"input_ids must be integer (B, L), got {input_ids.dtype} {input_ids.shape}")
+    if not isinstance(input_ids, jax.core.Tracer) and input_ids.size and (
+            int(input_ids.min()) < 0 or int(input_ids.max()) >= vocab_size):
+        raise InputError(f"input_ids must lie in [0, {vocab_size}), got [{int(input_ids.min())}, "
+                         f"{int(input_ids.max())}]")
+    if attention_mask is None:
+        return input_ids, jnp.ones(input_ids.shape, bool)
+    attention_mask = jnp.asarray(attention_mask)
+    if attention_mask.shape != input_ids.shape:
+        raise InputError(f"attention_mask shape {attention_mask.shape} must equal input_ids shape "
+                         f"{input_ids.shape}")
+    return input_ids, attention_mask.astype(bool)

@@ -89,9 +89,12 @@ def test_extra_layer_in_checkpoint(folder, tmp_path, capsys):
 
 def test_config_of_another_model(folder, tmp_path, capsys):
     cfg = json.loads((folder / "config.json").read_text())
-    cfg["_class_name"] = "WanTransformer3DModel"
+    cfg["_class_name"] = "CogVideoXTransformer3DModel"  # a class nothing here loads
     (folder / "config.json").write_text(json.dumps(cfg))
-    convert_fails(folder, tmp_path, capsys, ConfigError, "WanTransformer3DModel")
+    convert_fails(folder, tmp_path, capsys, ConfigError, "CogVideoXTransformer3DModel")
+    cfg["_class_name"] = "WanTransformer3DModel"  # one that loads, over SANA-Video weights
+    (folder / "config.json").write_text(json.dumps(cfg))
+    convert_fails(folder, tmp_path, capsys, CheckpointError, "not a Wan2.1 transformer checkpoint")
 
 
 def test_pth_that_runs_code(tmp_path, capsys):

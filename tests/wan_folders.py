@@ -5,7 +5,6 @@ style student checkpoint (``student_checkpoint``, torch needed)."""
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +12,8 @@ import numpy as np
 import converters
 from converters import umt5 as umt5_converter
 from converters import wan_transformer, wan_vae
-from converters.nnx_state import flat_params, merge
+from converters.nnx_state import flat_params, random_model
+from converters.tables import rename_back
 from converters.safetensors_io import save_safetensors
 from sana_jax.models.umt5 import UMT5Config
 from sana_jax.models.wan import WanConfig, WanTransformer
@@ -32,27 +32,10 @@ DIT = WanConfig(num_attention_heads=2, attention_head_dim=16, in_channels=CHANNE
 TEXT = UMT5Config(vocab_size=64, d_model=TEXT_DIM, d_kv=8, d_ff=48, num_layers=2, num_heads=4)
 
 
-def random_model(family, config, seed: int):
-    """A model of a converter family with random weights drawn in NumPy (no eager initialisers: building a Wan
-    VAE op by op takes half a minute on two cores): matrices and kernels N(0, 1/fan_in), 1-D weights 1 + N(0, 0.1²),
-    biases N(0, 0.1²)."""
-    graphdef, state, targets = family.abstract(config)
-    rng = np.random.default_rng(seed)
-    flat = {}
-    for path, (shape, dtype) in targets.items():
-        noise = rng.standard_normal(shape)
-        if len(shape) >= 2:
-            value = noise / np.sqrt(np.prod(shape[:-1]) / (shape[0] if "blocks" in path else 1))
-        else:
-            value = (1.0 if path.endswith(("weight", "gamma", "scale")) else 0.0) + 0.1 * noise
-        flat[path] = value.astype(dtype)
-    return merge(graphdef, state, flat)
-
-
 def tiny_models(seed: int = 0):
     """(transformer, text encoder, VAE) of the tiny folder, random weights."""
-    return (random_model(wan_transformer, DIT, seed), random_model(umt5_converter, TEXT, seed + 1),
-            random_model(wan_vae, WanVAEConfig(**VAE), seed + 2))
+    return (random_model(wan_transformer, DIT, seed=seed), random_model(umt5_converter, TEXT, seed=seed + 1),
+            random_model(wan_vae, WanVAEConfig(**VAE), seed=seed + 2))
 
 
 def tokenizer(folder: Path) -> Path:
@@ -62,21 +45,6 @@ def tokenizer(folder: Path) -> Path:
     vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)] + [(w, -1.0 - i / 10) for i, w in enumerate(WORDS)]
     transformers.T5TokenizerFast(vocab=vocab, extra_ids=0).save_pretrained(folder)
     return folder
-
-
-def _inverse(renames, state: dict) -> dict:
-    """Diffusers names → a layout's names, by inverting its ``Rename`` table (``{i}`` carried)."""
-    out = {}
-    for name, value in state.items():
-        for r in renames:
-            if r.dst is None or r.prefix:
-                continue
-            pattern = re.escape(r.dst).replace(re.escape("{i}"), r"(\d+)") + r"\Z"
-            if m := re.match(pattern, name):
-                name = r.src.replace("{i}", m.group(1)) if "{i}" in r.src else r.src
-                break
-        out[name] = value
-    return out
 
 
 def _torch_save(state: dict, path: Path) -> None:
@@ -111,15 +79,11 @@ def tiny_wan_folder(root: Path, *, layout: str = "diffusers", seed: int = 0, sch
         "_class_name": "WanModel", "dim": cfg.inner_dim, "eps": cfg.eps, "ffn_dim": cfg.ffn_dim,
         "freq_dim": cfg.freq_dim, "in_dim": cfg.in_channels, "model_type": "t2v", "num_heads": cfg.num_attention_heads,
         "num_layers": cfg.num_layers, "out_dim": cfg.out_channels, "text_len": 512, "text_dim": TEXT_DIM}))
-    save_safetensors(original_dit_state(dit), root / "diffusion_pytorch_model.safetensors")
+    save_safetensors(wan_transformer.export_original(dit), root / "diffusion_pytorch_model.safetensors")
     _torch_save(umt5_converter.export_original(text), root / "models_t5_umt5-xxl-enc-bf16.pth")
-    _torch_save(_inverse(wan_vae.original_renames(vae.config), wan_vae.export(vae)), root / "Wan2.1_VAE.pth")
+    _torch_save(rename_back(wan_vae.original_renames(vae.config), wan_vae.export(vae)), root / "Wan2.1_VAE.pth")
     tokenizer(root / "google" / "umt5-xxl")
     return root
-
-
-def original_dit_state(dit: WanTransformer) -> dict:
-    return _inverse(wan_transformer.ORIGINAL_RENAMES, wan_transformer.export(dit))
 
 
 def student_checkpoint(path: Path, *, seed: int = 5, kind: str = "causvid") -> WanTransformer:
@@ -129,7 +93,7 @@ def student_checkpoint(path: Path, *, seed: int = 5, kind: str = "causvid") -> W
     import torch
 
     dit = tiny_models(seed)[0]
-    state = {f"model.{k}": torch.from_numpy(np.ascontiguousarray(v)) for k, v in original_dit_state(dit).items()}
+    state = {f"model.{k}": torch.from_numpy(np.ascontiguousarray(v)) for k, v in wan_transformer.export_original(dit).items()}
     if kind == "causvid":
         torch.save({"generator": state}, path)
     else:

@@ -32,8 +32,9 @@ import numpy as np
 from flax import nnx
 
 from sana_jax.config import ModelConfig, key_error
-from sana_jax.errors import ConfigError, InputError
+from sana_jax.errors import ConfigError
 from sana_jax.nn.layers import DType, Linear, param, stacked
+from sana_jax.validate import check_token_inputs
 
 SLIDING, FULL = "sliding_attention", "full_attention"
 #: transformers class names whose checkpoints hold a Gemma-2/3 text decoder.
@@ -339,20 +340,8 @@ class Gemma(nnx.Module):
         self.norm = GemmaRMSNorm(cfg.hidden_size, eps=cfg.rms_norm_eps, param_dtype=param_dtype, rngs=rngs)
 
     def check_inputs(self, input_ids, attention_mask) -> tuple[jax.Array, jax.Array]:
-        input_ids = jnp.asarray(input_ids)
-        if input_ids.ndim != 2 or not jnp.issubdtype(input_ids.dtype, jnp.integer):
-            raise InputError(f"input_ids must be integer (B, L), got {input_ids.dtype} {input_ids.shape}")
-        if not isinstance(input_ids, jax.core.Tracer) and input_ids.size and (
-                int(input_ids.min()) < 0 or int(input_ids.max()) >= self.config.vocab_size):
-            raise InputError(f"input_ids must lie in [0, {self.config.vocab_size}), got "
-                             f"[{int(input_ids.min())}, {int(input_ids.max())}]")
-        if attention_mask is None:
-            return input_ids, jnp.ones(input_ids.shape, bool)
-        attention_mask = jnp.asarray(attention_mask)
-        if attention_mask.shape != input_ids.shape:
-            raise InputError(f"attention_mask shape {attention_mask.shape} must equal input_ids shape "
-                             f"{input_ids.shape}")
-        return input_ids, attention_mask.astype(bool)
+        """``(ids, keep)``: validated integer ids (B, L) and a boolean key mask (all True when none is given)."""
+        return check_token_inputs(input_ids, attention_mask, self.config.vocab_size)
 
     def run_layers(self, x: jax.Array, keep: jax.Array, collect: bool) -> tuple[jax.Array, jax.Array | None]:
         """The stacked layers over x (B, L, D) with key mask ``keep`` (B, L); per-layer outputs if ``collect``."""

@@ -22,6 +22,7 @@ from sana_jax.nn.attention import mask_to_bias, softmax_attention
 from sana_jax.nn.embeddings import AdaLayerNormSingle, CaptionProjection
 from sana_jax.nn.glumb import GLUMBTempConv
 from sana_jax.nn.layers import DType, Linear, RMSNorm, layer_norm, modulate, param, stacked
+from sana_jax.nn.patches import check_latent_shape, embed_patches, patch_tuple, unpatchify
 from sana_jax.kernels.dispatch import linear_attention
 from sana_jax.nn.rope import rope_3d
 
@@ -63,13 +64,7 @@ class SanaVideoConfig(ModelConfig):
         return int(self.mlp_ratio * self.inner_dim)
 
     def __post_init__(self):
-        pt = self.patch_size
-        if isinstance(pt, int):
-            object.__setattr__(self, "patch_size", (1, pt, pt))
-        else:
-            object.__setattr__(self, "patch_size", tuple(int(p) for p in pt))
-        if len(self.patch_size) != 3:
-            raise ConfigError(f"patch_size must be (t, h, w), got {self.patch_size}")
+        object.__setattr__(self, "patch_size", patch_tuple(self.patch_size))
         if self.cross_attention_dim != self.inner_dim:
             raise ConfigError(f"cross_attention_dim {self.cross_attention_dim} must equal heads × head_dim "
                               f"= {self.inner_dim} (captions are projected to the model width)")
@@ -230,29 +225,15 @@ class SanaVideoTransformer(nnx.Module):
     def check_latents(self, shape: tuple[int, ...]) -> tuple[int, int, int]:
         """Validate a (B, T, H, W, C) latent shape; return the post-patch grid (T', H', W')."""
         cfg = self.config
-        if len(shape) != 5:
-            raise InputError(f"latents must be (B, T, H, W, C) channels-last, got shape {shape}")
-        _, t, h, w, c = shape
-        if c != cfg.in_channels:
-            raise InputError(f"latents have {c} channels; this model takes {cfg.in_channels} (channels-last)")
-        for name, size, p in zip(("frames", "height", "width"), (t, h, w), cfg.patch_size):
-            if size % p:
-                lo, hi = size - size % p, size - size % p + p
-                raise InputError(f"latent {name} {size} is not a multiple of the patch size {p}; "
-                                 f"nearest valid: {max(lo, p)} or {hi}")
-        grid = (t // cfg.patch_size[0], h // cfg.patch_size[1], w // cfg.patch_size[2])
+        grid = check_latent_shape(shape, cfg.in_channels, cfg.patch_size)
         if max(grid) > cfg.rope_max_seq_len:
             raise InputError(f"post-patch grid {grid} exceeds rope_max_seq_len {cfg.rope_max_seq_len}")
         return grid
 
     def embed_patches(self, x: jax.Array) -> jax.Array:
         """Conv3d with kernel = stride = patch, as a reshape and a matmul: (B,T,H,W,C) → (B,T',H'·W',D)."""
-        b, t, h, w, c = x.shape
-        pt, ph, pw = self.config.patch_size
-        x = x.astype(self.dtype).reshape(b, t // pt, pt, h // ph, ph, w // pw, pw, c)
-        x = x.transpose(0, 1, 3, 5, 2, 4, 6, 7).reshape(b, t // pt, (h // ph) * (w // pw), pt * ph * pw * c)
-        kernel = self.patch_embedding_kernel[...].astype(self.dtype).reshape(pt * ph * pw * c, -1)
-        return jnp.dot(x, kernel) + self.patch_embedding_bias[...].astype(self.dtype)
+        return embed_patches(x, self.patch_embedding_kernel[...], self.patch_embedding_bias[...],
+                             self.config.patch_size, self.dtype)
 
     def embed_timestep(self, timestep: jax.Array, batch: int, frames: int) -> tuple[jax.Array, jax.Array]:
         """``t6`` (B, L, 1, 6D) and ``emb`` (B, L, 1, D) with L = 1 (one timestep per sample) or T' (per frame)."""
@@ -287,14 +268,9 @@ class SanaVideoTransformer(nnx.Module):
 
     def unpatchify(self, x: jax.Array, emb: jax.Array, grid: tuple[int, int, int]) -> jax.Array:
         """Final modulated norm (uses ``emb``, not ``t6``), ``proj_out``, and patches back to (B,T,H,W,C)."""
-        b = x.shape[0]
-        t, h, w = grid
-        pt, ph, pw = self.config.patch_size
         table = self.scale_shift_table[...].astype(x.dtype)
         shift, scale = table[0] + emb, table[1] + emb
-        x = self.proj_out(modulate(layer_norm(x, 1e-6), shift, scale))
-        x = x.reshape(b, t, h, w, pt, ph, pw, -1).transpose(0, 1, 4, 2, 5, 3, 6, 7)
-        return x.reshape(b, t * pt, h * ph, w * pw, -1)
+        return unpatchify(self.proj_out(modulate(layer_norm(x, 1e-6), shift, scale)), grid, self.config.patch_size)
 
     def __call__(self, latents: jax.Array, text: jax.Array, timestep: jax.Array,
                  text_mask: jax.Array | None = None) -> jax.Array:

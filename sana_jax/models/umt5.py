@@ -32,8 +32,9 @@ import numpy as np
 from flax import nnx
 
 from sana_jax.config import ModelConfig, key_error
-from sana_jax.errors import ConfigError, InputError
+from sana_jax.errors import ConfigError
 from sana_jax.nn.layers import DType, Linear, param, stacked
+from sana_jax.validate import check_token_inputs
 
 #: transformers class names whose checkpoints hold a UMT5 encoder (the full models also hold a decoder, skipped).
 HF_CLASSES = ("UMT5EncoderModel", "UMT5Model", "UMT5ForConditionalGeneration")
@@ -208,21 +209,7 @@ class UMT5Encoder(nnx.Module):
 
     def check_inputs(self, input_ids, attention_mask) -> tuple[jax.Array, jax.Array]:
         """``(ids, keep)``: validated integer ids (B, L) and a boolean key mask (all True when none is given)."""
-        input_ids = jnp.asarray(input_ids)
-        if input_ids.ndim != 2 or not jnp.issubdtype(input_ids.dtype, jnp.integer):
-            raise InputError(f"input_ids must be integer (B, L), got {input_ids.dtype} {input_ids.shape}")
-        vocab = self.config.vocab_size
-        if not isinstance(input_ids, jax.core.Tracer) and input_ids.size and (
-                int(input_ids.min()) < 0 or int(input_ids.max()) >= vocab):
-            raise InputError(f"input_ids must lie in [0, {vocab}), got [{int(input_ids.min())}, "
-                             f"{int(input_ids.max())}]")
-        if attention_mask is None:
-            return input_ids, jnp.ones(input_ids.shape, bool)
-        attention_mask = jnp.asarray(attention_mask)
-        if attention_mask.shape != input_ids.shape:
-            raise InputError(f"attention_mask shape {attention_mask.shape} must equal input_ids shape "
-                             f"{input_ids.shape}")
-        return input_ids, attention_mask.astype(bool)
+        return check_token_inputs(input_ids, attention_mask, self.config.vocab_size)
 
     def __call__(self, input_ids: jax.Array, attention_mask: jax.Array | None = None) -> jax.Array:
         """Args: input_ids (B, L) int; attention_mask (B, L), 1 for tokens and 0 for padding (keys only)."""

@@ -30,6 +30,8 @@ from sana_jax.errors import ConfigError, InputError
 from sana_jax.nn.attention import softmax_attention
 from sana_jax.nn.embeddings import CaptionProjection, TimestepEmbedding, timestep_sinusoid
 from sana_jax.nn.layers import DType, Linear, RMSNorm, layer_norm, modulate, param, stacked
+from sana_jax.nn.ltx_attention import GeluFeedForward
+from sana_jax.nn.patches import check_latent_shape, embed_patches, patch_tuple, unpatchify
 from sana_jax.nn.rope import apply_rope, rope_3d
 
 DIFFUSERS_CLASS = "WanTransformer3DModel"
@@ -65,11 +67,7 @@ class WanConfig(ModelConfig):
         return self.num_attention_heads * self.attention_head_dim
 
     def __post_init__(self):
-        pt = self.patch_size
-        patch = (1, pt, pt) if isinstance(pt, int) else tuple(int(p) for p in pt)
-        object.__setattr__(self, "patch_size", patch)
-        if len(patch) != 3:
-            raise ConfigError(f"patch_size must be (t, h, w), got {patch}")
+        object.__setattr__(self, "patch_size", patch_tuple(self.patch_size))
         if self.attention_head_dim % 2:
             raise ConfigError(f"attention_head_dim must be even for RoPE, got {self.attention_head_dim}")
 
@@ -180,18 +178,6 @@ class AffineLayerNorm(nnx.Module):
         return y * self.weight[...].astype(jnp.float32) + self.bias[...].astype(jnp.float32)
 
 
-class FeedForward(nnx.Module):
-    """``net.2(GELU_tanh(net.0(x)))`` (diffusers ``FeedForward(activation_fn="gelu-approximate")``)."""
-
-    def __init__(self, dim: int, hidden: int, *, dtype: DType, param_dtype: DType, rngs: nnx.Rngs):
-        kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
-        self.proj_in = Linear(dim, hidden, axes=("embed", "mlp"), **kw)
-        self.proj_out = Linear(hidden, dim, axes=("mlp", "embed"), **kw)
-
-    def __call__(self, x: jax.Array) -> jax.Array:
-        return self.proj_out(jax.nn.gelu(self.proj_in(x), approximate=True))
-
-
 class WanBlock(nnx.Module):
     """One DiT block (diffusers ``WanTransformerBlock``): modulated self-attention with RoPE, cross-attention to the
     text (affine LayerNorm, no modulation, no gate), modulated FFN."""
@@ -207,7 +193,7 @@ class WanBlock(nnx.Module):
         self.attn2 = WanAttention(cfg, **kw)
         self.norm2 = (AffineLayerNorm(d, eps=cfg.eps, param_dtype=param_dtype, rngs=rngs) if cfg.cross_attn_norm
                       else nnx.data(None))
-        self.ffn = FeedForward(d, cfg.ffn_dim, **kw)
+        self.ffn = GeluFeedForward(d, cfg.ffn_dim, **kw)
 
     def self_attention_kv(self, h: jax.Array, rope) -> tuple[jax.Array, jax.Array, jax.Array]:
         """q, k (RoPE applied) and v of the modulated tokens ``h`` (B, N, D), each (B, N, heads, d)."""
@@ -291,16 +277,7 @@ class WanTransformer(nnx.Module):
 
     def check_latents(self, shape: tuple[int, ...]) -> tuple[int, int, int]:
         """Validate a (B, T, H, W, C) latent shape; return the post-patch grid (T', H', W')."""
-        cfg = self.config
-        if len(shape) != 5:
-            raise InputError(f"latents must be (B, T, H, W, C) channels-last, got shape {shape}")
-        _, t, h, w, c = shape
-        if c != cfg.in_channels:
-            raise InputError(f"latents have {c} channels; this model takes {cfg.in_channels} (channels-last)")
-        for name, size, p in zip(("frames", "height", "width"), (t, h, w), cfg.patch_size):
-            if size < p or size % p:
-                raise InputError(f"latent {name} {size} is not a positive multiple of the patch size {p}")
-        return t // cfg.patch_size[0], h // cfg.patch_size[1], w // cfg.patch_size[2]
+        return check_latent_shape(shape, self.config.in_channels, self.config.patch_size)
 
     def rope(self, grid: tuple[int, int, int], t_offset: int | jax.Array = 0, max_frames: int | None = None):
         """cos/sin of the 3-axis RoPE for the token grid, frames from ``t_offset`` (absolute when streaming).
@@ -317,12 +294,8 @@ class WanTransformer(nnx.Module):
     def embed_patches(self, x: jax.Array) -> jax.Array:
         """Conv3d with kernel = stride = patch, as a reshape and a matmul: (B,T,H,W,C) → (B,T',H'·W',D) in the
         residual stream's dtype."""
-        b, t, h, w, c = x.shape
-        pt, ph, pw = self.config.patch_size
-        x = x.astype(self.dtype).reshape(b, t // pt, pt, h // ph, ph, w // pw, pw, c)
-        x = x.transpose(0, 1, 3, 5, 2, 4, 6, 7).reshape(b, t // pt, (h // ph) * (w // pw), pt * ph * pw * c)
-        kernel = self.patch_embedding_kernel[...].astype(self.dtype).reshape(pt * ph * pw * c, -1)
-        x = jnp.dot(x, kernel) + self.patch_embedding_bias[...].astype(self.dtype)
+        x = embed_patches(x, self.patch_embedding_kernel[...], self.patch_embedding_bias[...], self.config.patch_size,
+                          self.dtype)
         return x.astype(self.stream_dtype)
 
     def embed_timestep(self, timestep: jax.Array, batch: int, frames: int) -> tuple[jax.Array, jax.Array]:
@@ -359,16 +332,28 @@ class WanTransformer(nnx.Module):
         _, kv = jax.lax.scan(body, None, state)
         return kv
 
+    def run_blocks(self, x: jax.Array, e0: jax.Array, text_kv: tuple[jax.Array, jax.Array], rope,
+                   mask: jax.Array | None = None) -> jax.Array:
+        """Every block over the whole token sequence (``mask``: the block-causal forms' attention mask, bool,
+        broadcastable to (B, heads, N, N); None: bidirectional), scanned over depth."""
+        graphdef, state = nnx.split(self.blocks)
+
+        def body(h, xs):
+            block_state, k, v = xs
+            h, _ = nnx.merge(graphdef, block_state)(h, e0, (k, v), rope, mask=mask)
+            return h, None
+
+        if self.remat:
+            body = jax.checkpoint(body, prevent_cse=False)
+        x, _ = jax.lax.scan(body, x, (state, *text_kv))
+        return x
+
     def unpatchify(self, x: jax.Array, e: jax.Array, grid: tuple[int, int, int]) -> jax.Array:
         """Final modulated norm (uses ``e``, not ``e0``), ``proj_out``, patches back to (B,T,H,W,C)."""
-        b = x.shape[0]
-        t, h, w = grid
-        pt, ph, pw = self.config.patch_size
         table = self.scale_shift_table[...].astype(e.dtype)
         shift, scale = table[:, 0] + e, table[:, 1] + e
         x = self.proj_out(modulate(layer_norm(x, self.config.eps), shift, scale).astype(self.dtype))
-        x = x.reshape(b, t, h, w, pt, ph, pw, -1).transpose(0, 1, 4, 2, 5, 3, 6, 7)
-        return x.reshape(b, t * pt, h * ph, w * pw, -1)
+        return unpatchify(x, grid, self.config.patch_size)
 
     def __call__(self, latents: jax.Array, text: jax.Array, timestep: jax.Array) -> jax.Array:
         """Predict the flow velocity.
@@ -383,18 +368,7 @@ class WanTransformer(nnx.Module):
         """
         grid = self.check_latents(latents.shape)
         b = latents.shape[0]
-        rope = self.rope(grid)
         x = self.embed_patches(latents)
         e0, e = self.embed_timestep(timestep, b, grid[0])
-        text_k, text_v = self.text_kv(text)
-        graphdef, state = nnx.split(self.blocks)
-
-        def body(h, xs):
-            block_state, k, v = xs
-            h, _ = nnx.merge(graphdef, block_state)(h, e0, (k, v), rope)
-            return h, None
-
-        if self.remat:
-            body = jax.checkpoint(body, prevent_cse=False)
-        x, _ = jax.lax.scan(body, x, (state, text_k, text_v))
+        x = self.run_blocks(x, e0, self.text_kv(text), self.rope(grid))
         return self.unpatchify(x, e, grid)

@@ -91,21 +91,9 @@ def causal_forward(model: WanTransformer, latents: jax.Array, text: jax.Array, t
     per_frame = grid[1] * grid[2]
     frames = frame_visibility(sizes, cache_frames=cache_frames, sink_frames=sink_frames)
     mask = jnp.asarray(np.repeat(np.repeat(frames, per_frame, 0), per_frame, 1))[None, None]
-    b = latents.shape[0]
-    rope = model.rope(grid, t_offset, max_frames)
     x = model.embed_patches(latents)
-    e0, e = model.embed_timestep(timestep, b, grid[0])
-    text_k, text_v = model.text_kv(text)
-    graphdef, blocks = nnx.split(model.blocks)
-
-    def body(h, xs):
-        block_state, k, v = xs
-        h, _ = nnx.merge(graphdef, block_state)(h, e0, (k, v), rope, mask=mask)
-        return h, None
-
-    if model.remat:
-        body = jax.checkpoint(body, prevent_cse=False)
-    x, _ = jax.lax.scan(body, x, (blocks, text_k, text_v))
+    e0, e = model.embed_timestep(timestep, latents.shape[0], grid[0])
+    x = model.run_blocks(x, e0, model.text_kv(text), model.rope(grid, t_offset, max_frames), mask=mask)
     return model.unpatchify(x, e, grid)
 
 

@@ -64,6 +64,31 @@ def generation_defaults(stored: dict | None) -> dict:
     return defaults
 
 
+def denoise_and_decode(pipe, latents, schedule: Schedule, cond, uncond, guidance_scale: float, *, timings: dict,
+                       progress: bool, decode: bool, vae_tile: int | None, keep=None) -> tuple[np.ndarray | None,
+                                                                                          np.ndarray]:
+    """The compiled denoising loop of a pipeline (``pipe._model_fn`` on ``pipe.dit_params``) then, with ``decode``,
+    ``pipe.decode``, each behind a progress bar and timed into ``timings``; the latents are checked finite on their
+    host copy. Returns (uint8 frames or None, the latents on the host)."""
+    start = time.perf_counter()
+    with progress_bar(progress, schedule.num_steps, "denoising") as bar:
+        out = sample(pipe._model_fn, pipe.dit_params, latents, schedule=schedule, cond=cond, uncond=uncond,
+                     guidance_scale=guidance_scale, progress=(lambda _i: bar.update()) if progress else None,
+                     keep=keep)
+        out = jax.block_until_ready(out)
+    latents_host = np.asarray(out)  # what the output holds; checked here, without a compiled reduction
+    check_finite(latents_host, "denoising")
+    timings["denoising"] = time.perf_counter() - start
+    frames = None
+    if decode:
+        start = time.perf_counter()
+        with progress_bar(progress, 1, "decoding") as bar:
+            frames = pipe.decode(out, tile=vae_tile)
+            bar.update()
+        timings["decoding"] = time.perf_counter() - start
+    return frames, latents_host
+
+
 @dataclasses.dataclass(frozen=True)
 class GenerationRequest:
     """A checked request: sizes, frames, steps and guidance with the checkpoint's defaults filled in."""
@@ -333,23 +358,9 @@ class SanaVideoPipeline:
             latents, keep = self._condition_on_image(image, latents, cond, uncond)
 
         schedule = schedule_from_config(self.scheduler_config, num_inference_steps)
-        start = time.perf_counter()
-        with progress_bar(progress, num_inference_steps, "denoising") as bar:
-            out = sample(self._model_fn, self.dit_params, latents, schedule=schedule, cond=cond, uncond=uncond,
-                         guidance_scale=guidance_scale, progress=(lambda _i: bar.update()) if progress else None,
-                         keep=keep)
-            out = jax.block_until_ready(out)
-        latents_host = np.asarray(out)  # what the output holds; checked here, without a compiled reduction
-        check_finite(latents_host, "denoising")
-        timings["denoising"] = time.perf_counter() - start
-
-        frames = None
-        if decode:
-            start = time.perf_counter()
-            with progress_bar(progress, 1, "decoding") as bar:
-                frames = self.decode(out, tile=vae_tile)
-                bar.update()
-            timings["decoding"] = time.perf_counter() - start
+        frames, latents_host = denoise_and_decode(self, latents, schedule, cond, uncond, guidance_scale,
+                                                  timings=timings, progress=progress, decode=decode,
+                                                  vae_tile=vae_tile, keep=keep)
         return SanaVideoOutput(frames, latents_host, timings, fps=self.fps)
 
     def _condition_on_image(self, image, latents, cond, uncond):

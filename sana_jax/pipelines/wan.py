@@ -39,10 +39,10 @@ from sana_jax.io.video import VideoOutput, to_uint8
 from sana_jax.models.wan import DIFFUSERS_CLASS as TRANSFORMER_CLASS
 from sana_jax.models.wan import WanConfig, WanTransformer
 from sana_jax.pipelines.components import PipelineFolder, VAESpec, as_mesh
-from sana_jax.pipelines.text_to_video import GenerationRequest, _request, schedule_from_config
+from sana_jax.pipelines.text_to_video import GenerationRequest, _request, denoise_and_decode, schedule_from_config
 from sana_jax.pipelines.wan_components import PIPELINE_CLASS, WanFolder
 from sana_jax.progress import progress_bar
-from sana_jax.sampling import Schedule, sample, unipc_flow_schedule
+from sana_jax.sampling import Schedule, unipc_flow_schedule
 from sana_jax.text.tokenizer import Tokenizer
 from sana_jax.text.wan_prompt import DEFAULT_MAX_LENGTH, encode_wan_prompts, prompt_encoder
 from sana_jax.validate import check_finite, integer_problem, number_problem
@@ -285,21 +285,7 @@ class WanPipeline:
         latents = jnp.asarray(latents, jnp.float32)
 
         schedule = wan_schedule(self.scheduler_config, req.num_inference_steps)
-        start = time.perf_counter()
-        with progress_bar(progress, req.num_inference_steps, "denoising") as bar:
-            out = sample(self._model_fn, self.dit_params, latents, schedule=schedule, cond=cond, uncond=uncond,
-                         guidance_scale=req.guidance_scale if guided else 1.0,
-                         progress=(lambda _i: bar.update()) if progress else None)
-            out = jax.block_until_ready(out)
-        latents_host = np.asarray(out)
-        check_finite(latents_host, "denoising")
-        timings["denoising"] = time.perf_counter() - start
-
-        frames = None
-        if decode:
-            start = time.perf_counter()
-            with progress_bar(progress, 1, "decoding") as bar:
-                frames = self.decode(out, tile=vae_tile)
-                bar.update()
-            timings["decoding"] = time.perf_counter() - start
+        frames, latents_host = denoise_and_decode(self, latents, schedule, cond, uncond,
+                                                  req.guidance_scale if guided else 1.0, timings=timings,
+                                                  progress=progress, decode=decode, vae_tile=vae_tile)
         return VideoOutput(frames, latents_host, timings, fps=self.fps)
