@@ -93,7 +93,8 @@ def student_checkpoint(path: Path, *, seed: int = 5, kind: str = "causvid") -> W
     import torch
 
     dit = tiny_models(seed)[0]
-    state = {f"model.{k}": torch.from_numpy(np.ascontiguousarray(v)) for k, v in wan_transformer.export_original(dit).items()}
+    state = {f"model.{k}": torch.from_numpy(np.array(v))  # a writable copy
+             for k, v in wan_transformer.export_original(dit).items()}
     if kind == "causvid":
         torch.save({"generator": state}, path)
     else:

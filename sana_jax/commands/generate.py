@@ -26,9 +26,9 @@ def add_parser(sub) -> None:
     gen.add_argument("prompt", help="the text prompt")
     gen.add_argument("--model", default=None,
                      help="diffusers pipeline folder (model_index.json) of SANA-Video or Wan2.1 (WanPipeline), an "
-                          "original Wan2.1 folder (Wan-AI/Wan2.1-T2V-1.3B layout), or a Hugging Face Hub id (org/name, from the hub's cache); default: the small model embedded "
-                          "in the package (64×64 coloured shapes, e.g. 'a blue square moving up'; "
-                          "docs/default-model.md)")
+                          "original Wan2.1 folder (Wan-AI/Wan2.1-T2V-1.3B layout), or a Hugging Face Hub id "
+                          "(org/name, from the hub's cache); default: the small model embedded in the package "
+                          "(64×64 coloured shapes, e.g. 'a blue square moving up'; docs/default-model.md)")
     gen.add_argument("--image", default=None,
                      help="first frame (PNG/JPEG): image-to-video, resized to the video (SANA-Video only)")
     gen.add_argument("--height", type=POSITIVE, default=None,

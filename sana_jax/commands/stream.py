@@ -36,9 +36,11 @@ def add_parser(sub) -> None:
     length = p.add_mutually_exclusive_group()
     length.add_argument("--seconds", type=POSITIVE_NUMBER, default=None, help="video length in seconds (default 10)")
     length.add_argument("--chunks", type=POSITIVE, default=None,
-                        help="number of chunks instead of --seconds (chunk_frames·chunks + 1 latent frames)")
+                        help="number of chunks instead of --seconds (chunk_frames·chunks + 1 latent frames; a Wan "
+                             "student's chunks start at frame 0: chunk_frames·chunks)")
     p.add_argument("--chunk-frames", type=POSITIVE, default=None,
-                   help="latent frames per chunk (default: the folder's — a distilled student's — else LongSANA's 10)")
+                   help="latent frames per chunk (default: the folder's — a distilled student's — else LongSANA's 10, "
+                        "or 3 for a CausVid / Self-Forcing student)")
     start = p.add_mutually_exclusive_group()
     start.add_argument("--image", default=None,
                        help="first frame (PNG/JPEG): its latent is committed as the first context, then the stream "
@@ -51,12 +53,14 @@ def add_parser(sub) -> None:
     p.add_argument("--seed", type=SEED, default=0, help="random seed (the same seed gives the same video)")
     p.add_argument("--window", type=POSITIVE, default=None,
                    help="attend to the last N chunks only (default: the folder's — a distilled student's, the most "
-                        "past its training showed it — else all earlier chunks, a running sum)")
+                        "past its training showed it — else all earlier chunks: a running sum, or a Wan student's "
+                        "KV cache as long as the stream)")
     p.add_argument("--sink", type=integer(0), default=0,
                    help="with --window, keep the first N chunks attended for ever (an attention sink; Wan students)")
     p.add_argument("--switch", action="append", default=[], metavar="CHUNK:PROMPT",
                    help="switch to PROMPT from chunk CHUNK on (repeatable), e.g. --switch '6:a cat sleeping'")
-    p.add_argument("--motion-score", type=integer(0), default=None, help="append ' motion score: N.' to the prompt")
+    p.add_argument("--motion-score", type=integer(0), default=None,
+                   help="append ' motion score: N.' to the prompt (SANA-Video)")
     p.add_argument("--dtype", choices=DTYPES, default="float32",
                    help="transformer and text-encoder dtype (bfloat16 on GPU)")
     p.add_argument("--fps", type=POSITIVE_NUMBER, default=None,

@@ -185,8 +185,9 @@ class StreamingPipeline:
         tokenizer and VAE of ``base``, a Wan2.1 folder in the diffusers or the original layout
         (:class:`~sana_jax.pipelines.wan_components.WanFolder`). ``schedule``: a :class:`Schedule`, or
         ``"causvid"`` / ``"self-forcing"`` (default: the checkpoint's, :func:`~sana_jax.pipelines.wan_components.
-        student_kind`; a ``sana-jax train distill`` student folder's own settings). Chunks of 3 latent frames, 16 fps, 480×832 unless the keywords say otherwise. bf16 runs
-        the DiT in bf16 throughout, time embedding and modulation included, as the students were trained."""
+        student_kind`; a ``sana-jax train distill`` student folder's own settings). Chunks of 3 latent frames,
+        16 fps, 480×832 unless the keywords say otherwise. bf16 runs the DiT in bf16 throughout, time embedding and
+        modulation included, as the students were trained."""
         from sana_jax.pipelines import wan_components as wc
         from sana_jax.text.wan_prompt import encode_wan_prompts, prompt_encoder
 

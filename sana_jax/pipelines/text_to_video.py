@@ -101,8 +101,9 @@ class GenerationRequest:
     latent_frames: int
 
 
-def _request(defaults: dict, size: tuple[int, int], vae: VAESpec, patch: Sequence[int], *, height=None, width=None,
-             num_frames=None, num_inference_steps=None, guidance_scale=None, image=None) -> GenerationRequest:
+def check_request(defaults: dict, size: tuple[int, int], vae: VAESpec, patch: Sequence[int], *, height=None,
+                  width=None, num_frames=None, num_inference_steps=None, guidance_scale=None,
+                  image=None) -> GenerationRequest:
     """The checks of :meth:`SanaVideoPipeline.check` on what they need: the generation ``defaults``, the default
     ``size``, the VAE's frame rule and the DiT's patch."""
     # a value given is honoured or refused, never replaced by the default (0 is not "unset")
@@ -231,9 +232,9 @@ class SanaVideoPipeline:
         in."""
         pf = folder if isinstance(folder, PipelineFolder) else PipelineFolder.open(folder,
                                                                                  local_files_only=local_files_only)
-        request = _request(generation_defaults(pf.defaults()), pf.default_size(), pf.vae_spec(), pf.patch_size(),
-                           height=height, width=width, num_frames=num_frames,
-                           num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, image=image)
+        request = check_request(generation_defaults(pf.defaults()), pf.default_size(), pf.vae_spec(),
+                                pf.patch_size(), height=height, width=width, num_frames=num_frames,
+                                num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, image=image)
         check_folder(pf)
         if memory:
             from sana_jax.pipelines.memory import check_folder_generation
@@ -281,7 +282,7 @@ class SanaVideoPipeline:
         """:meth:`check`'s request checks (``height``, ``width``, ``num_frames``, ``num_inference_steps``,
         ``guidance_scale``, ``image``) against the loaded models; what :meth:`__call__` does first."""
         vae = VAESpec(*self.vae.compression, self.vae.causal_first_frame)
-        return _request(self.defaults, self.default_size(), vae, self.transformer.config.patch_size, **request)
+        return check_request(self.defaults, self.default_size(), vae, self.transformer.config.patch_size, **request)
 
     def encode_prompt(self, prompts: Sequence[str], negative_prompts: Sequence[str] | None, *,
                       motion_score: int | None = None):

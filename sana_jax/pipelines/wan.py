@@ -39,7 +39,8 @@ from sana_jax.io.video import VideoOutput, to_uint8
 from sana_jax.models.wan import DIFFUSERS_CLASS as TRANSFORMER_CLASS
 from sana_jax.models.wan import WanConfig, WanTransformer
 from sana_jax.pipelines.components import PipelineFolder, VAESpec, as_mesh
-from sana_jax.pipelines.text_to_video import GenerationRequest, _request, denoise_and_decode, schedule_from_config
+from sana_jax.pipelines.text_to_video import (GenerationRequest, check_request, denoise_and_decode,
+                                              schedule_from_config)
 from sana_jax.pipelines.wan_components import PIPELINE_CLASS, WanFolder
 from sana_jax.progress import progress_bar
 from sana_jax.sampling import Schedule, unipc_flow_schedule
@@ -123,7 +124,7 @@ def _wan_request(vae: VAESpec, patch, **request) -> GenerationRequest:
     """The request checks of :meth:`WanPipeline.check` (sizes and frames against the VAE's rule and the DiT's patch;
     steps ≥ 1, guidance ≥ 0), Wan's defaults filled in."""
     size = (WAN_DEFAULTS["height"], WAN_DEFAULTS["width"])
-    return _request(WAN_DEFAULTS, size, vae, tuple(patch), **request)
+    return check_request(WAN_DEFAULTS, size, vae, tuple(patch), **request)
 
 
 class WanPipeline:
