@@ -27,7 +27,6 @@ from flax import nnx
 
 from sana_jax.config import ModelConfig, key_error
 from sana_jax.errors import ConfigError, InputError
-from sana_jax.nn.attention import softmax_attention
 from sana_jax.nn.embeddings import CaptionProjection, TimestepEmbedding, timestep_sinusoid
 from sana_jax.nn.layers import DType, Linear, RMSNorm, layer_norm, modulate, param, stacked
 from sana_jax.nn.ltx_attention import GeluFeedForward
@@ -130,10 +129,8 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None =
     if impl is not None:
         try:
             return jax.nn.dot_product_attention(q, k, v, mask=mask, implementation=impl)
-        except (NotImplementedError, ValueError, RuntimeError):  # a shape or version cuDNN does not take
+        except (NotImplementedError, ValueError, RuntimeError):  # refused while tracing: a shape cuDNN does not take
             pass
-    if mask is None:
-        return softmax_attention(q, k, v)
     return jax.nn.dot_product_attention(q, k, v, mask=mask)
 
 
