@@ -8,6 +8,7 @@ import argparse
 import time
 
 from sana_jax.commands import DTYPES
+from sana_jax.commands.hosts import add_args as add_mesh_args, mesh_from_args, one_writer
 from sana_jax.commands.options import POSITIVE, SEED, integer, number
 from sana_jax.commands.refine import add_output_args, add_refiner_args
 
@@ -60,16 +61,11 @@ def add_parser(sub) -> None:
     gen.add_argument("--save-latents", default=None, metavar="PATH",
                      help="also save the (stage-1) latents (.npy or .safetensors; normalised, channels-last): "
                           "SANA-Video 720p's are what `sana-jax refine` takes")
-    gen.add_argument("--mesh", default=None,
-                     help="run the DiT sharded on a device mesh, e.g. data=2,context=4 (CFG halves over data, latent "
-                          "frames over context, heads/MLP over tensor); the axis sizes must multiply to the devices. "
-                          "With --refine the LTX-2 refiner runs on it too (weights loaded shard by shard, video tokens "
-                          "over context with Ulysses self-attention); stage 1 stays on one device when its latent "
-                          "frames do not divide by context")
-    gen.add_argument("--coordinator", default=None,
-                     help="multi-host: coordinator address host:port for jax.distributed (or SANA_JAX_COORDINATOR)")
-    gen.add_argument("--num-processes", type=POSITIVE, default=None, help="multi-host: process count")
-    gen.add_argument("--process-id", type=integer(0), default=None, help="multi-host: this process's index")
+    add_mesh_args(gen, "run the DiT sharded on a device mesh, e.g. data=2,context=4 (CFG halves over data, latent "
+                       "frames over context, heads/MLP over tensor); the axis sizes must multiply to the devices (of "
+                       "every process). With --refine the LTX-2 refiner runs on it too (weights loaded shard by "
+                       "shard, video tokens over context with Ulysses self-attention); stage 1 stays on one device "
+                       "when its latent frames do not divide by context")
     gen.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     two = gen.add_argument_group(
         "two-stage 2K (LTX-2 refiner)",
@@ -136,7 +132,7 @@ def run(args: argparse.Namespace) -> int:
     req = SanaVideoPipeline.check(folder, **request, memory=False)  # memory: below, once the devices are known
 
     start = time.perf_counter()
-    mesh = _mesh(args)
+    mesh = mesh_from_args(args)
     from sana_jax.pipelines.memory import check_folder_generation
 
     check_folder_generation(folder, num_frames=req.num_frames, height=req.height, width=req.width,
@@ -152,32 +148,25 @@ def run(args: argparse.Namespace) -> int:
     return _write(args, result, req, pipe.fps, load_s)
 
 
-def _mesh(args: argparse.Namespace):
-    """The device mesh of ``--mesh`` (None without), after ``jax.distributed`` is started for a multi-host run."""
-    if args.coordinator or args.num_processes:
-        from sana_jax.parallel import initialize_distributed
-
-        initialize_distributed(args.coordinator, args.num_processes, args.process_id)
-    if not args.mesh:
-        return None
-    from sana_jax.parallel import make_mesh
-
-    return make_mesh(args.mesh)
-
-
 def _write(args: argparse.Namespace, result, req, fps: int, load_s: float) -> int:
     """Save the video (and ``--save-latents``), print where they went and the time per stage."""
     start = time.perf_counter()
-    path = result.save(args.out, overwrite=args.overwrite)
-    print(f"wrote {path} ({req.num_frames} frames, {req.width}×{req.height}, {fps} fps)")
-    if args.save_latents:
-        from sana_jax.io.latents import save_latents
+    with one_writer() as writer:
+        if writer:
+            path = result.save(args.out, overwrite=args.overwrite)
+            print(f"wrote {path} ({req.num_frames} frames, {req.width}×{req.height}, {fps} fps)")
+            if args.save_latents:
+                from sana_jax.io.latents import save_latents
 
-        saved = save_latents(result.latents, args.save_latents, overwrite=args.overwrite)
-        print(f"wrote {saved} (latents {result.latents.shape})")
-    timings = {"loading": load_s, **result.timings, "writing": time.perf_counter() - start}
-    print("time: " + ", ".join(f"{k.replace('_', ' ')} {v:.1f} s" for k, v in timings.items()))
+                saved = save_latents(result.latents, args.save_latents, overwrite=args.overwrite)
+                print(f"wrote {saved} (latents {result.latents.shape})")
+    print_timings({"loading": load_s, **result.timings, "writing": time.perf_counter() - start})
     return 0
+
+
+def print_timings(timings: dict) -> None:
+    """``time: loading 3.1 s, denoising 2.5 s, …`` (every process prints its own)."""
+    print("time: " + ", ".join(f"{k.replace('_', ' ')} {v:.1f} s" for k, v in timings.items()))
 
 
 def _run_wan(args: argparse.Namespace, folder, refine_options: list[str]) -> int:
@@ -195,7 +184,7 @@ def _run_wan(args: argparse.Namespace, folder, refine_options: list[str]) -> int
     req = WanPipeline.check(folder, height=args.height, width=args.width, num_frames=args.frames,
                             num_inference_steps=args.steps, guidance_scale=args.guidance)
     start = time.perf_counter()
-    mesh = _mesh(args)  # no memory estimate for Wan (WanPipeline.check says why)
+    mesh = mesh_from_args(args)  # no memory estimate for Wan (WanPipeline.check says why)
     pipe = WanPipeline.from_pretrained(folder, dtype=args.dtype, progress=not args.quiet, mesh=mesh)
     load_s = time.perf_counter() - start
     result = pipe(args.prompt, negative_prompt=args.negative_prompt, height=req.height, width=req.width,
@@ -212,19 +201,13 @@ def _run_two_stage(args: argparse.Namespace, plan) -> int:
     from sana_jax.pipelines.two_stage import DEFAULT_VAE_TILE
 
     start = time.perf_counter()
-    mesh = stage1_mesh = None
-    if args.coordinator or args.num_processes:
-        from sana_jax.parallel import initialize_distributed
-
-        initialize_distributed(args.coordinator, args.num_processes, args.process_id)
-    if args.mesh:
+    mesh = stage1_mesh = mesh_from_args(args)
+    if mesh is not None:
         import sys
 
         from sana_jax.errors import InputError
-        from sana_jax.parallel import make_mesh
         from sana_jax.parallel.dit import check_divisible
 
-        mesh = stage1_mesh = make_mesh(args.mesh)
         try:  # stage 1 splits whole latent frames over context and the CFG batch over data
             check_divisible(1 if plan.request.guidance_scale == 1.0 else 2, plan.request.latent_frames, mesh)
         except InputError as e:
@@ -246,18 +229,19 @@ def _run_two_stage(args: argparse.Namespace, plan) -> int:
                   vae_tile=args.vae_tile or DEFAULT_VAE_TILE, stage1_vae_tile=args.vae_tile or DEFAULT_VAE_TILE,
                   progress=not args.quiet)
     start = time.perf_counter()
-    path = result.save(args.out, overwrite=args.overwrite)
-    t, h, w = result.frames.shape[1:4]
-    print(f"wrote {path} ({t} frames, {w}×{h}, {pipe.fps} fps, refined)")
-    if sbs is not None:
-        print(f"wrote {result.save_side_by_side(sbs, overwrite=args.overwrite)} (stage 1 | stage 2)")
-    if args.save_latents:
-        from sana_jax.io.latents import save_latents
+    with one_writer() as writer:
+        if writer:
+            path = result.save(args.out, overwrite=args.overwrite)
+            t, h, w = result.frames.shape[1:4]
+            print(f"wrote {path} ({t} frames, {w}×{h}, {pipe.fps} fps, refined)")
+            if sbs is not None:
+                print(f"wrote {result.save_side_by_side(sbs, overwrite=args.overwrite)} (stage 1 | stage 2)")
+            if args.save_latents:
+                from sana_jax.io.latents import save_latents
 
-        saved = save_latents(result.stage1_latents, args.save_latents, overwrite=args.overwrite)
-        print(f"wrote {saved} (stage-1 latents {result.stage1_latents.shape})")
-    timings = {"loading": load_s, **result.timings, "writing": time.perf_counter() - start}
-    print("time: " + ", ".join(f"{k.replace('_', ' ')} {v:.1f} s" for k, v in timings.items()))
+                saved = save_latents(result.stage1_latents, args.save_latents, overwrite=args.overwrite)
+                print(f"wrote {saved} (stage-1 latents {result.stage1_latents.shape})")
+    print_timings({"loading": load_s, **result.timings, "writing": time.perf_counter() - start})
     return 0
 
 

@@ -89,11 +89,9 @@ def upsample_latents(upsampler, latents, latents_mean, latents_std) -> jax.Array
 def gathered(x: jax.Array) -> jax.Array:
     """A mesh-sharded result as one array on the default device (the VAE decodes on one device; on several hosts
     every process gets the whole array)."""
-    if x.is_fully_addressable:
-        return jnp.asarray(np.asarray(x))
-    from jax.experimental import multihost_utils
+    from sana_jax.parallel.multihost import to_host
 
-    return jnp.asarray(multihost_utils.process_allgather(x, tiled=True))
+    return jnp.asarray(to_host(x))
 
 
 def _as_split(model) -> tuple:
