@@ -212,7 +212,7 @@ def test_gpu_kernel_head_dims(d):
 
 
 def test_auto_resolution_can_be_forced_and_overridden(monkeypatch):
-    """``force_impl`` (used by the sharded entry points) and SANA_JAX_LINEAR_ATTENTION steer impl="auto"."""
+    """``force_impl`` and SANA_JAX_LINEAR_ATTENTION steer impl="auto"."""
     from sana_jax.errors import InputError
     from sana_jax.kernels.dispatch import force_impl, resolve_impl
 

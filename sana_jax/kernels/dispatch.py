@@ -1,16 +1,34 @@
-"""Pick the linear-attention implementation: the fused Pallas kernel on GPU, the XLA reference elsewhere.
+"""Pick the linear-attention implementation: the fused Pallas kernel on GPU (sharded with ``shard_map`` inside a
+program on a mesh), the XLA reference elsewhere.
 
     from sana_jax.kernels.dispatch import linear_attention
     out = linear_attention(q, k, v, cos, sin)                            # = nn.relu_linear_attention
     out = linear_attention(q, k, v, cos, sin, causal_chunk=sizes)        # chunk-causal (streaming)
     out, own = linear_attention(q, k, v, cos, sin, causal_chunk=sizes, return_states=True)
 
-``impl``: ``"auto"`` (kernel when ``jax.default_backend() == "gpu"`` and the head dims fit, reference otherwise),
-``"reference"`` (XLA, :mod:`sana_jax.nn.linear_attention`), ``"pallas"`` (compiled kernel; GPU only),
-``"interpret"`` (the kernel in Pallas interpret mode, any backend; slow, for tests).
+``impl``: ``"auto"`` (the rule below), ``"reference"`` (XLA, :mod:`sana_jax.nn.linear_attention`), ``"pallas"``
+(compiled kernel; GPU only), ``"interpret"`` (the kernel in Pallas interpret mode, any backend; slow, for tests).
+
+**The rule.** ``impl="auto"`` resolves, at trace time, to the first of:
+
+1. the choice of an enclosing ``force_impl(impl)``, else ``SANA_JAX_LINEAR_ATTENTION`` when set to other than
+   ``"auto"``;
+2. ``"pallas"`` when ``jax.default_backend() == "gpu"`` and :func:`kernel_supported` (even d, and d and dv ≤ 128
+   once padded to a power of two: SANA-Video's 112 and the Wan-sized 128 fit);
+3. ``"reference"`` otherwise (CPU, TPU, larger heads).
+
+Then *where* a kernel choice (``"pallas"``/``"interpret"``) runs: inside ``linear_attention_mesh(mesh)`` — which
+the sharded entry points (``sana_jax.parallel.dit.sharded_forward``, ``SanaVideoPipeline`` with a mesh, the trainers
+with a mesh) enter while tracing — the kernel runs sharded, ``shard_map`` around it
+(:mod:`sana_jax.kernels.sharded`: local state, one ``psum`` over ``context``, local read-out); when the token count
+does not divide by the mesh's ``context`` axis the reference runs instead (XLA partitions it without gathering the
+tokens); outside a mesh context, the plain kernel. There is no token-count threshold: the kernel computes the same
+two small matmuls per token block as the reference, and no GPU timing in this repository says where, if anywhere,
+XLA's fused einsums win — one would be a measured addition to step 2.
 
 Every implementation returns the output in q's dtype with float32 maths inside, as the reference does. The kernel
-path is differentiable: its backward pass is the reference's (recomputed), so training code may call it too.
+path is differentiable: its backward pass is the reference's (recomputed; on a mesh partitioned by XLA), so
+training code may call it too.
 
 ``jax_triton`` is not needed: the kernels go through Pallas' Triton lowering, which ships with jaxlib.
 """
@@ -19,15 +37,16 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import os
-
+import functools
 import itertools
+import os
 from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
 
 from sana_jax.errors import InputError
+from sana_jax.kernels import sharded
 from sana_jax.kernels.linear_attention import combine_chunks, linear_attention_pallas, padded_dim, split_tokens
 from sana_jax.nn.linear_attention import LinearAttentionState, accumulate_state, read_state, relu_linear_attention
 
@@ -46,9 +65,7 @@ _FORCED: contextvars.ContextVar[str | None] = contextvars.ContextVar("sana_jax_l
 
 @contextlib.contextmanager
 def force_impl(impl: str):
-    """Within the block (at trace time), ``impl="auto"`` resolves to ``impl``. The sharded entry points use
-    ``force_impl("reference")``: a ``pallas_call`` is opaque to XLA's SPMD partitioner, which would gather the
-    token sequence around it and undo context parallelism; the XLA reference partitions (one all-reduce)."""
+    """Within the block (at trace time), ``impl="auto"`` resolves to ``impl``."""
     if impl not in IMPLS:
         raise InputError(f"impl must be one of {IMPLS}, got {impl!r}")
     token = _FORCED.set(impl)
@@ -56,6 +73,35 @@ def force_impl(impl: str):
         yield
     finally:
         _FORCED.reset(token)
+
+
+_MESH: contextvars.ContextVar = contextvars.ContextVar("sana_jax_linear_attention_mesh", default=None)
+
+
+@contextlib.contextmanager
+def linear_attention_mesh(mesh):
+    """Within the block (at trace time, i.e. inside the jitted function), the kernel runs sharded over ``mesh``
+    (:mod:`sana_jax.kernels.sharded`): how a sharded program tells the model's linear attention where it runs.
+    ``mesh=None`` (or a one-device mesh) leaves it unsharded."""
+    token = _MESH.set(mesh)
+    try:
+        yield
+    finally:
+        _MESH.reset(token)
+
+
+def active_mesh():
+    """The mesh of the enclosing :func:`linear_attention_mesh`, or None."""
+    return _MESH.get()
+
+
+def on_mesh(fn, mesh):
+    """``fn`` run inside ``linear_attention_mesh(mesh)`` (for ``jax.jit(on_mesh(step, mesh))``)."""
+    @functools.wraps(fn)
+    def wrapped(*args, **kwargs):
+        with linear_attention_mesh(mesh):
+            return fn(*args, **kwargs)
+    return wrapped
 
 
 def resolve_impl(impl: str, q: jax.Array, v: jax.Array) -> str:
@@ -66,9 +112,11 @@ def resolve_impl(impl: str, q: jax.Array, v: jax.Array) -> str:
         if impl not in IMPLS:
             raise InputError(f"SANA_JAX_LINEAR_ATTENTION must be one of {IMPLS}, got {impl!r}")
     if impl == "auto":
-        return "pallas" if jax.default_backend() == "gpu" and kernel_supported(q, v) else "reference"
+        impl = "pallas" if jax.default_backend() == "gpu" and kernel_supported(q, v) else "reference"
     if impl == "pallas" and jax.default_backend() != "gpu":
         raise InputError(f"impl='pallas' needs a GPU (backend is {jax.default_backend()!r}); use 'interpret'")
+    if impl != "reference" and sharded.plan(active_mesh(), q.shape).reference:
+        return "reference"  # tokens that do not split over the mesh's context axis: XLA partitions the reference
     return impl
 
 
@@ -120,9 +168,15 @@ def linear_attention(q: jax.Array, k: jax.Array, v: jax.Array, cos: jax.Array, s
         raise InputError(f"the fused kernel needs an even head dim with d, dv <= {MAX_KERNEL_HEAD_DIM}; got "
                          f"d={q.shape[-1]}, dv={v.shape[-1]}")
     interpret = impl == "interpret"
+    mesh = active_mesh()
+    layout = sharded.plan(mesh, q.shape)
 
     @jax.custom_vjp
     def fused(q, k, v, cos, sin, init):
+        if layout.sharded:
+            return sharded.sharded_linear_attention_pallas(q, k, v, cos, sin, mesh=mesh, layout=layout,
+                                                           initial_state=init, interpret=interpret, **extras,
+                                                           **kernel_options)
         return linear_attention_pallas(q, k, v, cos, sin, initial_state=init, interpret=interpret, **extras,
                                        **kernel_options)
 

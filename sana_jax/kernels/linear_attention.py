@@ -337,6 +337,16 @@ def combine_chunks(own: jax.Array, window: int | None, axis: int) -> jax.Array:
 # -- public entry point --------------------------------------------------------------------------------------------
 
 
+def check_inputs(q, k, v, cos, sin) -> None:
+    """q, k (B, N, H, d), v (B, N, H, dv), cos/sin (N, d/2) for an even d, or an InputError."""
+    if q.ndim != 4 or k.shape != q.shape or v.shape[:3] != q.shape[:3]:
+        raise InputError(f"q, k, v must be (B, N, H, d) with matching B, N, H; got {q.shape}, {k.shape}, {v.shape}")
+    n, d = q.shape[1], q.shape[3]
+    if d % 2 or cos.shape != (n, d // 2) or sin.shape != (n, d // 2):
+        raise InputError(f"cos/sin must be (N, d/2) = {(n, d // 2)} for an even head dim; got {cos.shape}, "
+                         f"{sin.shape}")
+
+
 @functools.partial(jax.jit, static_argnames=("sizes", "window", "return_states", "eps", "block_state", "block_out",
                                              "splits", "blocks_per_program", "interpret", "precision", "num_warps",
                                              "num_stages"))
@@ -386,12 +396,8 @@ def linear_attention_pallas(q: jax.Array, k: jax.Array, v: jax.Array, cos: jax.A
     :class:`LinearAttentionState` with kv (B, K, H, d, dv), k_sum (B, K, H, d) in the reference layout.
     ``interpret=None`` interprets everywhere but on GPU.
     """
-    if q.ndim != 4 or k.shape != q.shape or v.shape[:3] != q.shape[:3]:
-        raise InputError(f"q, k, v must be (B, N, H, d) with matching B, N, H; got {q.shape}, {k.shape}, {v.shape}")
-    n, d = q.shape[1], q.shape[3]
-    if d % 2 or cos.shape != (n, d // 2) or sin.shape != (n, d // 2):
-        raise InputError(f"cos/sin must be (N, d/2) = {(n, d // 2)} for an even head dim; got {cos.shape}, "
-                         f"{sin.shape}")
+    check_inputs(q, k, v, cos, sin)
+    n = q.shape[1]
     if interpret is None:
         interpret = jax.default_backend() != "gpu"
     sizes = split_tokens(n, causal_chunk)

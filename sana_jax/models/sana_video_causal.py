@@ -54,7 +54,8 @@ from sana_jax.models.preconditioning import preconditioned
 from sana_jax.models.sana_video import CrossAttention, LinearSelfAttention, SanaVideoBlock, SanaVideoTransformer
 from sana_jax.nn.attention import mask_to_bias, softmax_attention
 from sana_jax.nn.layers import layer_norm, modulate
-from sana_jax.nn.linear_attention import LinearAttentionState, accumulate_state, feature_map, read_state
+from sana_jax.kernels.dispatch import active_mesh, linear_attention, on_mesh
+from sana_jax.nn.linear_attention import LinearAttentionState
 from sana_jax.nn.rope import rope_3d
 from sana_jax.sampling.schedules import Schedule
 from sana_jax.sampling.solvers import renoise_coefficients, renoise_step
@@ -62,7 +63,6 @@ from sana_jax.sampling.solvers import renoise_coefficients, renoise_step
 # RoPE tables are gathered by absolute frame and built this long (rows below 1024 are bit-identical to the plain
 # model's); 4096 latent frames ≈ 11 min at 24 fps. Past the end, step() returns NaN rather than clamped positions.
 DEFAULT_MAX_FRAMES = 4096
-_EPS = 1e-15  # read_state's default, as in relu_linear_attention
 
 
 def stream_max_frames(frames: int) -> int:
@@ -112,60 +112,19 @@ def _qkv(attn: LinearSelfAttention, h: jax.Array):
     return tuple(a.reshape(b, n, attn.heads, -1) for a in (q, k, v))
 
 
-def _past_chunks(own: jax.Array, window: int | None) -> jax.Array:
-    """For per-chunk states ``own`` (K, ...): Σ over chunks [k − window, k) (all of [0, k) when window is None)."""
-    zeros = jnp.zeros_like(own[:1])
-    if window is None:  # exclusive cumulative sum
-        return jnp.concatenate([zeros, jnp.cumsum(own, axis=0)[:-1]], axis=0)
-    k = own.shape[0]
-    past = jnp.zeros_like(own)
-    for j in range(1, min(window, k - 1) + 1):  # sum of the `window` previous chunks, shifted copies
-        past = past + jnp.concatenate([jnp.zeros_like(own[:j]), own[:-j]], axis=0)
-    return past
-
-
-def _chunked_linear_attention(q, k, v, cos, sin, frames: tuple[int, int], sizes, window):
-    """Block-causal ReLU linear attention over K > 1 chunks; q/k/v (B, T·S, H, d). Returns (out, own states)."""
-    t, s = frames
-    b = q.shape[0]
-
-    def per_frame(a):  # (B, T·S, ...) → (B, T, S, ...)
-        return a.reshape(b, t, s, *a.shape[2:])
-
-    ids = np.repeat(np.arange(len(sizes)), sizes)
-    phi_k, rot_k = feature_map(k, cos, sin)
-    kv = jnp.einsum("btshd,btshe->bthde", per_frame(rot_k), per_frame(v.astype(jnp.float32)))
-    k_sum = per_frame(phi_k).sum(axis=2)
-
-    def by_chunk(a):  # (B, T, ...) per frame → (K, B, ...) per chunk, additions only
-        return jax.ops.segment_sum(jnp.moveaxis(a, 1, 0), ids, len(sizes), indices_are_sorted=True)
-
-    own = LinearAttentionState(by_chunk(kv), by_chunk(k_sum))
-    total = jax.tree.map(lambda o: jnp.moveaxis((_past_chunks(o, window) + o)[ids], 0, 1), own)  # (B, T, ...)
-    phi_q, rot_q = feature_map(q, cos, sin)
-    num = jnp.einsum("btshd,bthde->btshe", per_frame(rot_q), total.kv)
-    den = jnp.einsum("btshd,bthd->btsh", per_frame(phi_q), total.k_sum)
-    out = num * (1.0 / (den + _EPS))[..., None]
-    return out.reshape(q.shape[:3] + (-1,)), jax.tree.map(lambda a: jnp.moveaxis(a, 0, 1), own)
-
-
 def _self_attention(attn: LinearSelfAttention, h: jax.Array, rope, sizes, window,
                     past: LinearAttentionState | None):
-    """h (B, T, S, D) → (attn1 output (B, T, S, D), per-chunk own states (B, K, H, d, d) / (B, K, H, d))."""
+    """h (B, T, S, D) → (attn1 output (B, T, S, D), per-chunk own states (B, K, H, d, d) / (B, K, H, d)).
+
+    The dispatcher's chunk-causal linear attention (the Pallas kernel on GPU, sharded on a mesh; the XLA reference
+    elsewhere): chunk k reads its own state, the ``window`` chunks before it (all when None) and ``past``. One chunk
+    with no past is exactly the plain model's computation."""
     b, t, s, d = h.shape
     q, k, v = _qkv(attn, h.reshape(b, t * s, d))
-    cos, sin = rope
-    if len(sizes) == 1:  # one chunk (+ the past): exactly the plain model's computation
-        own = accumulate_state(k, v, cos, sin)
-        total = own if past is None else LinearAttentionState(past.kv + own.kv, past.k_sum + own.k_sum)
-        out = read_state(q, total, cos, sin)
-        own = jax.tree.map(lambda a: a[:, None], own)
-    else:
-        if past is not None:
-            raise NotImplementedError("a past state with several chunks")
-        out, own = _chunked_linear_attention(q, k, v, cos, sin, (t, s), sizes, window)
-    out = out.astype(q.dtype).reshape(b, t * s, d)
-    return attn.to_out(out).reshape(b, t, s, d), own
+    chunks = None if len(sizes) == 1 else tuple(c * s for c in sizes)  # frames → tokens
+    out, own = linear_attention(q, k, v, *rope, causal_chunk=chunks, window=window, initial_state=past,
+                                return_states=True)
+    return attn.to_out(out.reshape(b, t * s, d)).reshape(b, t, s, d), own
 
 
 def _cross_attention(attn: CrossAttention, x: jax.Array, k: jax.Array, v: jax.Array, bias) -> jax.Array:
@@ -229,7 +188,7 @@ def causal_forward(model: SanaVideoTransformer, latents: jax.Array, text: jax.Ar
       causal: ``False`` ignores ``chunk``/``window``: the whole clip is one chunk, i.e. the plain model.
       t_offset: absolute latent frame of the first frame (RoPE), static or traced.
 
-    Memory: per-frame attention states (B, T', heads, d, d) float32 per layer are materialised.
+    Memory: per-chunk attention states (B, K, heads, d, d) float32 per layer are materialised.
     """
     grid = model.check_latents(latents.shape)
     sizes = _post_patch_sizes(model, latents.shape[1], chunk) if causal else (grid[0],)
@@ -391,6 +350,19 @@ def renoise_inputs(schedule: Schedule) -> tuple[np.ndarray, dict[str, np.ndarray
     return schedule.timesteps, renoise_coefficients(schedule.sigmas)
 
 
+def _frames_over_context(x: jax.Array) -> jax.Array:
+    """Inside a program on a mesh (``StreamingDiT(mesh=)``): the chunk's latent frames split over ``context`` when
+    they divide (XLA partitions the DiT from there; the linear attention sums its state with one all-reduce), else
+    left as they are."""
+    mesh = active_mesh()
+    parts = 1 if mesh is None else int(dict(mesh.shape).get("context", 1))
+    if parts == 1 or x.shape[1] % parts:
+        return x
+    from jax.sharding import NamedSharding, PartitionSpec
+
+    return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, PartitionSpec(None, "context")))
+
+
 def sample_chunk(model: SanaVideoTransformer, state: StreamState, key: jax.Array, index: jax.Array,
                  timesteps: jax.Array, coefficients: dict[str, jax.Array], *, shape: tuple[int, ...],
                  max_frames: int = DEFAULT_MAX_FRAMES, step_fn=step) -> tuple[jax.Array, StreamState]:
@@ -402,13 +374,13 @@ def sample_chunk(model: SanaVideoTransformer, state: StreamState, key: jax.Array
     Returns (the chunk's clean latents, float32 ``shape``; the next state)."""
     b = shape[0]
     chunk_key = jax.random.fold_in(key, index)
-    x = jax.random.normal(jax.random.fold_in(chunk_key, 0), shape, jnp.float32)
+    x = _frames_over_context(jax.random.normal(jax.random.fold_in(chunk_key, 0), shape, jnp.float32))
 
     def denoise(x, inputs):
         i, t, k = inputs
         v, _ = step_fn(model, state, x.astype(model.dtype), jnp.broadcast_to(t, (b,)), max_frames=max_frames)
         noise = jax.random.normal(jax.random.fold_in(chunk_key, i + 1), shape, jnp.float32)
-        return renoise_step(x, v.astype(jnp.float32), noise, k), None
+        return _frames_over_context(renoise_step(x, v.astype(jnp.float32), noise, k)), None
 
     x, _ = jax.lax.scan(denoise, x, (jnp.arange(timesteps.shape[0]), timesteps, coefficients))
     _, state = step_fn(model, state, x.astype(model.dtype), jnp.zeros((b,), jnp.float32), commit=True,
@@ -431,9 +403,14 @@ class StreamingDiT:
     FUNCTIONS = {"step": step, "sample_chunk": sample_chunk, "init_state": init_state, "set_prompt": set_prompt}
     INIT_STATIC = ("height", "width", "window")
 
-    def __init__(self, model: SanaVideoTransformer, *, donate: bool = True, max_frames: int = DEFAULT_MAX_FRAMES):
-        self.model, self.max_frames = model, max_frames
+    def __init__(self, model: SanaVideoTransformer, *, donate: bool = True, max_frames: int = DEFAULT_MAX_FRAMES,
+                 mesh=None):
+        self.model, self.max_frames, self.mesh = model, max_frames, mesh
         self.graphdef, self.params = nnx.split(model)
+        if mesh is not None:  # weights per the logical-axis rules (heads / MLP over tensor); XLA partitions the rest
+            from sana_jax.parallel.rules import shard_state
+
+            self.params = shard_state(self.params, mesh)
         self.traces = 0
         donated = (1,) if donate else ()
 
@@ -441,7 +418,7 @@ class StreamingDiT:
             def traced(params, *args, **kwargs):
                 self.traces += 1
                 return fn(nnx.merge(self.graphdef, params), *args, **kwargs)
-            return traced
+            return on_mesh(traced, mesh)  # on a mesh the linear-attention kernel runs sharded
 
         frames, fns = ("max_frames",), self.FUNCTIONS
         self._denoise = jax.jit(on_params(functools.partial(fns["step"], commit=False)), static_argnames=frames)

@@ -1,11 +1,14 @@
 """The SANA-Video DiT on a mesh: batch (and CFG halves) over ``data``, tokens over ``context`` by whole latent
 frames, heads / MLP over ``tensor``.
 
-Context parallelism needs no model change: the latents enter sharded along time, and XLA's SPMD partitioner
-turns each linear-attention state contraction ``Σ_n k_n v_nᵀ`` into a partial sum plus one all-reduce of the
-(d+1)×d per-head state, and the temporal conv's ±1-frame shifts into a one-frame halo exchange with the
-neighbouring shard; cross-attention and the per-frame FFN stay local. ``tests/test_parallel.py`` checks the
-results against one device and that the compiled HLO holds no all-gather of the token sequence.
+Context parallelism needs no model change: the latents enter sharded along time; each linear attention is a
+partial state per device plus one all-reduce of the (d+1)×d per-head state — the Pallas kernel inside
+``shard_map`` where the dispatcher picks the kernel (GPU; :mod:`sana_jax.kernels.sharded`, the forward traces
+under ``linear_attention_mesh(mesh)``), else the XLA reference, which XLA's SPMD partitioner splits the same way —
+and XLA turns the temporal conv's ±1-frame shifts into a one-frame halo exchange with the neighbouring shard;
+cross-attention and the per-frame FFN stay local. ``tests/test_parallel.py`` checks the results against one device
+and that the compiled HLO holds no all-gather of the token sequence (``tests/test_kernels_sharded.py``: with the
+kernel).
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from sana_jax.errors import InputError
-from sana_jax.kernels.dispatch import force_impl
+from sana_jax.kernels.dispatch import linear_attention_mesh
 from sana_jax.parallel.rules import INFERENCE_RULES, param_shardings, shard_state
 
 
@@ -41,7 +44,7 @@ def sharded_forward(model, mesh: Mesh, rules=INFERENCE_RULES):
     act = activation_shardings(mesh)
 
     def forward(params, latents, text, timestep, mask):
-        with force_impl("reference"):  # XLA linear attention partitions; a Pallas call would be gathered
+        with linear_attention_mesh(mesh):  # the linear-attention kernel (when chosen) runs sharded on the mesh
             return nnx.merge(graphdef, params)(latents, text, timestep, mask)
 
     jitted = jax.jit(forward, in_shardings=(shardings, act["latents"], act["batch"], act["batch"], act["batch"]),

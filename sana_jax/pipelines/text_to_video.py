@@ -23,7 +23,8 @@ from flax import nnx
 import converters
 from sana_jax.errors import ConfigError, InputError
 from sana_jax.io.video import VideoOutput, to_uint8
-from sana_jax.kernels.dispatch import force_impl
+from sana_jax.kernels.dispatch import linear_attention_mesh
+from sana_jax.parallel.multihost import to_host
 from sana_jax.models.sana_video import SanaVideoTransformer
 from sana_jax.pipelines.components import (PipelineFolder, VAESpec, as_mesh, check_video_size, default_size,
                                            latent_frames)
@@ -76,14 +77,14 @@ def denoise_and_decode(pipe, latents, schedule: Schedule, cond, uncond, guidance
                      guidance_scale=guidance_scale, progress=(lambda _i: bar.update()) if progress else None,
                      keep=keep)
         out = jax.block_until_ready(out)
-    latents_host = np.asarray(out)  # what the output holds; checked here, without a compiled reduction
+    latents_host = to_host(out)  # what the output holds (from every host); checked without a compiled reduction
     check_finite(latents_host, "denoising")
     timings["denoising"] = time.perf_counter() - start
     frames = None
     if decode:
         start = time.perf_counter()
-        with progress_bar(progress, 1, "decoding") as bar:
-            frames = pipe.decode(out, tile=vae_tile)
+        with progress_bar(progress, 1, "decoding") as bar:  # the VAE decodes on one device of each process
+            frames = pipe.decode(out if out.is_fully_addressable else latents_host, tile=vae_tile)
             bar.update()
         timings["decoding"] = time.perf_counter() - start
     return frames, latents_host
@@ -203,7 +204,7 @@ class SanaVideoPipeline:
             if tokens is None:
                 return model(x.astype(model.dtype), cond["text"], timestep, cond["mask"])
             x = jax.lax.with_sharding_constraint(x, tokens)
-            with force_impl("reference"):  # keeps the linear attention partitionable (sana_jax.parallel.dit)
+            with linear_attention_mesh(mesh):  # the linear-attention kernel runs sharded (sana_jax.parallel.dit)
                 return model(x.astype(model.dtype), cond["text"], timestep, cond["mask"])
 
         self._model_fn = model_fn
