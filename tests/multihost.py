@@ -55,6 +55,16 @@ def run_two(argv: list[str], argv_1: list[str] | None = None, *, timeout: float 
     return results
 
 
+def run_one(argv: list[str], *, timeout: float = 600) -> ProcessResult:
+    """``sana-jax *argv`` as one process with the children's environment (one CPU device): the reference a
+    two-process run is compared with. Its single-device programs (text encoders, VAEs) have the same cache key as
+    the children's, so they find them in the persistent compilation cache."""
+    p = subprocess.run([sys.executable, "-m", "sana_jax.cli", *map(str, argv)], capture_output=True, text=True,
+                       env=two_process_env(), cwd=ROOT, timeout=timeout)
+    assert p.returncode == 0, p.stderr[-4000:]
+    return ProcessResult(p.returncode, p.stdout, p.stderr)
+
+
 def assert_both_ok(results: list[ProcessResult]) -> None:
     for pid, r in enumerate(results):
         assert r.returncode == 0, f"process {pid} failed ({r.returncode}):\n{r.stderr[-4000:]}"

@@ -10,7 +10,7 @@ import time
 from sana_jax.commands import DTYPES
 from sana_jax.commands.hosts import add_args as add_mesh_args, mesh_from_args, one_writer
 from sana_jax.commands.options import POSITIVE, SEED, integer, number
-from sana_jax.commands.refine import add_output_args, add_refiner_args
+from sana_jax.commands.refine import add_output_args, add_refiner_args, print_timings
 
 
 def add_parser(sub) -> None:
@@ -163,10 +163,6 @@ def _write(args: argparse.Namespace, result, req, fps: int, load_s: float) -> in
     print_timings({"loading": load_s, **result.timings, "writing": time.perf_counter() - start})
     return 0
 
-
-def print_timings(timings: dict) -> None:
-    """``time: loading 3.1 s, denoising 2.5 s, …`` (every process prints its own)."""
-    print("time: " + ", ".join(f"{k.replace('_', ' ')} {v:.1f} s" for k, v in timings.items()))
 
 
 def _run_wan(args: argparse.Namespace, folder, refine_options: list[str]) -> int:

@@ -4,8 +4,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 
 from sana_jax.commands import DTYPES
+from sana_jax.commands.hosts import add_args as add_mesh_args, mesh_from_args, one_writer
 from sana_jax.commands.options import POSITIVE, POSITIVE_NUMBER, SEED, integer
 
 
@@ -70,6 +72,10 @@ def add_parser(sub) -> None:
                         "Written live under a temporary name unique to the run (printed: watch it grow), its frames "
                         "counted back, then renamed; a failed write leaves nothing")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    add_mesh_args(p, "run the DiT sharded on a device mesh, e.g. context=2 or tensor=2,context=4: weights' heads / "
+                     "MLP over tensor, each chunk's latent frames over context when they divide (else replicated); "
+                     "data and fsdp are refused (a stream is one sample without a guidance batch); the VAE decodes "
+                     "on one device (of each process)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=run)
 
@@ -135,7 +141,7 @@ def run(args: argparse.Namespace) -> int:
                                       dtype=args.dtype)
     given = start_frames(args, request.height, request.width)
     pipe = StreamingPipeline.from_pretrained(folder.root, dtype=args.dtype, motion_score=args.motion_score,
-                                             progress=not args.quiet, fps=fps)
+                                             progress=not args.quiet, fps=fps, mesh=mesh_from_args(args))
     return _stream(pipe, args, request, seconds, switches, given, fps)
 
 
@@ -175,7 +181,8 @@ def _run_wan(args: argparse.Namespace, seconds, switches) -> int:
     given = start_frames(args, request.height, request.width)
     options = {} if args.chunk_frames is None else {"chunk_frames": args.chunk_frames}
     pipe = StreamingPipeline.from_wan(base.root, args.model if args.base else None, dtype=args.dtype,
-                                      schedule=args.schedule, progress=not args.quiet, fps=fps, **options)
+                                      schedule=args.schedule, progress=not args.quiet, fps=fps,
+                                      mesh=mesh_from_args(args), **options)
     return _stream(pipe, args, request, seconds, switches, given, fps, sink=args.sink)
 
 
@@ -185,14 +192,21 @@ def _stream(pipe, args, request, seconds, switches, given, fps, **options) -> in
 
     height, width, sizes = request.height, request.width, request.chunks
     start = {"video" if args.video else "image": given} if given is not None else {}
-    # closed (published) when the stream ends or is stopped with Ctrl-C; removed if anything fails
-    with VideoWriter(args.out, fps=fps, live=True, overwrite=args.overwrite) as writer:
-        print(f"writing {writer.tmp} live (renamed to {writer.path} when the stream ends)")
-        result = pipe.stream(args.prompt, seconds=seconds, num_chunks=args.chunks, chunk_frames=args.chunk_frames,
-                             height=height, width=width, seed=args.seed, prompts_at=switches, window=args.window,
-                             writer=writer, progress=not args.quiet, **start, **options)
+    # closed (published) when the stream ends or is stopped with Ctrl-C; removed if anything fails. Several
+    # processes: process 0 writes, the others stream the same chunks with it and wait for its file at the end
+    with one_writer() as is_writer:
+        with VideoWriter(args.out, fps=fps, live=True, overwrite=args.overwrite) if is_writer \
+                else contextlib.nullcontext() as writer:
+            if writer is not None:
+                print(f"writing {writer.tmp} live (renamed to {writer.path} when the stream ends)")
+            result = pipe.stream(args.prompt, seconds=seconds, num_chunks=args.chunks,
+                                 chunk_frames=args.chunk_frames, height=height, width=width, seed=args.seed,
+                                 prompts_at=switches, window=args.window, writer=writer,
+                                 progress=not args.quiet and is_writer, **start, **options)
     status = "interrupted: kept" if result.interrupted else "wrote"
-    where = writer.path if writer.published else "nothing"
+    where = writer.path if writer is not None and writer.published else "nothing"
+    if writer is None:
+        status, where = "streamed", f"{args.out} with process 0 (which writes it)"
     print(f"{status} {where} ({result.frames} frames, {width}×{height}, {fps:g} fps, "
           f"{len(result.chunks)}/{len(sizes)} chunks)")
     ttff = "n/a" if result.time_to_first_frame_s is None else f"{result.time_to_first_frame_s:.2f} s"

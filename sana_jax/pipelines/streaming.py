@@ -42,7 +42,8 @@ from sana_jax.errors import InputError, NumericsError
 from sana_jax.io.interrupt import defer_sigint
 from sana_jax.io.video import VideoWriter, to_uint8
 from sana_jax.models import sana_video_causal as sc
-from sana_jax.pipelines.components import PipelineFolder, default_size
+from sana_jax.parallel.multihost import to_host
+from sana_jax.pipelines.components import PipelineFolder, as_mesh, default_size
 from sana_jax.pipelines.stream_chunks import (ChunkTiming, StreamChunk, StreamRequest, StreamResult, check_stream,
                                               plan_chunks, stream_settings)  # plan_chunks: re-exported (__all__)
 from sana_jax.progress import progress_bar
@@ -51,6 +52,20 @@ from sana_jax.validate import check_finite
 
 Prompt = str | tuple[Any, Any]  # a text, or (embeddings (1, L, C), mask (1, L)) already encoded
 WAN_SIZE = (480, 832)  # the released Wan2.1-1.3B students' resolution
+
+
+def _stream_mesh(mesh):
+    """``mesh`` (a Mesh or a spec string) for a stream: its DiT's weights per the logical-axis rules (heads / MLP
+    over ``tensor``) and each chunk's latent frames over ``context`` when they divide. A stream is one sample
+    without guidance, so ``data`` and ``fsdp`` have nothing to split: refused."""
+    mesh = as_mesh(mesh)
+    if mesh is None:
+        return None
+    idle = [f"{axis}={mesh.shape[axis]}" for axis in ("data", "fsdp") if mesh.shape.get(axis, 1) > 1]
+    if idle:
+        raise InputError(f"a stream has batch 1 and no guidance batch: {', '.join(idle)} would only repeat the work; "
+                         "shard it over context and/or tensor")
+    return mesh
 
 
 class StreamingPipeline:
@@ -69,8 +84,9 @@ class StreamingPipeline:
     def __init__(self, transformer, vae, encode_prompt: Callable[[str], tuple[Any, Any]] | None = None, *,
                  fps: float = 16.0, schedule: Schedule | None = None, chunk_frames: int | None = None,
                  decode_options: Mapping[str, Any] | None = None, encode_video: Callable | None = None,
-                 size: tuple[int, int] | None = None, window: int | None = None):
+                 size: tuple[int, int] | None = None, window: int | None = None, mesh=None):
         self.transformer, self.vae, self.fps = transformer, vae, fps
+        self.mesh = _stream_mesh(mesh)
         self.encode_prompt, self.encode_video = encode_prompt, encode_video
         longsana = stream_settings(None)
         self.schedule = schedule or longsana.schedule
@@ -88,7 +104,7 @@ class StreamingPipeline:
             raise InputError(f"streaming needs a VAE with a streaming decoder (Wan, LTX-2, PatchVAE); "
                              f"{type(vae).__name__} has no stream_decoder")
         self.decoder = stream_decoder(**(decode_options or {}))
-        self.dit = (wan_causal.StreamingDiT if self.wan else sc.StreamingDiT)(transformer)
+        self.dit = (wan_causal.StreamingDiT if self.wan else sc.StreamingDiT)(transformer, mesh=self.mesh)
         self._uint8_traces = 0
 
         def uint8(video):  # and whether every value was finite (one boolean more to bring back)
@@ -377,6 +393,8 @@ class StreamingPipeline:
                 latents.block_until_ready()
                 timing.dit_s = time.perf_counter() - t0
                 t0 = time.perf_counter()
+            if self.mesh is not None:  # the VAE decodes on one device (of each process)
+                latents = jnp.asarray(to_host(latents))
             frames = self._uint8(self.decoder.push(latents))  # queued before chunk c+1: ready while it runs
             if profile:
                 jax.block_until_ready(frames)
