@@ -77,7 +77,8 @@ def main(argv=None) -> int:
     from flax import nnx
 
     import converters
-    from sana_jax.models.wan import WanConfig, _attention_impl
+    from sana_jax.models.wan import WanConfig
+    from sana_jax.nn.attention import fused_attention_impl
 
     cfg = WanConfig(**SMALL) if args.preset == "small" else WanConfig.preset(args.preset)
     kwargs = {k: v for k, v in cfg.to_diffusers().items() if not k.startswith("_")}
@@ -136,7 +137,7 @@ def main(argv=None) -> int:
                      "xla_argument_bytes": int(plan.argument_size_in_bytes),
                      "xla_output_bytes": int(plan.output_size_in_bytes),
                      "xla_temp_bytes": int(plan.temp_size_in_bytes),
-                     "attention_requested": _attention_impl(jargs[1][..., :cfg.attention_head_dim]) or "xla"},
+                     "attention_requested": fused_attention_impl(jargs[1][..., :cfg.attention_head_dim]) or "xla"},
     }
     if "peak_bytes_in_use" in stats:
         result["sana_jax"]["device_peak_bytes"] = int(stats["peak_bytes_in_use"])

@@ -27,6 +27,7 @@ from flax import nnx
 
 from sana_jax.config import ModelConfig, key_error
 from sana_jax.errors import ConfigError, InputError
+from sana_jax.nn.attention import softmax_attention
 from sana_jax.nn.embeddings import CaptionProjection, TimestepEmbedding, timestep_sinusoid
 from sana_jax.nn.layers import DType, Linear, RMSNorm, layer_norm, modulate, param, stacked
 from sana_jax.nn.ltx_attention import GeluFeedForward
@@ -114,24 +115,10 @@ def _from_original(config: dict, source: str) -> dict:
 # -- attention --------------------------------------------------------------------------------------------------
 
 
-def _attention_impl(q: jax.Array) -> str | None:
-    """cuDNN's fused attention on GPU for 16-bit inputs (the logits of a 480p clip do not fit in memory otherwise);
-    XLA's default elsewhere."""
-    if jax.default_backend() == "gpu" and q.dtype in (jnp.bfloat16, jnp.float16) and q.shape[-1] <= 128:
-        return "cudnn"
-    return None
-
-
 def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None = None) -> jax.Array:
     """Softmax attention, q (B, N, H, d) against k/v (B, L, H, d); ``mask`` (bool, True = attend) broadcastable to
-    (B, H, N, L)."""
-    impl = _attention_impl(q)
-    if impl is not None:
-        try:
-            return jax.nn.dot_product_attention(q, k, v, mask=mask, implementation=impl)
-        except (NotImplementedError, ValueError, RuntimeError):  # refused while tracing: a shape cuDNN does not take
-            pass
-    return jax.nn.dot_product_attention(q, k, v, mask=mask)
+    (B, H, N, L); cuDNN's fused kernel on GPU in 16 bits (:func:`sana_jax.nn.attention.softmax_attention`)."""
+    return softmax_attention(q, k, v, mask=mask)
 
 
 class WanAttention(nnx.Module):

@@ -54,6 +54,7 @@ import jax.numpy as jnp
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from sana_jax.errors import InputError
+from sana_jax.nn.attention import softmax_attention
 
 CONTEXT, TENSOR, DATA = "context", "tensor", "data"
 
@@ -116,7 +117,7 @@ def ulysses_attention(q: jax.Array, k: jax.Array, v: jax.Array, bias: jax.Array 
         mask = None
         if pad:
             mask = (jnp.arange(n + pad) < n)[None, None, None, :]
-        out = jax.nn.dot_product_attention(qkv[0], qkv[1], qkv[2], mask=mask)
+        out = softmax_attention(qkv[0], qkv[1], qkv[2], mask=mask)  # cuDNN on GPU in 16 bits
         return jax.lax.all_to_all(out, CONTEXT, split_axis=1, concat_axis=2, tiled=True)  # (b, N/P, h, d)
 
     out = jax.shard_map(local, mesh=mesh, in_specs=(spec, spec, spec), out_specs=spec)(q, k, v)
