@@ -31,16 +31,20 @@ def device_description() -> dict:
             "python": platform.python_version()}
 
 
-def time_calls(fn, repeats: int, warmup: int = 1) -> dict:
-    """Median / min wall time of ``fn()`` (which must block until its result is ready)."""
+def time_calls(fn, repeats: int, warmup: int = 1, deadline: float | None = None) -> dict:
+    """Median / min wall time of ``fn()`` (which must block until its result is ready). ``deadline`` (a
+    ``time.perf_counter()`` value): no further call starts after it, though at least one is timed; ``repeats`` in
+    the result is how many were."""
     for _ in range(warmup):
         fn()
     times = []
     for _ in range(repeats):
+        if times and deadline is not None and time.perf_counter() >= deadline:
+            break
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)
-    return {"median_s": statistics.median(times), "min_s": min(times), "repeats": repeats}
+    return {"median_s": statistics.median(times), "min_s": min(times), "repeats": len(times)}
 
 
 def write_result(name: str, result: dict, folder: Path = RESULTS) -> Path:

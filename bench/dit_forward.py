@@ -34,6 +34,62 @@ def flops_per_token(cfg, text_len: int) -> float:
     return cfg.num_layers * per_layer + io
 
 
+def make_inputs(cfg, batch: int, grid, text_len: int, seed: int = 0) -> dict:
+    """float32 NumPy inputs of one forward: latents (B, T, H, W, C), caption features (B, L, C_text), a mask that
+    keeps the first half of the caption, timestep 500."""
+    rng = np.random.default_rng(seed)
+    mask = np.ones((batch, text_len), np.int64)
+    mask[:, text_len // 2:] = 0
+    return {"latents": rng.standard_normal((batch, *grid, cfg.in_channels)).astype(np.float32),
+            "text": rng.standard_normal((batch, text_len, cfg.caption_channels)).astype(np.float32),
+            "timestep": np.full((batch,), 500.0, np.float32), "mask": mask}
+
+
+def tokens(cfg, latent_shape) -> int:
+    """Video tokens of a (B, T, H, W, C) latent after patching."""
+    return int(np.prod(latent_shape[:4])) // int(np.prod(cfg.patch_size))
+
+
+def time_sana_jax(model, inputs: dict, dtype: str, repeats: int, deadline: float | None = None):
+    """The jitted forward of an NNX ``SanaVideoTransformer``: (timing, output as float32 NumPy)."""
+    import jax
+    import jax.numpy as jnp
+    from flax import nnx
+
+    graphdef, params = nnx.split(model)
+
+    @jax.jit
+    def forward(params, x, y, t, m):
+        return nnx.merge(graphdef, params)(x, y, t, m)
+
+    args = [jnp.asarray(inputs[k]) for k in ("latents", "text", "timestep", "mask")]
+    args[0], args[1] = args[0].astype(dtype), args[1].astype(dtype)
+    timing = time_calls(lambda: forward(params, *args).block_until_ready(), repeats, deadline=deadline)
+    return timing, np.asarray(forward(params, *args), np.float32)
+
+
+def time_diffusers(ref, inputs: dict, repeats: int, deadline: float | None = None):
+    """diffusers ``SanaVideoTransformer3DModel`` forward under ``inference_mode`` on its own device and dtype:
+    (timing, output as float32 NumPy, channels-last)."""
+    import torch
+
+    param = next(ref.parameters())
+    dev, dtype = param.device, param.dtype
+    tx = torch.from_numpy(inputs["latents"].transpose(0, 4, 1, 2, 3).copy()).to(dev, dtype)
+    ty = torch.from_numpy(inputs["text"]).to(dev, dtype)
+    tt, tm = torch.from_numpy(inputs["timestep"]).to(dev), torch.from_numpy(inputs["mask"]).to(dev)
+
+    def run():
+        with torch.inference_mode():
+            out = ref(tx, encoder_hidden_states=ty, timestep=tt, encoder_attention_mask=tm, return_dict=False)[0]
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        return out
+
+    timing = time_calls(run, repeats, deadline=deadline)
+    return timing, run().float().cpu().numpy().transpose(0, 2, 3, 4, 1)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", choices=["small", "480p", "720p"], default="small")
@@ -49,11 +105,8 @@ def main(argv=None) -> int:
     p.add_argument("--name", default=None, help="result file name (default: derived from the config)")
     args = p.parse_args(argv)
 
-    import jax
-    import jax.numpy as jnp
-    import torch
     import diffusers
-    from flax import nnx
+    import torch
 
     import converters
     from sana_jax.models.sana_video import SanaVideoConfig
@@ -71,51 +124,20 @@ def main(argv=None) -> int:
         ref.save_pretrained(tmp, safe_serialization=True)
         model = converters.load(tmp, dtype=args.dtype)
     torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[args.dtype]
-    use_cuda = torch.cuda.is_available()
-    ref = ref.to("cuda" if use_cuda else "cpu", torch_dtype)
+    ref = ref.to("cuda" if torch.cuda.is_available() else "cpu", torch_dtype)
 
-    rng = np.random.default_rng(0)
-    shape = (args.batch, args.frames, args.height, args.width, cfg.in_channels)
-    latents = rng.standard_normal(shape).astype(np.float32)
-    text = rng.standard_normal((args.batch, args.text_len, cfg.caption_channels)).astype(np.float32)
-    mask = np.ones((args.batch, args.text_len), np.int64)
-    mask[:, args.text_len // 2:] = 0
-    timestep = np.full((args.batch,), 500.0, np.float32)
-
-    graphdef, params = nnx.split(model)
-
-    @jax.jit
-    def forward(params, x, y, t, m):
-        return nnx.merge(graphdef, params)(x, y, t, m)
-
-    jargs = [jnp.asarray(a) for a in (latents, text, timestep, mask)]
-    jargs[0], jargs[1] = jargs[0].astype(args.dtype), jargs[1].astype(args.dtype)
-    ours = time_calls(lambda: forward(params, *jargs).block_until_ready(), args.repeats)
-    out_jax = np.asarray(forward(params, *jargs), np.float32)
-
-    tokens = args.batch * args.frames * args.height * args.width // int(np.prod(cfg.patch_size))
-    flops = flops_per_token(cfg, args.text_len) * tokens
+    inputs = make_inputs(cfg, args.batch, (args.frames, args.height, args.width), args.text_len)
+    shape = inputs["latents"].shape
+    ours, out_jax = time_sana_jax(model, inputs, args.dtype, args.repeats)
+    flops = flops_per_token(cfg, args.text_len) * tokens(cfg, shape)
     result = {
         "benchmark": "dit_forward", "device": device_description(), "preset": args.preset, "dtype": args.dtype,
-        "config": cfg.to_diffusers(), "latent_shape_bthwc": list(shape), "tokens": tokens,
+        "config": cfg.to_diffusers(), "latent_shape_bthwc": list(shape), "tokens": tokens(cfg, shape),
         "text_len": args.text_len, "model_gflop": flops / 1e9,
         "sana_jax": {**ours, "tflops": flops / ours["median_s"] / 1e12},
     }
     if not args.no_torch:
-        dev = "cuda" if use_cuda else "cpu"
-        tx = torch.from_numpy(latents.transpose(0, 4, 1, 2, 3).copy()).to(dev, torch_dtype)
-        ty = torch.from_numpy(text).to(dev, torch_dtype)
-        tt, tm = torch.from_numpy(timestep).to(dev), torch.from_numpy(mask).to(dev)
-
-        def run_torch():
-            with torch.inference_mode():
-                out = ref(tx, encoder_hidden_states=ty, timestep=tt, encoder_attention_mask=tm, return_dict=False)[0]
-            if use_cuda:
-                torch.cuda.synchronize()
-            return out
-
-        theirs = time_calls(run_torch, args.repeats)
-        out_torch = run_torch().float().cpu().numpy().transpose(0, 2, 3, 4, 1)
+        theirs, out_torch = time_diffusers(ref, inputs, args.repeats)
         result["diffusers"] = {**theirs, "tflops": flops / theirs["median_s"] / 1e12,
                                "torch": torch.__version__, "diffusers": diffusers.__version__,
                                "torch_threads": torch.get_num_threads()}

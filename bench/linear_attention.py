@@ -3,6 +3,7 @@
     python bench/linear_attention.py                                  # small shape on CPU (committed result)
     python bench/linear_attention.py --preset 720p --dtype bfloat16   # GPU: N = 9,680, 20 heads × 112
     python bench/linear_attention.py --preset 480p --dtype bfloat16   # GPU: N = 32,760
+    python bench/linear_attention.py --preset 2k --dtype bfloat16     # GPU: N = 38,720
     python bench/linear_attention.py --preset 720p --causal-frames 3  # chunk-causal, chunks of 3 latent frames
 
 Timed, per call (q, k, v (B, N, H, d) in --dtype → output in --dtype, float32 maths):
@@ -38,6 +39,7 @@ PRESETS = {
     "small": (1, (4, 16, 28), 20, 112),  # N = 1,792: CPU-sized, the real heads
     "720p": (1, (11, 22, 40), 20, 112),  # N = 9,680 (LTX-2 latent 11×22×40, patch 1)
     "480p": (1, (21, 30, 52), 20, 112),  # N = 32,760 (Wan latent 21×60×104, patch 1×2×2)
+    "2k": (1, (11, 44, 80), 20, 112),  # N = 38,720 (LTX-2 latent of 81 frames at 1408×2560, patch 1)
 }
 
 
@@ -72,6 +74,46 @@ def torch_sana_linear_attention(torch, q, k, v, freqs_cos, freqs_sin):
     return hidden_states.to(original_dtype)
 
 
+def inputs(b: int, grid, h: int, d: int, dtype: str, seed: int = 0):
+    """``(host, device, cos, sin)``: q, k, v (B, N, H, d) as float32 NumPy (``host``) and as JAX arrays in ``dtype``
+    (``device``), N = prod(grid), and the 3-D RoPE tables (N, d/2) of ``grid``."""
+    import jax.numpy as jnp
+
+    from sana_jax.nn.rope import rope_3d
+
+    n = int(np.prod(grid))
+    cos, sin = rope_3d(tuple(grid), d)
+    rng = np.random.default_rng(seed)
+    host = [rng.standard_normal((b, n, h, d)).astype(np.float32) for _ in range(3)]
+    return host, [jnp.asarray(a).astype(dtype) for a in host], cos, sin
+
+
+def cost(b: int, n: int, h: int, d: int, dtype: str) -> tuple[float, float]:
+    """(FLOPs, bytes) of one call: the state and read-out GEMMs; the I/O floor (q, k, v read, the output written,
+    in ``dtype``, and the float32 cos/sin tables read once)."""
+    import jax.numpy as jnp
+
+    itemsize = jnp.dtype(dtype).itemsize
+    return 4.0 * b * n * h * d * d, 4.0 * b * n * h * d * itemsize + 2.0 * n * (d // 2) * 4
+
+
+def time_jax(impl: str, q, k, v, cos, sin, *, repeats: int, causal_chunk=None, deadline: float | None = None,
+             **kernel_options) -> tuple[dict, np.ndarray]:
+    """``sana_jax.kernels.dispatch.linear_attention(impl=...)`` under ``jax.jit``: one call (compiling; the warm-up),
+    then ``repeats`` timed calls (fewer past ``deadline``). Returns (timing, the output as float32 NumPy)."""
+    import jax
+
+    from sana_jax.kernels.dispatch import linear_attention
+
+    fn = jax.jit(lambda *a: linear_attention(*a, impl=impl, causal_chunk=causal_chunk, **kernel_options))
+    out = np.asarray(fn(q, k, v, cos, sin).block_until_ready(), np.float32)
+    return time_calls(lambda: fn(q, k, v, cos, sin).block_until_ready(), repeats, warmup=0, deadline=deadline), out
+
+
+def max_rel_diff(got: np.ndarray, ref: np.ndarray) -> float:
+    return float(np.max(np.abs(got - ref)) / np.max(np.abs(ref)))
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", choices=sorted(PRESETS), default=None, help="default: small on CPU, 720p on GPU")
@@ -88,10 +130,6 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
 
     import jax
-    import jax.numpy as jnp
-
-    from sana_jax.kernels.dispatch import linear_attention
-    from sana_jax.nn.rope import rope_3d
 
     on_gpu = jax.default_backend() == "gpu"
     preset = args.preset or ("720p" if on_gpu else "small")
@@ -100,36 +138,26 @@ def main(argv=None) -> int:
     b, grid, h, d = PRESETS[preset]
     n = int(np.prod(grid))
     chunk = None if args.causal_frames is None else args.causal_frames * grid[1] * grid[2]
-    cos, sin = rope_3d(grid, d)
-    rng = np.random.default_rng(0)
-    q_np, k_np, v_np = (rng.standard_normal((b, n, h, d)).astype(np.float32) for _ in range(3))
-    q, k, v = (jnp.asarray(a).astype(dtype) for a in (q_np, k_np, v_np))
-
-    itemsize = jnp.dtype(dtype).itemsize
-    flops = 4.0 * b * n * h * d * d
-    io_bytes = 4.0 * b * n * h * d * itemsize + 2.0 * n * (d // 2) * 4
+    (q_np, k_np, v_np), (q, k, v), cos, sin = inputs(b, grid, h, d, dtype)
+    flops, io_bytes = cost(b, n, h, d, dtype)
 
     def rates(t: dict) -> dict:
         return {**t, "tflops": flops / t["median_s"] / 1e12, "gbps": io_bytes / t["median_s"] / 1e9}
 
     kernel_opts = {k_: v_ for k_, v_ in (("precision", args.precision), ("block_state", args.block_state),
                                           ("block_out", args.block_out)) if v_ is not None}
-    xla = jax.jit(lambda *a: linear_attention(*a, impl="reference", causal_chunk=chunk))
-    out_xla = xla(q, k, v, cos, sin).block_until_ready()
+    xla_time, out_xla = time_jax("reference", q, k, v, cos, sin, repeats=repeats, causal_chunk=chunk)
     result = {
         "benchmark": "linear_attention", "device": device_description(), "preset": preset, "dtype": dtype,
         "shape_bnhd": [b, n, h, d], "latent_grid": list(grid), "causal_chunk_tokens": chunk,
         "gflop": flops / 1e9, "io_floor_mb": io_bytes / 1e6,
         "host_load_avg_1min": os.getloadavg()[0],  # other processes sharing the CPU skew CPU timings
-        "xla": rates(time_calls(lambda: xla(q, k, v, cos, sin).block_until_ready(), repeats)),
+        "xla": rates(xla_time),
     }
     if on_gpu:
-        fused = jax.jit(lambda *a: linear_attention(*a, impl="pallas", causal_chunk=chunk, **kernel_opts))
-        out_k = fused(q, k, v, cos, sin).block_until_ready()
-        result["pallas"] = {**rates(time_calls(lambda: fused(q, k, v, cos, sin).block_until_ready(), repeats)),
-                            "backend": "pallas-triton", "options": kernel_opts}
-        ref32, got = np.asarray(out_xla, np.float32), np.asarray(out_k, np.float32)
-        result["pallas"]["max_rel_diff_vs_xla"] = float(np.max(np.abs(got - ref32)) / np.max(np.abs(ref32)))
+        pallas_time, out_k = time_jax("pallas", q, k, v, cos, sin, repeats=repeats, causal_chunk=chunk, **kernel_opts)
+        result["pallas"] = {**rates(pallas_time), "backend": "pallas-triton", "options": kernel_opts,
+                            "max_rel_diff_vs_xla": max_rel_diff(out_k, out_xla)}
         result["speedup_pallas_vs_xla"] = result["xla"]["median_s"] / result["pallas"]["median_s"]
     else:
         result["pallas"] = {"skipped": "needs a GPU: on CPU the Pallas kernel only runs in interpret mode, which "
@@ -157,8 +185,7 @@ def main(argv=None) -> int:
             out_t = run_torch().float().cpu().numpy().reshape(b, n, h, d)
             result["torch"] = {**rates(time_calls(run_torch, repeats)), "device": dev, "torch": torch.__version__,
                                "torch_threads": torch.get_num_threads()}
-            ref32 = np.asarray(out_xla, np.float32)
-            result["torch"]["max_rel_diff_vs_xla"] = float(np.max(np.abs(out_t - ref32)) / np.max(np.abs(ref32)))
+            result["torch"]["max_rel_diff_vs_xla"] = max_rel_diff(out_t, out_xla)
             result["speedup_xla_vs_torch"] = result["torch"]["median_s"] / result["xla"]["median_s"]
             if "median_s" in result["pallas"]:
                 result["speedup_pallas_vs_torch"] = result["torch"]["median_s"] / result["pallas"]["median_s"]

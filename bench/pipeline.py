@@ -29,22 +29,31 @@ from bench.common import device_description, write_result  # noqa: E402
 PROMPT = "a red circle moving left over a blue background"
 
 
+def word_tokenizer(prompt: str = PROMPT):
+    """A word-level ``tokenizers.Tokenizer`` (the stand-in for Gemma's with random weights): ``<pad> <eos> <bos>
+    <unk>`` then the prompt's words; ``<bos>`` prepended as Gemma's tokenizer does."""
+    import tokenizers
+
+    words = ["<pad>", "<eos>", "<bos>", "<unk>"] + sorted(set(prompt.split()))
+    tok = tokenizers.Tokenizer(tokenizers.models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
+    tok.pre_tokenizer = tokenizers.pre_tokenizers.WhitespaceSplit()
+    tok.post_processor = tokenizers.processors.TemplateProcessing(single="<bos> $A", special_tokens=[("<bos>", 2)])
+    return tok
+
+
 def build(folder: Path, config: str) -> dict:
     import diffusers
-    import tokenizers
     import torch
     import transformers
 
     torch.manual_seed(0)
-    words = ["<pad>", "<eos>", "<bos>", "<unk>"] + sorted(set(PROMPT.split()))
-    tok = tokenizers.Tokenizer(tokenizers.models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
-    tok.pre_tokenizer = tokenizers.pre_tokenizers.WhitespaceSplit()
-    tok.post_processor = tokenizers.processors.TemplateProcessing(single="<bos> $A", special_tokens=[("<bos>", 2)])
+    tok = word_tokenizer()
+    vocab_size = tok.get_vocab_size()
     tokenizer = transformers.PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>",
                                                      pad_token="<pad>", unk_token="<unk>")
     if config == "small":
         te = transformers.Gemma2Model(transformers.Gemma2Config(
-            vocab_size=len(words), hidden_size=256, intermediate_size=512, num_hidden_layers=2, num_attention_heads=4,
+            vocab_size=vocab_size, hidden_size=256, intermediate_size=512, num_hidden_layers=2, num_attention_heads=4,
             num_key_value_heads=2, head_dim=64, pad_token_id=0, bos_token_id=2, eos_token_id=1))
         dit = diffusers.SanaVideoTransformer3DModel(
             in_channels=16, out_channels=16, num_attention_heads=4, attention_head_dim=56, num_layers=4,
@@ -54,7 +63,7 @@ def build(folder: Path, config: str) -> dict:
         size = dict(height=128, width=192, frames=17)
     else:
         te = transformers.Gemma2Model(transformers.Gemma2Config(
-            vocab_size=len(words), hidden_size=2304, intermediate_size=9216, num_hidden_layers=26,
+            vocab_size=vocab_size, hidden_size=2304, intermediate_size=9216, num_hidden_layers=26,
             num_attention_heads=8, num_key_value_heads=4, head_dim=256, pad_token_id=0, bos_token_id=2,
             eos_token_id=1))
         dit = diffusers.SanaVideoTransformer3DModel(in_channels=128, out_channels=128, mlp_ratio=3.0,

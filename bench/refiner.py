@@ -55,14 +55,16 @@ def rss() -> dict:
     return {"rss_bytes": _status("VmRSS"), "peak_rss_bytes": _status("VmHWM")}
 
 
-def flops(cfg, n: int, audio: int, text: int, batch: int = 1) -> dict:
-    """Forward FLOPs of the joint DiT (multiply-add = 2), split into dense and attention terms."""
+def flops(cfg, n: int, audio: int | None, text: int, batch: int = 1) -> dict:
+    """Forward FLOPs of the joint DiT (multiply-add = 2), split into dense and attention terms; ``audio=None``: the
+    video stream alone (a video-only model: no audio stream, no a↔v attention)."""
     d, da, layers = cfg.inner_dim, cfg.audio_inner_dim, cfg.num_layers
+    video_only, audio = audio is None, audio or 0
     # per block, per token: self-attn q,k,v,o (4d²), text cross-attn q,o (2d²), FF (8d²)
     video_dense = n * 14 * d * d + text * 2 * d * d  # + text cross-attn k,v over the text tokens
-    audio_dense = audio * 14 * da * da + text * 2 * da * da
+    audio_dense = 0 if video_only else audio * 14 * da * da + text * 2 * da * da
     # a2v: q (d→da) and out (da→d) on video, k/v (da→da) on audio; v2a: q/out (da) on audio, k/v (d→da) on video
-    av_dense = n * 2 * d * da + audio * 2 * da * da + audio * 2 * da * da + n * 2 * d * da
+    av_dense = 0 if video_only else n * 2 * d * da + audio * 2 * da * da + audio * 2 * da * da + n * 2 * d * da
     dense = 2 * layers * (video_dense + audio_dense + av_dense)
     attn = 4 * layers * (n * n * d + n * text * d + audio * audio * da + audio * text * da + 2 * n * audio * da)
     io = 2 * (n * 2 * cfg.in_channels * d + audio * 2 * cfg.audio_in_channels * da)
@@ -71,6 +73,47 @@ def flops(cfg, n: int, audio: int, text: int, batch: int = 1) -> dict:
             "total_tflop": batch * (dense + io + attn) / 1e12,
             "brief_formula_tflop": batch * (2 * video_stream_params * n + attn) / 1e12,
             "video_stream_params": video_stream_params}
+
+
+def step_inputs(cfg, grid, n_audio: int | None, text_len: int, seed: int = 0) -> dict:
+    """float32 NumPy inputs of one step: video latents (1, T, H, W, C) for ``grid`` (T, H, W), the audio latents
+    (1, n_audio, C_audio) at σ0 (None for a video-only model), video and audio caption features (1, L, C_text) and
+    an all-ones mask."""
+    rng = np.random.default_rng(seed)
+    video = rng.standard_normal((1, *grid, cfg.in_channels)).astype(np.float32)
+    audio = None if n_audio is None else (SIGMA0 * rng.standard_normal((1, n_audio, cfg.audio_in_channels))
+                                          ).astype(np.float32)
+    vtext = rng.standard_normal((1, text_len, cfg.caption_channels)).astype(np.float32)
+    atext = rng.standard_normal((1, text_len, cfg.caption_channels)).astype(np.float32)
+    return {"video": video, "audio": audio, "video_text": vtext, "audio_text": atext,
+            "mask": np.ones((1, text_len), np.int64)}
+
+
+def jax_step(model, inputs: dict, fps: float, dtype: str):
+    """``(compiled, args)``: one iteration of the refine loop compiled for ``inputs`` (:func:`step_inputs`) — the
+    model function ``refine_loop`` builds for ``sample`` (flattened (video | audio) state; video only when
+    ``inputs["audio"]`` is None) and the float32 Euler update — and the arguments to call it with."""
+    import jax
+    import jax.numpy as jnp
+    from flax import nnx
+
+    from sana_jax.pipelines.refine_loop import _refine_model_fn
+
+    graphdef, params = nnx.split(model)
+    video, audio = inputs["video"], inputs["audio"]
+    audio_shape = None if audio is None else audio.shape[1:]
+    model_fn = _refine_model_fn(graphdef, video.shape[1:], audio_shape, float(fps), 1000.0)
+
+    @jax.jit
+    def step(params, x, t, cond):  # one iteration of the refine loop: DiT forward + float32 Euler update
+        return x + jnp.float32(SIGMA1 - SIGMA0) * model_fn(params, x, t, cond).astype(jnp.float32)
+
+    x = jnp.concatenate([jnp.asarray(a).reshape(1, -1) for a in (video, audio) if a is not None], axis=1)
+    t = jnp.full((1,), SIGMA0 * 1000, jnp.float32)
+    cond = {"video_text": jnp.asarray(inputs["video_text"], dtype),
+            "audio_text": jnp.asarray(inputs["audio_text"], dtype), "mask": jnp.asarray(inputs["mask"])}
+    args = (params, x, t, cond)
+    return step.lower(*args).compile(), args
 
 
 def main(argv=None) -> int:
@@ -102,14 +145,11 @@ def main(argv=None) -> int:
 
     import diffusers
     import jax
-    import jax.numpy as jnp
     import torch
-    from flax import nnx
 
     from bench.text import TorchStateDict
     from converters import ltx2_transformer as conv
     from sana_jax.models.ltx2_transformer import LTX2TransformerConfig, audio_num_frames
-    from sana_jax.pipelines.refine_loop import _refine_model_fn
 
     cfg = LTX2TransformerConfig.preset("ltx-2.0") if full else LTX2TransformerConfig(**SMALL)
     kwargs = {k: v for k, v in cfg.to_diffusers().items() if not k.startswith("_")}
@@ -119,14 +159,10 @@ def main(argv=None) -> int:
     t_lat, h_lat, w_lat = (frames - 1) // 8 + 1, height // 32, width // 32
     n = t_lat * h_lat * w_lat
     n_audio = audio_num_frames(frames, args.fps, cfg)
-    c, ca = cfg.in_channels, cfg.audio_in_channels
+    c = cfg.in_channels
 
-    rng = np.random.default_rng(0)
-    video = rng.standard_normal((1, t_lat, h_lat, w_lat, c)).astype(np.float32)
-    audio = (SIGMA0 * rng.standard_normal((1, n_audio, ca))).astype(np.float32)
-    vtext = rng.standard_normal((1, text_len, cfg.caption_channels)).astype(np.float32)
-    atext = rng.standard_normal((1, text_len, cfg.caption_channels)).astype(np.float32)
-    mask = np.ones((1, text_len), np.int64)
+    inputs = step_inputs(cfg, (t_lat, h_lat, w_lat), n_audio, text_len)
+    video, audio, vtext, atext, mask = (inputs[k] for k in ("video", "audio", "video_text", "audio_text", "mask"))
     result = {"benchmark": "refiner_step", "device": device_description(), "config_name": "ltx-2.0" if full else
               "small", "dtype": args.dtype, "config": cfg.to_diffusers(),
               "pixels_fhw": [frames, height, width], "latent_shape_bthwc": list(video.shape), "video_tokens": n,
@@ -189,21 +225,10 @@ def main(argv=None) -> int:
     gc.collect()
     result["memory_after_jax_load"] = rss()
 
-    graphdef, params = nnx.split(model)
-    model_fn = _refine_model_fn(graphdef, (t_lat, h_lat, w_lat, c), (n_audio, ca), float(args.fps), 1000.0)
-
-    @jax.jit
-    def step(params, x, t, cond):  # one iteration of the refine loop: DiT forward + float32 Euler update
-        return x + jnp.float32(SIGMA1 - SIGMA0) * model_fn(params, x, t, cond).astype(jnp.float32)
-
-    x = jnp.concatenate([jnp.asarray(video).reshape(1, -1), jnp.asarray(audio).reshape(1, -1)], axis=1)
-    t = jnp.full((1,), SIGMA0 * 1000, jnp.float32)
-    cond = {"video_text": jnp.asarray(vtext, args.dtype), "audio_text": jnp.asarray(atext, args.dtype),
-            "mask": jnp.asarray(mask)}
-    compiled = step.lower(params, x, t, cond).compile()
+    compiled, step_args = jax_step(model, inputs, args.fps, args.dtype)
     plan = compiled.memory_analysis()
-    ours = time_calls(lambda: jax.block_until_ready(compiled(params, x, t, cond)), repeats)
-    out_jax = np.asarray(compiled(params, x, t, cond))[:, :n * c].reshape(video.shape)
+    ours = time_calls(lambda: jax.block_until_ready(compiled(*step_args)), repeats)
+    out_jax = np.asarray(compiled(*step_args))[:, :n * c].reshape(video.shape)
     result["sana_jax"] = {**ours, "tflops": result["flops"]["total_tflop"] / ours["median_s"],
                           "xla_argument_bytes": int(plan.argument_size_in_bytes),
                           "xla_output_bytes": int(plan.output_size_in_bytes),

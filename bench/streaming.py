@@ -50,6 +50,22 @@ def build(full: bool, dtype: str, vae_dtype: str):
     return StreamingPipeline(dit, vae), (text, mask), size, cfg
 
 
+def median(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def stream_summary(cold, warm: list) -> dict:
+    """``{"cold": ..., "warm": ...}`` of ``StreamResult``s: the cold stream's (compilation included) time to first
+    frame, total time and FPS; the warm streams' medians of those and of the steady FPS (third chunk on), and the
+    last warm stream's chunk latencies."""
+    return {"cold": {"time_to_first_frame_s": cold.time_to_first_frame_s, "total_s": cold.total_s, "fps": cold.fps},
+            "warm": {"time_to_first_frame_s": median([r.time_to_first_frame_s for r in warm]),
+                     "fps": median([r.fps for r in warm]), "steady_fps": median([r.steady_fps for r in warm]),
+                     "total_s": median([r.total_s for r in warm]), "repeats": len(warm),
+                     "chunk_latency_s": [c.latency_s for c in warm[-1].chunks] if warm else []}}
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--full", action="store_true", help="480p, full 2B config (GPU)")
@@ -84,23 +100,15 @@ def main(argv=None) -> int:
         spec = chunk.state_spec
     memory = pipe.chunk_step_memory(spec, latent_frames=args.chunk_frames, **size)
 
-    def med(values):
-        values = [v for v in values if v is not None]
-        return statistics.median(values) if values else None
-
-    steady_dit = med([c.dit_s for c in prof.chunks[1:]])
-    steady_decode = med([c.decode_s for c in prof.chunks[1:]])
+    steady_dit = median([c.dit_s for c in prof.chunks[1:]])
+    steady_decode = median([c.decode_s for c in prof.chunks[1:]])
     frames_per_chunk = 4 * args.chunk_frames
     result = {
         "benchmark": "streaming", "config": "480p_full" if args.full else "small", "dtype": dtype,
         "vae_dtype": vae_dtype, **size, "chunk_latent_frames": args.chunk_frames, "chunks": chunks,
         "frames": cold.frames, "mp4_written": not args.no_write, "steps_per_chunk": 4, "forwards_per_chunk": 5,
         "dit_layers": cfg.num_layers, "dit_inner_dim": cfg.inner_dim, "device": device_description(),
-        "cold": {"time_to_first_frame_s": cold.time_to_first_frame_s, "total_s": cold.total_s, "fps": cold.fps},
-        "warm": {"time_to_first_frame_s": med([r.time_to_first_frame_s for r in warm]),
-                 "fps": med([r.fps for r in warm]), "steady_fps": med([r.steady_fps for r in warm]),
-                 "total_s": med([r.total_s for r in warm]), "repeats": len(warm),
-                 "chunk_latency_s": [c.latency_s for c in warm[-1].chunks]},
+        **stream_summary(cold, warm),
         "profile_per_chunk": {"dit_s": steady_dit, "decode_s": steady_decode,
                               "fps_if_serial": frames_per_chunk / (steady_dit + steady_decode),
                               "dit_only_fps": frames_per_chunk / steady_dit},
