@@ -33,11 +33,15 @@ def test_patch_vae_streams_exactly():
 def student(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("distill")
     (tmp / "prompts.txt").write_text("a red circle moving left\n\na blue square moving up\n")
-    args = ["train", "distill", "--teacher", str(default_model_path()), "--prompts", str(tmp / "prompts.txt"),
-            "--out", str(tmp / "run"), "--steps", "2", "--ode-pairs", "2", "--ode-steps", "1", "--frames", "5",
-            "--chunk-frames", "2", "--student-steps", "3", "--critic-updates", "2", "--batch-size", "2", "-q"]
-    assert main(args) == 0
+    assert main([*_distill_args(tmp), "--out", str(tmp / "run")]) == 0
     return tmp
+
+
+def _distill_args(folder) -> list[str]:
+    """The `student` fixture's command, but --out (prompts from ``folder``)."""
+    return ["train", "distill", "--teacher", str(default_model_path()), "--prompts", str(folder / "prompts.txt"),
+            "--steps", "2", "--ode-pairs", "2", "--ode-steps", "1", "--frames", "5", "--chunk-frames", "2",
+            "--student-steps", "3", "--critic-updates", "2", "--batch-size", "2", "-q"]
 
 
 def test_distill_writes_a_streaming_student(student):
@@ -81,3 +85,24 @@ def test_distill_bad_input(student, tmp_path):
             "--out", str(student / "run"), "--steps", "2", "--ode-pairs", "2", "--ode-steps", "1", "--frames", "5",
             "--chunk-frames", "2", "--student-steps", "3", "--critic-updates", "3", "--batch-size", "2", "-q"]
     assert main(args) == 2
+
+
+def test_distill_over_two_processes_equals_one(student, tmp_path):
+    """The fixture's command as two processes joined by ``jax.distributed`` with ``--mesh data=2`` (CPU, one device
+    each; tests/multihost.py): the ODE pairs sampled with their batches split over the processes, every ODE and DMD
+    batch split; process 0 writes the pairs and the student folder, which equal the one-process run's."""
+    import converters
+    from converters.nnx_state import flat_params
+    from sana_jax.training import LatentDataset
+    from tests.multihost import assert_both_ok, run_two
+
+    results = run_two([*_distill_args(student), "--out", tmp_path / "run", "--mesh", "data=2"])
+    assert_both_ok(results)
+    assert "wrote" in results[0].stdout and "wrote" not in results[1].stdout, results[1].stdout
+    one, two = student / "run", tmp_path / "run"
+    np.testing.assert_allclose(LatentDataset.open(two / "ode_pairs").latents,
+                               LatentDataset.open(one / "ode_pairs").latents, rtol=0, atol=1e-5)
+    assert (two / "metrics.jsonl").read_text().count("\n") == 1  # written once
+    want, got = (flat_params(converters.load(run / "pipeline" / "transformer")) for run in (one, two))
+    assert got.keys() == want.keys()
+    assert max(float(np.abs(np.asarray(got[k]) - np.asarray(want[k])).max()) for k in got) <= 1e-5

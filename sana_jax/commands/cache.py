@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from sana_jax.commands.hosts import add_args as add_mesh_args, mesh_from_args, say
 from sana_jax.commands.options import POSITIVE
 
 
@@ -28,6 +29,9 @@ def add_parser(sub) -> None:
     cache.add_argument("--batch-size", type=POSITIVE, default=4, help="videos encoded together")
     cache.add_argument("--overwrite", action="store_true", help="replace an existing cache")
     cache.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    add_mesh_args(cache, "spread the encoding over these devices, e.g. data=8: the batches of --batch-size clips go "
+                         "round-robin to the mesh's devices (over every process; without it, one device per "
+                         "process); each process reads only the videos it encodes, and process 0 writes the cache")
     cache.set_defaults(run=run)
 
 
@@ -48,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
     from sana_jax.training import cache_video_folder
 
     check_output_folder(args.out, "--out", overwrite=args.overwrite)  # before anything is loaded or computed
+    mesh = mesh_from_args(args)
     start = time.perf_counter()
     pipe = SanaVideoPipeline.from_pretrained(args.model, progress=not args.quiet)
     if args.vae is not None:
@@ -57,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
                      causal_first_frame=pipe.vae.causal_first_frame)
     dataset = cache_video_folder(pipe, args.videos, args.out, num_frames=args.frames, height=args.height,
                                  width=args.width, batch_size=args.batch_size, progress=not args.quiet,
-                                 overwrite=args.overwrite)
-    print(f"wrote {args.out}: {dataset.size} clips, latents {tuple(dataset.latents.shape[1:])}, "
-          f"{len(dataset.captions)} distinct captions ({time.perf_counter() - start:.1f} s)")
+                                 overwrite=args.overwrite, mesh=mesh)
+    say(f"wrote {args.out}: {dataset.size} clips, latents {tuple(dataset.latents.shape[1:])}, "
+        f"{len(dataset.captions)} distinct captions ({time.perf_counter() - start:.1f} s)")
     return 0

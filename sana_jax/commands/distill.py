@@ -10,6 +10,7 @@ from pathlib import Path
 
 from sana_jax.distill.config import DistillConfig
 from sana_jax.training.config import COMPUTE_DTYPES
+from sana_jax.commands.hosts import add_args as add_mesh_args, mesh_from_args, one_writer, say
 from sana_jax.commands.options import DECAY, POSITIVE, POSITIVE_NUMBER, SEED, integer, number
 
 _DEFAULTS = DistillConfig()
@@ -64,9 +65,11 @@ def add_parser(kinds) -> None:
     p.add_argument("--seed", type=SEED, default=0, help="noise, exits, prompts and timesteps are functions of it")
     p.add_argument("--save-every", type=POSITIVE, default=200, help="checkpoint interval in steps")
     p.add_argument("--keep", type=POSITIVE, default=3, help="checkpoints kept")
-    p.add_argument("--mesh", default=None, help="device mesh, e.g. data=8 or data=2,fsdp=4 (teacher, student, "
-                                                "critic and both optimisers sharded over fsdp)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    add_mesh_args(p, "device mesh over every process's devices, e.g. data=8 or data=2,fsdp=4: batch over data/fsdp; "
+                     "teacher, student, critic and both optimisers sharded over fsdp; the ODE pairs are sampled "
+                     "with their batches spread over its devices. With several hosts --out must be on a file system "
+                     "they share (every process writes its part of the checkpoints there)")
     p.set_defaults(run=run)
 
 
@@ -101,19 +104,23 @@ def config_from(args, guidance: float) -> DistillConfig:
 
 
 def _ode_pairs(teacher, trainer, prompts, args, folder: Path):
-    """The run's ODE pairs: read back from ``folder`` when an earlier try wrote them, else sampled and saved."""
+    """The run's ODE pairs: read back from ``folder`` when an earlier try wrote them, else sampled (every process
+    ends with all of them) and saved by process 0."""
     from sana_jax.distill.data import make_ode_pairs
     from sana_jax.training import LatentDataset
 
-    if (folder / "cache.json").is_file():
+    # without pairs there are only the prompts, encoded again: no process may read what process 0 writes below
+    if args.ode_pairs and (folder / "cache.json").is_file():
         return LatentDataset.open(folder)
     text, mask, null_text, null_mask = teacher.encode(prompts)
     pairs = make_ode_pairs(teacher.transformer, text, mask, null_text, null_mask, count=args.ode_pairs,
                            latent_shape=trainer.latent_shape, student_sigmas=trainer.student_sigmas,
                            guidance_scale=trainer.config.guidance_scale, substeps=trainer.config.ode_substeps,
                            seed=args.seed, captions=prompts, batch_size=max(1, args.batch_size),
-                           progress=not args.quiet)
-    pairs.save(folder)
+                           progress=not args.quiet, mesh=trainer.mesh)
+    with one_writer() as writer:
+        if writer and not (folder / "cache.json").is_file():
+            pairs.save(folder)
     return pairs
 
 
@@ -136,27 +143,26 @@ def run(args: argparse.Namespace) -> int:
     config = config_from(args, args.guidance if args.guidance is not None else teacher.guidance)
     latent_shape = teacher.latent_shape
 
+    mesh = mesh_from_args(args)  # a bad spec is refused before the weights load
     teacher.load(progress=not args.quiet)
-    mesh = None
-    if args.mesh:
-        from sana_jax.parallel import make_mesh
-
-        mesh = make_mesh(args.mesh)
     trainer = DistillTrainer(teacher.transformer, config, latent_shape=latent_shape, mesh=mesh)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     data = DistillData(_ode_pairs(teacher, trainer, prompts, args, out / "ode_pairs"), config.ode_steps)
     total = config.ode_steps + args.steps
-    print(f"distilling into a {len(trainer.student_sigmas)}-step causal {trainer.ops.name} student: chunks "
-          f"{trainer.chunks} of latents {latent_shape}, {len(prompts)} prompts, {data.pairs.size} ODE pairs, "
-          f"{config.ode_steps} ODE + {args.steps} DMD steps")
+    say(f"distilling into a {len(trainer.student_sigmas)}-step causal {trainer.ops.name} student: chunks "
+        f"{trainer.chunks} of latents {latent_shape}, {len(prompts)} prompts, {data.pairs.size} ODE pairs, "
+        f"{config.ode_steps} ODE + {args.steps} DMD steps")
     start = time.perf_counter()
     state = trainer.fit(data, total, run_dir=out, save_every=args.save_every, keep=args.keep,
                         progress=not args.quiet)
-    print(f"trained to step {int(state['step'])} in {time.perf_counter() - start:.0f} s")
+    say(f"trained to step {int(state['step'])} in {time.perf_counter() - start:.0f} s")
 
     stream = {"chunk_frames": config.chunk_frames, "timesteps": list(config.student_timesteps),
               "shift": config.student_shift, "window": max(len(trainer.chunks) - 1, 1)}  # the most past it saw
-    pipeline = teacher.write_student(out / "pipeline", trainer.model_from(state, ema=True), stream)
-    print(f"wrote {pipeline} (sana-jax stream PROMPT --model {pipeline})")
+    student = trainer.model_from(state, ema=True)  # gathered on every process
+    with one_writer() as writer:
+        if writer:
+            pipeline = teacher.write_student(out / "pipeline", student, stream)
+            print(f"wrote {pipeline} (sana-jax stream PROMPT --model {pipeline})")
     return 0

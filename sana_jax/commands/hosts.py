@@ -49,3 +49,11 @@ def one_writer():
 
     yield multihost.is_writer()
     multihost.written()
+
+
+def say(*args, **kwargs) -> None:
+    """``print`` in process 0 only (every process of a multi-process run would print the same line)."""
+    from sana_jax.parallel.multihost import is_writer
+
+    if is_writer():
+        print(*args, **kwargs)

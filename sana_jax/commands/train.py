@@ -11,6 +11,7 @@ from pathlib import Path
 
 from sana_jax.demo.shapes import BACKGROUNDS, PATHS
 from sana_jax.training.config import COMPUTE_DTYPES, LR_SCHEDULES, TIMESTEP_SAMPLING
+from sana_jax.commands.hosts import add_args as add_mesh_args, mesh_from_args, one_writer, say
 from sana_jax.commands.options import DECAY, FRACTION, POSITIVE, POSITIVE_NUMBER, SEED, integer, number, regex
 
 
@@ -43,10 +44,10 @@ def _optimisation_args(p) -> None:
     g.add_argument("--seed", type=SEED, default=0, help="noise, timesteps and data order are functions of it")
     g.add_argument("--save-every", type=POSITIVE, default=500, help="checkpoint interval in steps")
     g.add_argument("--keep", type=POSITIVE, default=3, help="checkpoints kept")
-    g.add_argument("--mesh", default=None,
-                   help="device mesh, e.g. data=8 or data=2,fsdp=4: batch over data/fsdp, weights and optimiser "
-                        "state sharded over fsdp")
     g.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    add_mesh_args(p, "device mesh over every process's devices, e.g. data=8 or data=2,fsdp=4: batch over data/fsdp, "
+                     "weights and optimiser state sharded over fsdp; with several hosts --out must be on a file "
+                     "system they share (every process writes its part of the checkpoints there)")
 
 
 def add_parser(sub) -> None:
@@ -130,6 +131,9 @@ def add_parser(sub) -> None:
                            "from scratch: continue a run, e.g. on other --paths")
     demo.add_argument("--overwrite", action="store_true", help="replace --out")
     demo.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    add_mesh_args(demo, "train the DiT on this device mesh, e.g. data=8 (batch over data/fsdp, weights sharded over "
+                        "fsdp); with several processes each renders the clips and trains the small VAE itself, the "
+                        "cache is encoded spread over them, and process 0 writes and scores --out")
     demo.set_defaults(run=run_demo)
 
     from sana_jax.commands.distill import add_parser as add_distill
@@ -164,20 +168,15 @@ def _train(args, model, dataset) -> tuple[object, Path]:
     from sana_jax.training import Trainer
     from sana_jax.training.trainer import describe
 
-    mesh = None
-    if args.mesh:
-        from sana_jax.parallel import make_mesh
-
-        mesh = make_mesh(args.mesh)
-    trainer = Trainer(model, _train_config(args, args.steps), mesh=mesh)
+    trainer = Trainer(model, _train_config(args, args.steps), mesh=mesh_from_args(args))
     counts = describe(trainer)
-    print(f"training {counts['trainable'] / 1e6:,.2f} M of {counts['parameters'] / 1e6:,.2f} M parameters "
-          f"({counts['trainable_tensors']} of {counts['tensors']} tensors) on {dataset.size} clips")
+    say(f"training {counts['trainable'] / 1e6:,.2f} M of {counts['parameters'] / 1e6:,.2f} M parameters "
+        f"({counts['trainable_tensors']} of {counts['tensors']} tensors) on {dataset.size} clips")
     start = time.perf_counter()
     state = trainer.fit(dataset, args.steps, run_dir=args.out, save_every=args.save_every, keep=args.keep,
                         progress=not args.quiet)
-    print(f"trained to step {int(state['step'])} in {time.perf_counter() - start:.0f} s")
-    return trainer.model_from(state, ema=True), Path(args.out)
+    say(f"trained to step {int(state['step'])} in {time.perf_counter() - start:.0f} s")
+    return trainer.model_from(state, ema=True), Path(args.out)  # gathered on every process
 
 
 def run_finetune(args: argparse.Namespace) -> int:
@@ -190,7 +189,9 @@ def run_finetune(args: argparse.Namespace) -> int:
     model = converters.load(args.model)
     _check_cache(dataset, model, args.data)
     final, out = _train(args, model, dataset)
-    print(f"wrote {converters.export_safetensors(final, out / 'transformer')} (diffusers layout)")
+    with one_writer() as writer:
+        if writer:
+            print(f"wrote {converters.export_safetensors(final, out / 'transformer')} (diffusers layout)")
     return 0
 
 
@@ -215,7 +216,7 @@ def run_adapt(args: argparse.Namespace) -> int:
     patch = None if args.patch_size is None else (1, args.patch_size, args.patch_size)
     model = adapt_transformer(converters.load(source.component("transformer")), channels=channels,
                               patch_size=patch, seed=args.seed)
-    print(f"re-initialised {', '.join(REINITIALISED)} for {channels} channels, patch {model.config.patch_size}")
+    say(f"re-initialised {', '.join(REINITIALISED)} for {channels} channels, patch {model.config.patch_size}")
     _check_cache(dataset, model, args.data)
     final, out = _train(args, model, dataset)
     index = dict(source.index)
@@ -224,8 +225,10 @@ def run_adapt(args: argparse.Namespace) -> int:
     index["vae"] = ["diffusers" if vae_class.startswith("Autoencoder") else "sana_jax", vae_class]
     links = {"text_encoder": source.component("text_encoder"), "tokenizer": source.component("tokenizer"),
              "scheduler": source.component("scheduler"), "vae": vae_root}
-    pipeline = write_pipeline(out / "pipeline", index, final, links)
-    print(f"wrote {pipeline} (sana-jax generate --model {pipeline})")
+    with one_writer() as writer:
+        if writer:
+            pipeline = write_pipeline(out / "pipeline", index, final, links)
+            print(f"wrote {pipeline} (sana-jax generate --model {pipeline})")
     return 0
 
 
@@ -246,6 +249,7 @@ def run_demo(args: argparse.Namespace) -> int:
         overrides["noise_scale"] = args.noise_scale or None
     if args.unnamed_background is not None:
         overrides["unnamed_background"] = None if args.unnamed_background == "any" else args.unnamed_background
-    record = make_default_model(args.out, progress=not args.quiet, overwrite=args.overwrite, **overrides)
-    print(f"times (s): {json.dumps({k: round(v) for k, v in record['times'].items()})}")
+    record = make_default_model(args.out, progress=not args.quiet, overwrite=args.overwrite,
+                                mesh=mesh_from_args(args), **overrides)
+    say(f"times (s): {json.dumps({k: round(v) for k, v in record['times'].items()})}")
     return 0

@@ -181,21 +181,32 @@ def untrained_pipeline(work: Path, vae, frames: np.ndarray, captions: list[str],
                        start: tuple | None = None):
     """The recipe's starting point: a pipeline folder under ``work`` with the DiT and text encoder ``start``
     (default: :func:`starting_models` of ``seed``) beside ``vae``, and the latent/text cache of the clips.
-    Returns ``(pipe, dataset)``."""
+    Returns ``(pipe, dataset)``. Several processes: process 0 writes the folder, every process reads it, and the
+    clips' batches are encoded spread over the processes (:func:`sana_jax.training.build_cache`)."""
+    from sana_jax.commands.hosts import one_writer
     from sana_jax.pipelines import SanaVideoPipeline
     from sana_jax.training import build_cache
 
     transformer, text_encoder = start if start is not None else starting_models(seed)
-    pipe = SanaVideoPipeline.from_pretrained(write_pipeline_folder(work / "pipeline", transformer, vae, text_encoder))
-    dataset = build_cache(pipe, zip(frames, captions), batch_size=64, progress=progress,
+    with one_writer() as writer:
+        if writer:
+            write_pipeline_folder(work / "pipeline", transformer, vae, text_encoder)
+    pipe = SanaVideoPipeline.from_pretrained(work / "pipeline")
+    dataset = build_cache(pipe, list(zip(frames, captions)), batch_size=64, progress=progress,
                           meta={"source": "sana_jax.demo.shapes", "seed": seed})
     return pipe, dataset
 
 
 def make_default_model(out: str | Path, *, work: str | Path | None = None, progress: bool = True, log=print,
-                       overwrite: bool = False, **overrides) -> dict:
+                       overwrite: bool = False, mesh=None, **overrides) -> dict:
     """Run the whole recipe; ``out`` becomes a pipeline folder like ``sana_jax/default_model``. Returns the record
-    written to ``out/recipe.json``."""
+    written to ``out/recipe.json``. ``mesh``: train the DiT on it (:class:`sana_jax.training.Trainer`).
+
+    Several processes (a mesh over several hosts) all run the recipe: each renders the same clips and trains the
+    same small VAE (a few seconds), the cache's batches are spread over them and the DiT trains on the mesh; process
+    0 alone logs, writes ``out`` and scores it (the others return the record without the score)."""
+    from sana_jax.commands.hosts import one_writer
+    from sana_jax.parallel.multihost import is_writer
     from sana_jax.pipelines import SanaVideoPipeline
     from sana_jax.training import TrainConfig, Trainer
 
@@ -209,6 +220,8 @@ def make_default_model(out: str | Path, *, work: str | Path | None = None, progr
         raise InputError(f"{out} exists; choose another --out or pass --overwrite")
     work = Path(work) if work is not None else out.with_name(out.name + ".work")
     times, seed = {}, args["seed"]
+    log = log if is_writer() else (lambda *_, **__: None)
+    progress = progress and is_writer()
     # built first so that a bad setting (an EMA decay of 1.5, a negative fraction) is refused before any work
     config = TrainConfig(learning_rate=args["learning_rate"], warmup_steps=min(100, args["dit_steps"] // 10),
                          lr_schedule="cosine", timestep_sampling=args["timestep_sampling"],
@@ -237,22 +250,24 @@ def make_default_model(out: str | Path, *, work: str | Path | None = None, progr
     times["cache_s"] = time.perf_counter() - start
     log(f"cached {dataset.size} clips, {len(dataset.captions)} distinct captions in {times['cache_s']:.0f} s")
 
-    trainer = Trainer(pipe.transformer, config)
+    trainer = Trainer(pipe.transformer, config, mesh=mesh)
     start = time.perf_counter()
     state = trainer.fit(dataset, args["dit_steps"], run_dir=work / "run", save_every=250, log_every=50,
                         progress=progress, on_metrics=lambda s, m: log(f"dit step {s}: loss {m['loss']:.4f}")
                         if s % 250 == 0 else None)
     times["dit_s"] = time.perf_counter() - start
 
-    final = trainer.model_from(state, ema=True)
-    with atomic_directory(out, overwrite=overwrite, error=InputError) as tmp:
-        write_pipeline_folder(tmp, final, pipe.vae, pipe.text_encoder)
-        start = time.perf_counter()
-        quality = evaluate(SanaVideoPipeline.from_pretrained(tmp), shapes.held_out_prompts(), seed=seed,
-                           wrap=args["paths"] == "wrap")
-        times["evaluate_s"] = time.perf_counter() - start
-        record = {"settings": args, "times": times, "quality_on_held_out": quality,
-                  "device": jax.devices()[0].device_kind, "jax": jax.__version__}
-        (tmp / "recipe.json").write_text(json.dumps(record, indent=2))
-    log(f"wrote {out}: held-out colour+direction score {quality['score']:.0%}")
+    final = trainer.model_from(state, ema=True)  # gathered on every process
+    record = {"settings": args, "times": times}
+    with one_writer() as writer:
+        if writer:
+            with atomic_directory(out, overwrite=overwrite, error=InputError) as tmp:
+                write_pipeline_folder(tmp, final, pipe.vae, pipe.text_encoder)
+                start = time.perf_counter()
+                quality = evaluate(SanaVideoPipeline.from_pretrained(tmp), shapes.held_out_prompts(), seed=seed,
+                                   wrap=args["paths"] == "wrap")
+                times["evaluate_s"] = time.perf_counter() - start
+                record.update(quality_on_held_out=quality, device=jax.devices()[0].device_kind, jax=jax.__version__)
+                (tmp / "recipe.json").write_text(json.dumps(record, indent=2))
+            log(f"wrote {out}: held-out colour+direction score {quality['score']:.0%}")
     return record

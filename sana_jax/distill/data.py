@@ -34,10 +34,15 @@ def teacher_model_fn(graphdef):
 
 def make_ode_pairs(teacher, text, mask, null_text, null_mask, *, count: int, latent_shape: tuple[int, ...],
                    student_sigmas, guidance_scale: float, substeps: int, seed: int = 0, captions=(),
-                   batch_size: int = 1, progress: bool = True) -> LatentDataset:
+                   batch_size: int = 1, progress: bool = True, mesh=None) -> LatentDataset:
     """``count`` teacher trajectories, pair i from prompt i mod U (``text`` (U, L, D), ``mask`` (U, L)) and the
-    noise of ``fold_in(key(seed), i)``; ``latent_shape`` = (T, H, W, C). Returns the dataset (in memory)."""
+    noise of ``fold_in(key(seed), i)``; ``latent_shape`` = (T, H, W, C). Returns the dataset (in memory). The
+    batches go round-robin to ``mesh``'s devices, else to one device per process, and every process ends with all
+    pairs (:func:`sana_jax.training.data.batches_over_devices`)."""
     from flax import nnx
+
+    from sana_jax.parallel.multihost import is_writer
+    from sana_jax.training.data import batches_over_devices, spread_devices
 
     text, mask = np.asarray(text, np.float32), np.asarray(mask, np.int32)
     if text.ndim != 3 or mask.shape != text.shape[:2]:
@@ -45,28 +50,31 @@ def make_ode_pairs(teacher, text, mask, null_text, null_mask, *, count: int, lat
     if count < 0:
         raise InputError(f"the number of ODE pairs must be >= 0, got {count}")
     n = len(student_sigmas)
-    trajectories = np.zeros((count, n + 1, *latent_shape), np.float32)
     graphdef, params = nnx.split(teacher)
     model_fn = teacher_model_fn(graphdef)
     key = jax.random.key(seed)
-    bar = progress_bar(progress and count > 0, count, "ODE pairs", unit="pair")
+    bar = progress_bar(progress and count > 0 and is_writer(), count, "ODE pairs", unit="pair")
+
+    def trajectories_of(start: int, stop: int):
+        ids = np.arange(start, stop)
+        prompt = ids % len(text)
+        noise = jnp.stack([jax.random.normal(jax.random.fold_in(key, int(i)), latent_shape) for i in ids])
+        cond = {"text": jnp.asarray(text[prompt]), "mask": jnp.asarray(mask[prompt])}
+        b = len(ids)
+        uncond = {"text": jnp.broadcast_to(jnp.asarray(null_text, jnp.float32), (b, *text.shape[1:])),
+                  "mask": jnp.broadcast_to(jnp.asarray(null_mask, jnp.int32), (b, text.shape[1]))}
+        out = teacher_trajectory(model_fn, params, noise, student_sigmas, cond=cond, uncond=uncond,
+                                 guidance_scale=guidance_scale, substeps=substeps)
+        bar.update(b)
+        return out
+
     try:
-        for start in range(0, count, batch_size):
-            ids = np.arange(start, min(start + batch_size, count))
-            prompt = ids % len(text)
-            noise = jnp.stack([jax.random.normal(jax.random.fold_in(key, int(i)), latent_shape) for i in ids])
-            cond = {"text": jnp.asarray(text[prompt]), "mask": jnp.asarray(mask[prompt])}
-            b = len(ids)
-            uncond = {"text": jnp.broadcast_to(jnp.asarray(null_text, jnp.float32), (b, *text.shape[1:])),
-                      "mask": jnp.broadcast_to(jnp.asarray(null_mask, jnp.int32), (b, text.shape[1]))}
-            trajectories[ids] = np.asarray(teacher_trajectory(
-                model_fn, params, noise, student_sigmas, cond=cond, uncond=uncond, guidance_scale=guidance_scale,
-                substeps=substeps))
-            bar.update(b)
+        trajectories = (batches_over_devices(count, batch_size, trajectories_of, spread_devices(mesh)) if count
+                        else np.zeros((0, n + 1, *latent_shape), np.float32))
     finally:
         bar.close()
-    return LatentDataset(trajectories, text, mask, np.arange(count) % len(text), np.asarray(null_text, np.float32),
-                         np.asarray(null_mask, np.int32), captions=captions,
+    return LatentDataset(np.asarray(trajectories, np.float32), text, mask, np.arange(count) % len(text),
+                         np.asarray(null_text, np.float32), np.asarray(null_mask, np.int32), captions=captions,
                          meta={"kind": "ode_pairs", "guidance_scale": guidance_scale, "substeps": substeps,
                                "student_sigmas": [float(s) for s in student_sigmas], "seed": seed})
 

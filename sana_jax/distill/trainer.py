@@ -29,12 +29,14 @@ from sana_jax.distill.dmd import DMDSettings, critic_loss, distribution_matching
 from sana_jax.distill.families import matching_ops
 from sana_jax.distill.rollout import causal_ode_loss, draw_exits, self_forcing_rollout
 from sana_jax.errors import InputError
+from sana_jax.kernels.dispatch import on_mesh
 from sana_jax.models import sana_video_causal as sc
 from sana_jax.sampling.schedules import Schedule, longsana_schedule
 from sana_jax.training.config import TrainConfig
 from sana_jax.training.flow import model_loss_weight
-from sana_jax.training.params import ParamTree, place_batch, set_compute
-from sana_jax.training.trainer import ema_update, fit, make_optimizer
+from sana_jax.training.params import ParamTree, gathered, place_batch, set_compute, state_shardings
+from sana_jax.training.trainer import (abstract_state, ema_update, fit, make_optimizer, state_placement,
+                                       step_placement)
 
 SHARED = ("null_text", "null_mask")  # batch entries every sample shares (replicated, not split)
 
@@ -78,21 +80,35 @@ class DistillTrainer:
 
         self.tx_student = optimizer(config.learning_rate)
         self.tx_critic = optimizer(config.critic_learning_rate)
-        self._ode = jax.jit(self._ode_step, donate_argnums=(0,))
-        self._dmd = jax.jit(self._dmd_step, donate_argnums=(0,), static_argnums=(3,))
+        # on a mesh: every leaf of the state keeps one sharding (fresh, stepped or restored alike)
+        self.shardings = None if mesh is None else state_shardings(
+            mesh, jax.eval_shape(self._build_state, *self._weights(abstract=True)),
+            {"student": self.student, "student_opt": self.student, "ema": self.student, "critic": self.critic,
+             "critic_opt": self.critic})
+        # on a mesh the linear-attention kernel (GPU) runs sharded (sana_jax.kernels.sharded)
+        steps = step_placement(mesh, self.shardings)
+        self._ode = jax.jit(on_mesh(self._ode_step, mesh), donate_argnums=(0,), **steps)
+        self._dmd = jax.jit(on_mesh(self._dmd_step, mesh), donate_argnums=(0,), static_argnums=(3,), **steps)
 
     # -- state -------------------------------------------------------------------------------------------------
 
-    def init_state(self) -> dict:
-        student = self.student.initial_copy(dtype=jnp.float32)
-        critic = self.critic.initial_copy(dtype=jnp.float32)
+    def _weights(self, abstract: bool = False) -> tuple[dict, dict]:
+        """(student, critic) float32 master copies of their initial weights (placed), or their shapes."""
+        if abstract:
+            return self.student.abstract(dtype=jnp.float32), self.critic.abstract(dtype=jnp.float32)
+        return self.student.initial_copy(dtype=jnp.float32), self.critic.initial_copy(dtype=jnp.float32)
+
+    def _build_state(self, student: dict, critic: dict) -> dict:
         return {"step": jnp.zeros((), jnp.int32), "student": student, "critic": critic,
-                "student_opt": jax.jit(self.tx_student.init)(student),
-                "critic_opt": jax.jit(self.tx_critic.init)(critic),
+                "student_opt": self.tx_student.init(student), "critic_opt": self.tx_critic.init(critic),
                 "ema": jax.tree.map(jnp.copy, student) if self.config.ema_decay else {}}
 
+    def init_state(self) -> dict:
+        return jax.jit(self._build_state, donate_argnums=(0, 1), **state_placement(self.shardings))(*self._weights())
+
     def abstract_state(self) -> dict:
-        return jax.eval_shape(self.init_state)
+        """The state's shapes, dtypes and (on a mesh) shardings: what a checkpoint restores into."""
+        return abstract_state(self._build_state, self._weights(abstract=True), self.shardings)
 
     def run_signature(self, data) -> dict:
         return {"distill": self.config.to_dict(), "teacher": self.teacher.model_config,
@@ -101,7 +117,8 @@ class DistillTrainer:
 
     def model_from(self, state: dict, *, ema: bool = True, dtype="float32") -> nnx.Module:
         """The student with the state's weights (its EMA when kept and ``ema``), computing in ``dtype``."""
-        model = self.student.merge(state["ema"] if (ema and state["ema"]) else state["student"])
+        weights = state["ema"] if (ema and state["ema"]) else state["student"]
+        model = self.student.merge(gathered(weights))  # every process gets every weight
         set_compute(model, dtype, remat=False)
         return model
 

@@ -9,6 +9,9 @@ Resuming takes the newest checkpoint that restores (and holds only finite values
 damaged file, a disk that filled up) is named in a warning and moved to ``unreadable_checkpoints/``; when none
 restores, a one-line :class:`CheckpointError` says why. Reopening a run checks ``run.json`` against the settings
 of the resumed run and names each one that changed.
+
+Several processes (a mesh over several hosts) open the same folder: all of them save and restore through orbax
+(each its own shards), process 0 alone writes ``run.json`` and ``metrics.jsonl`` and moves unreadable checkpoints.
 """
 
 from __future__ import annotations
@@ -19,8 +22,10 @@ from pathlib import Path
 
 import orbax.checkpoint as ocp
 
+from sana_jax.commands.hosts import one_writer
 from sana_jax.config import read_json
 from sana_jax.errors import CheckpointError, ConfigError
+from sana_jax.parallel.multihost import is_writer
 from sana_jax.training.config import TrainConfig
 from sana_jax.validate import all_finite
 
@@ -43,10 +48,11 @@ class RunDirectory:
             if isinstance(previous.get("train"), dict):  # settings added since the run began count as their default
                 previous["train"] = {**_as_json(TrainConfig().to_dict()), **previous["train"]}
             check_same_run(self.path, previous, signature)
-        else:
-            tmp = run_file.with_suffix(".json.tmp")
-            tmp.write_text(json.dumps(signature, indent=2, sort_keys=True))
-            tmp.replace(run_file)
+        with one_writer() as writer:  # every process has the same signature: process 0 writes it
+            if writer and not run_file.exists():
+                tmp = run_file.with_suffix(".json.tmp")
+                tmp.write_text(json.dumps(signature, indent=2, sort_keys=True))
+                tmp.replace(run_file)
         options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, enable_async_checkpointing=True)
         self.manager = ocp.CheckpointManager(self.path / "checkpoints", options=options)
 
@@ -85,7 +91,14 @@ class RunDirectory:
         return state
 
     def _set_aside(self, failed: list[tuple[int, str]], restored: int) -> None:
-        """Move the checkpoints that did not restore out of orbax's folder (it would not save those steps again)."""
+        """Move the checkpoints that did not restore out of orbax's folder (it would not save those steps again);
+        process 0 moves them and warns, the others wait for it."""
+        with one_writer() as writer:
+            if writer:
+                self._move_aside(failed, restored)
+        self.manager.reload()
+
+    def _move_aside(self, failed: list[tuple[int, str]], restored: int) -> None:
         aside = self.path / UNREADABLE
         aside.mkdir(exist_ok=True)
         for step, reason in failed:
@@ -97,19 +110,21 @@ class RunDirectory:
             if source.exists():
                 source.rename(target)
             warnings.warn(f"{self.path}: checkpoint step {step} does not restore ({reason}); resuming from step "
-                          f"{restored} (step {step} moved to {target})", stacklevel=3)
-        self.manager.reload()
+                          f"{restored} (step {step} moved to {target})", stacklevel=4)
 
     def save(self, step: int, state: dict) -> None:
         self.manager.save(step, args=ocp.args.StandardSave(state))
 
     def log(self, step: int, metrics: dict) -> None:
+        """Append a line to ``metrics.jsonl`` (process 0; every process has the same metrics)."""
+        if not is_writer():
+            return
         with open(self.path / METRICS_FILE, "a") as f:
             f.write(json.dumps({"step": step, **metrics}) + "\n")
 
     def _truncate_metrics(self, step: int) -> None:
         path = self.path / METRICS_FILE
-        if not path.exists():
+        if not is_writer() or not path.exists():
             return
         lines = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= step]
         path.write_text("".join(ln + "\n" for ln in lines))

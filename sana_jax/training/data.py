@@ -19,9 +19,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 from sana_jax.config import read_json
@@ -147,41 +149,103 @@ def fit_frames(frames: np.ndarray, num_frames: int, height: int, width: int, whe
     return np.stack(out)
 
 
+def spread_devices(mesh=None) -> list:
+    """The devices :func:`batches_over_devices` spreads work over: ``mesh``'s (over every process), else the first
+    device of each process (one device in a one-process run)."""
+    if mesh is not None:
+        return list(mesh.devices.flat)
+    first = {}
+    for device in sorted(jax.devices(), key=lambda d: d.id):
+        first.setdefault(device.process_index, device)
+    return [first[p] for p in sorted(first)]
+
+
+def batches_over_devices(count: int, batch_size: int, compute: Callable[[int, int], object],
+                         devices: Sequence | None = None) -> np.ndarray:
+    """``compute(start, stop)`` (``stop − start`` rows) for every batch ``[start, start + batch_size)`` of ``count``
+    items, concatenated as one NumPy array. Batch k runs on ``devices[k mod D]`` (default: one per process,
+    :func:`spread_devices`) — by the process that owns that device, as that device's default — and in a
+    multi-process run the rows are then gathered on every process (``multihost_utils.process_allgather``; every
+    process must call this). Each batch is the one a single device computes, so are its numbers. ``compute`` runs
+    no collectives; it may return a JAX array (the batches of a process's devices are dispatched before any is
+    read back)."""
+    from sana_jax.parallel import multihost
+
+    starts = list(range(0, count, batch_size))
+    if not starts:
+        raise InputError("nothing to compute (no items)")
+    devices = spread_devices() if devices is None else list(devices)
+    me = jax.process_index()
+    mine = [k for k in range(len(starts)) if devices[k % len(devices)].process_index == me]
+    results: dict[int, np.ndarray] = {}
+    local = max(1, sum(d.process_index == me for d in devices))
+    for first in range(0, len(mine), local):  # one batch per local device at a time, read back together
+        pending = {}
+        for k in mine[first:first + local]:
+            with jax.default_device(devices[k % len(devices)]):
+                pending[k] = compute(starts[k], min(starts[k] + batch_size, count))
+        results.update({k: np.asarray(v) for k, v in pending.items()})
+    if not multihost.is_initialized() or jax.process_count() == 1:
+        return np.concatenate([results[k] for k in range(len(starts))])
+    from jax.experimental import multihost_utils
+
+    # every process sends the same shape: its rows, padded to the most any process holds
+    owner = [devices[k % len(devices)].process_index for k in range(len(starts))]
+    rows = max(sum(min(batch_size, count - starts[k]) for k in range(len(starts)) if owner[k] == p)
+               for p in set(owner) | {me})
+    like = results[mine[0]] if mine else np.asarray(compute(0, min(batch_size, count)))  # the rows' shape
+    packed, offset = np.zeros((rows, *like.shape[1:]), like.dtype), 0
+    for k in mine:
+        packed[offset:offset + len(results[k])] = results[k]
+        offset += len(results[k])
+    gathered = np.asarray(multihost_utils.process_allgather(packed))  # (processes, rows, ...)
+    out, offsets = np.empty((count, *like.shape[1:]), like.dtype), {}
+    for k, a in enumerate(starts):
+        b, at = min(a + batch_size, count), offsets.get(owner[k], 0)
+        out[a:b] = gathered[owner[k], at:at + b - a]
+        offsets[owner[k]] = at + b - a
+    return out
+
+
 def build_cache(pipeline, clips: Iterable[tuple[np.ndarray, str]], *, batch_size: int = 4,
-                meta: dict | None = None, progress: bool = False) -> LatentDataset:
+                meta: dict | None = None, progress: bool = False, mesh=None) -> LatentDataset:
     """Encode ``(uint8 frames (T, H, W, 3), caption)`` clips with the pipeline's VAE and text encoder.
 
     ``pipeline`` provides ``encode_video(float frames (B, T, H, W, 3) in [-1, 1]) -> normalised latents`` and
     ``encode_prompt(prompts, negatives)`` (a :class:`sana_jax.pipelines.SanaVideoPipeline`). Captions are encoded
-    once each.
+    once each. The batches of clips go round-robin to ``mesh``'s devices, else to one device per process
+    (:func:`batches_over_devices`); every process ends with the whole cache.
     """
-    latents, captions, index, pending = [], [], [], []
-    position: dict[str, int] = {}
+    clips = clips if isinstance(clips, Sequence) else list(clips)
+    return encode_clips(pipeline, [caption for _, caption in clips], lambda i: clips[i][0], batch_size=batch_size,
+                        meta=meta, progress=progress, mesh=mesh)
 
-    def flush():
-        x = np.stack([f for f, _ in pending]).astype(np.float32) / 127.5 - 1.0
-        latents.append(np.asarray(pipeline.encode_video(x), np.float32))
-        pending.clear()
 
-    bar = progress_bar(progress, len(clips) if hasattr(clips, "__len__") else None, "encoding videos", unit="clip")
-    for frames, caption in clips:
-        if caption not in position:
-            position[caption] = len(captions)
-            captions.append(caption)
-        index.append(position[caption])
-        pending.append((np.asarray(frames), caption))
-        if len(pending) == batch_size:
-            flush()
-        bar.update()
-    if pending:
-        flush()
-    bar.close()
-    if not index:
+def encode_clips(pipeline, captions: Sequence[str], frames: Callable[[int], np.ndarray], *, batch_size: int = 4,
+                 meta: dict | None = None, progress: bool = False, mesh=None) -> LatentDataset:
+    """:func:`build_cache` of clip ``i``'s uint8 frames ``frames(i)`` (read only by the process that encodes it)
+    captioned ``captions[i]``."""
+    if not captions:
         raise InputError("no clips to cache")
-    text, mask, null_text, null_mask = encode_captions(pipeline, captions)
+    from sana_jax.parallel.multihost import is_writer
+
+    bar = progress_bar(progress and is_writer(), len(captions), "encoding videos", unit="clip")
+
+    def encode(start: int, stop: int) -> np.ndarray:
+        x = np.stack([np.asarray(frames(i)) for i in range(start, stop)]).astype(np.float32) / 127.5 - 1.0
+        bar.update(stop - start)
+        return pipeline.encode_video(x).astype(jnp.float32)
+
+    try:
+        latents = batches_over_devices(len(captions), batch_size, encode, spread_devices(mesh))
+    finally:
+        bar.close()
+    distinct = list(dict.fromkeys(captions))
+    position = {caption: i for i, caption in enumerate(distinct)}
+    text, mask, null_text, null_mask = encode_captions(pipeline, distinct)
     meta = {"vae": type(pipeline.vae).__name__, **(meta or {})}
-    return LatentDataset(np.concatenate(latents), text, mask, np.asarray(index, np.int32), null_text, null_mask,
-                         captions=captions, meta=meta)
+    return LatentDataset(latents, text, mask, np.asarray([position[c] for c in captions], np.int32), null_text,
+                         null_mask, captions=distinct, meta=meta)
 
 
 def encode_captions(pipeline, captions: Sequence[str]) -> tuple[np.ndarray, ...]:
@@ -198,21 +262,28 @@ def encode_captions(pipeline, captions: Sequence[str]) -> tuple[np.ndarray, ...]
 
 
 def cache_video_folder(pipeline, folder, out, *, num_frames: int, height: int, width: int, batch_size: int = 4,
-                       progress: bool = True, overwrite: bool = False) -> LatentDataset:
-    """``sana-jax cache``: read, fit and encode every captioned video of ``folder`` and save the cache at ``out``."""
+                       progress: bool = True, overwrite: bool = False, mesh=None) -> LatentDataset:
+    """``sana-jax cache``: read, fit and encode every captioned video of ``folder`` and save the cache at ``out``.
+    Several processes share the work (:func:`encode_clips`: each reads only the videos it encodes); process 0 writes
+    the cache, the others wait for it."""
     from sana_jax.io.video import read_video
 
     items = captioned_videos(folder)
 
-    def clips():
-        for path, caption in items:
-            try:
-                frames = read_video(path)
-            except Exception as e:  # imageio/ffmpeg raise assorted errors
-                raise InputError(f"{path}: cannot read the video ({e})") from e
-            yield fit_frames(frames, num_frames, height, width, str(path)), caption
+    def clip(i: int) -> np.ndarray:
+        path = items[i][0]
+        try:
+            frames = read_video(path)
+        except Exception as e:  # imageio/ffmpeg raise assorted errors
+            raise InputError(f"{path}: cannot read the video ({e})") from e
+        return fit_frames(frames, num_frames, height, width, str(path))
 
     meta = {"source": str(Path(folder).absolute()), "num_frames": num_frames, "height": height, "width": width}
-    dataset = build_cache(pipeline, clips(), batch_size=batch_size, meta=meta, progress=progress)
-    dataset.save(out, overwrite=overwrite)
+    dataset = encode_clips(pipeline, [caption for _, caption in items], clip, batch_size=batch_size, meta=meta,
+                           progress=progress, mesh=mesh)
+    from sana_jax.commands.hosts import one_writer
+
+    with one_writer() as writer:  # process 0 writes the cache (all of it: the batches were gathered)
+        if writer:
+            dataset.save(out, overwrite=overwrite)
     return dataset

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 
@@ -53,14 +54,20 @@ class ParamTree:
         return {n: s.get_value() for n, s in zip(self.names, shardings)}
 
     def place(self, name: str, value) -> jax.Array:
-        value = jnp.asarray(value)
-        return value if self.shardings is None else jax.device_put(value, self.shardings[name])
+        return jnp.asarray(value) if self.shardings is None else to_global(value, self.shardings[name])
 
     def initial_copy(self, names=None, dtype=None) -> dict:
         """Fresh, placed copies of the initial values of ``names`` (default all), cast to ``dtype`` if given
         (copies: train steps donate their state, and the initial values must survive)."""
         names = self.names if names is None else names
         return {n: self.place(n, jnp.array(self.initial[n], dtype, copy=True)) for n in names}
+
+    def abstract(self, names=None, dtype=None) -> dict:
+        """``jax.ShapeDtypeStruct`` s of the initial values of ``names`` (default all), as :meth:`initial_copy`
+        gives them (without their shardings)."""
+        names = self.names if names is None else names
+        return {n: jax.ShapeDtypeStruct(jnp.shape(self.initial[n]), jnp.dtype(dtype or self.initial[n].dtype))
+                for n in names}
 
     def merge(self, *weights: dict) -> nnx.Module:
         """The model with each parameter taken from the first of ``weights`` that names it."""
@@ -78,14 +85,54 @@ class ParamTree:
         return sum(int(jnp.size(self.initial[n])) for n in names)
 
 
+def to_global(value, sharding) -> jax.Array:
+    """``value`` (the same on every process) placed with ``sharding``. On a mesh spanning several processes each
+    process builds its own shards from its copy (``jax.make_array_from_callback``): no transfer between hosts, and
+    none of the cross-process equality check that ``jax.device_put`` makes of a host value."""
+    if sharding.is_fully_addressable:
+        return jax.device_put(jnp.asarray(value), sharding)
+    host = np.asarray(value)
+    return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+
+
+def state_shardings(mesh, abstract_state: dict, trees: dict) -> dict:
+    """The sharding of every leaf of a training state: a leaf under the top-level key ``k`` whose path ends in a
+    parameter name of ``trees[k]`` (the weights, their EMA, the optimiser's moments) takes that parameter's
+    sharding; every other leaf (the step, optimiser counts) is replicated. Placing a state this way and keeping it
+    so (``jax.jit(..., out_shardings=...)``) makes a restored or stepped state look exactly like a fresh one, so the
+    train step compiles once."""
+    from jax.sharding import NamedSharding, PartitionSpec
+
+    replicated = NamedSharding(mesh, PartitionSpec())
+
+    def one(path, leaf):
+        tree = trees.get(getattr(path[0], "key", None))
+        name = getattr(path[-1], "key", None)
+        if tree is not None and tree.shardings is not None and name in tree.shardings \
+                and tuple(leaf.shape) == tuple(jnp.shape(tree.initial[name])):
+            return tree.shardings[name]
+        return replicated
+
+    return jax.tree_util.tree_map_with_path(one, abstract_state)
+
+
 def place_batch(mesh, batch: dict, *, replicated=()) -> dict:
-    """A batch of host arrays on ``mesh`` (None: the default device): the leading axis split over the ``data``
-    and ``fsdp`` axes, the entries named in ``replicated`` (shared by every sample) on every device."""
+    """A batch of host arrays (the same on every process) on ``mesh`` (None: the default device): the leading axis
+    split over the ``data`` and ``fsdp`` axes, the entries named in ``replicated`` (shared by every sample) on every
+    device."""
     if mesh is None:
         return {k: jnp.asarray(v) for k, v in batch.items()}
     from jax.sharding import NamedSharding, PartitionSpec
 
     axes = tuple(a for a in ("data", "fsdp") if a in mesh.shape and mesh.shape[a] > 1) or None
-    return {k: jax.device_put(jnp.asarray(v), NamedSharding(mesh, PartitionSpec() if k in replicated
-                                                             else PartitionSpec(axes)))
+    return {k: to_global(v, NamedSharding(mesh, PartitionSpec() if k in replicated else PartitionSpec(axes)))
             for k, v in batch.items()}
+
+
+def gathered(weights: dict) -> dict:
+    """Named arrays as arrays of this process's default device, gathered first where they span several processes
+    (:func:`sana_jax.parallel.multihost.to_host`; every process must call this): what an export writes."""
+    from sana_jax.parallel.multihost import to_host
+
+    return {n: v if not isinstance(v, jax.Array) or v.is_fully_addressable else jnp.asarray(to_host(v))
+            for n, v in weights.items()}

@@ -24,12 +24,14 @@ import optax
 from flax import nnx
 
 from sana_jax.errors import ConfigError, InputError
+from sana_jax.kernels.dispatch import on_mesh
+from sana_jax.parallel.multihost import is_writer
 from sana_jax.progress import progress_bar
 from sana_jax.training.checkpoints import RunDirectory
 from sana_jax.training.config import TrainConfig
 from sana_jax.training.flow import flow_matching_loss, model_loss_weight
 from sana_jax.training.guard import DivergenceGuard
-from sana_jax.training.params import ParamTree, place_batch, set_compute
+from sana_jax.training.params import ParamTree, gathered, place_batch, set_compute, state_shardings
 
 
 def learning_rate_schedule(cfg: TrainConfig) -> optax.Schedule:
@@ -68,22 +70,34 @@ class Trainer:
                               f"{self.names[0]!r})")
         self.tx = make_optimizer(config)
         self.schedule = learning_rate_schedule(config)
-        self._step = jax.jit(self._train_step, donate_argnums=(0,))
+        self.frozen_names = [n for n in self.names if n not in set(self.trainable)]
+        # on a mesh: every leaf of the state keeps one sharding (fresh, stepped or restored alike)
+        self.shardings = None if mesh is None else state_shardings(
+            mesh, jax.eval_shape(self._build_state, *self._weights(abstract=True)),
+            dict.fromkeys(("params", "frozen", "opt_state", "ema"), self.tree))
+        # on a mesh the linear-attention kernel (GPU) runs sharded (sana_jax.kernels.sharded)
+        self._step = jax.jit(on_mesh(self._train_step, mesh), donate_argnums=(0,),
+                             **step_placement(mesh, self.shardings))
 
     # -- state -------------------------------------------------------------------------------------------------
 
+    def _weights(self, abstract: bool = False) -> tuple[dict, dict]:
+        """(trainable weights as float32 master copies, the rest as given): placed copies, or their shapes."""
+        make = self.tree.abstract if abstract else self.tree.initial_copy
+        return make(self.trainable, jnp.float32), make(self.frozen_names)
+
+    def _build_state(self, params: dict, frozen: dict) -> dict:
+        ema = jax.tree.map(jnp.copy, params) if self.config.ema_decay else {}
+        return {"step": jnp.zeros((), jnp.int32), "params": params, "frozen": frozen,
+                "opt_state": self.tx.init(params), "ema": ema}
+
     def init_state(self) -> dict:
         """Step 0: trainable weights as float32 master copies, the rest as given, fresh optimiser and EMA."""
-        trainable = set(self.trainable)
-        params = self.tree.initial_copy(self.trainable, jnp.float32)
-        frozen = self.tree.initial_copy([n for n in self.names if n not in trainable])
-        opt_state = jax.jit(self.tx.init)(params)
-        ema = jax.tree.map(jnp.copy, params) if self.config.ema_decay else {}
-        return {"step": jnp.zeros((), jnp.int32), "params": params, "frozen": frozen, "opt_state": opt_state,
-                "ema": ema}
+        return jax.jit(self._build_state, donate_argnums=(0, 1), **state_placement(self.shardings))(*self._weights())
 
     def abstract_state(self) -> dict:
-        return jax.eval_shape(self.init_state)
+        """The state's shapes, dtypes and (on a mesh) shardings: what a checkpoint restores into."""
+        return abstract_state(self._build_state, self._weights(abstract=True), self.shardings)
 
     def run_signature(self, dataset) -> dict:
         """What must not change between a run and its resumption (``run.json``). ``total_steps`` counts only for
@@ -101,7 +115,7 @@ class Trainer:
     def model_from(self, state: dict, *, ema: bool = True, dtype="float32") -> nnx.Module:
         """The model with the state's weights (the EMA weights when kept and ``ema``), computing in ``dtype``."""
         weights = state["ema"] if (ema and state["ema"]) else state["params"]
-        model = self.tree.merge(weights, state["frozen"])
+        model = self.tree.merge(gathered(weights), gathered(state["frozen"]))  # every process gets every weight
         set_compute(model, dtype, remat=False)
         return model
 
@@ -141,6 +155,31 @@ class Trainer:
         return fit(self, dataset, steps, **options)
 
 
+def state_placement(shardings) -> dict:
+    """``jax.jit`` options that put a built state on ``shardings`` (none without a mesh)."""
+    return {} if shardings is None else {"out_shardings": shardings}
+
+
+def step_placement(mesh, shardings) -> dict:
+    """``jax.jit`` options for a step ``(state, batch…) -> (state, metrics)``: the state keeps ``shardings``, the
+    metrics are replicated (every process reads them)."""
+    if mesh is None:
+        return {}
+    from jax.sharding import NamedSharding, PartitionSpec
+
+    return {"out_shardings": (shardings, NamedSharding(mesh, PartitionSpec()))}
+
+
+def abstract_state(build, weights: tuple, shardings) -> dict:
+    """``jax.eval_shape`` of ``build(*weights)`` with each leaf's sharding (on a mesh): orbax restores a checkpoint
+    onto them, each process reading its own shards."""
+    shapes = jax.eval_shape(build, *weights)
+    if shardings is None:
+        return shapes
+    return jax.tree.map(lambda s, sharding: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), shapes,
+                        shardings)
+
+
 def ema_update(ema: dict, params: dict, decay: float | None) -> dict:
     """``decay·ema + (1 − decay)·params`` leaf by leaf (``ema`` unchanged, e.g. empty, when ``decay`` is None)."""
     if not decay:
@@ -163,6 +202,10 @@ def fit(trainer, dataset, steps: int, *, run_dir: str | Path | None = None, save
 
     A NaN or infinite metric (loss, gradient norm) or state ends the run with a NumericsError naming the step and
     its stage (:mod:`sana_jax.training.guard`); nothing non-finite is saved or returned.
+
+    Several processes (a mesh over several hosts) all run this loop: each builds the same batch of a step and keeps
+    its shards of it; only process 0 shows progress and writes ``run.json`` and ``metrics.jsonl``, while orbax has
+    every process write its shards of each checkpoint (``run_dir`` on a file system they all reach).
     """
     if steps < 1:
         raise InputError(f"steps must be ≥ 1, got {steps}")
@@ -180,7 +223,7 @@ def fit(trainer, dataset, steps: int, *, run_dir: str | Path | None = None, save
             raise InputError(f"steps {steps} is below step {start}, where {where} already is: give steps ≥ "
                              f"{start} to continue it")
         guard = DivergenceGuard(trainer.phase, lambda: _kept(run))
-        bar = progress_bar(progress, steps, "training", unit="step", initial=start)
+        bar = progress_bar(progress and is_writer(), steps, "training", unit="step", initial=start)
         for step in range(start, steps):
             batch = dataset.batch(step, trainer.config.batch_size, seed=trainer.config.seed)
             state, metrics = trainer.step(state, batch, step)  # the host's count: no read-back of state["step"]
