@@ -110,12 +110,11 @@ def open_pt(path: str | os.PathLike, ema: bool = True) -> TorchStateDict:
 
 def open_checkpoint(path: str | os.PathLike) -> Mapping:
     """A lazy ``name -> array`` view of a DC-AE-V checkpoint file (``.pt``/``.pth`` or ``.safetensors``)."""
-    path = Path(path)
-    if path.name.endswith(".safetensors"):
-        from converters.safetensors_io import open_safetensors
+    from converters.quantized import dequantized
+    from converters.safetensors_io import open_safetensors
 
-        return open_safetensors(path)
-    return open_pt(path)
+    path = Path(path)
+    return dequantized(open_safetensors(path) if path.name.endswith(".safetensors") else open_pt(path), str(path))
 
 
 # ---------------------------------------------------------------------------------------------------- family API

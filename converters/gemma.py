@@ -26,6 +26,7 @@ from flax import nnx
 
 from converters import tables
 from converters.nnx_state import abstract_model, flat_params
+from converters.quantized import dequantized
 from converters.safetensors_io import open_safetensors
 from converters.tables import LINEAR, Rename, Rule
 from sana_jax.errors import CheckpointError, ConfigError
@@ -122,8 +123,8 @@ def load_folder(folder: str | Path, *, dtype=None, progress=None) -> Gemma:
     config = GemmaConfig.from_json(folder / "config.json")
     for name in ("model.safetensors.index.json", "model.safetensors"):
         if (folder / name).exists():
-            return load(open_safetensors(folder / name), config, where=str(folder / name), dtype=dtype,
-                        progress=progress)
+            source = dequantized(open_safetensors(folder / name), str(folder / name))
+            return load(source, config, where=str(folder / name), dtype=dtype, progress=progress)
     raise CheckpointError(f"{folder}: no model.safetensors or model.safetensors.index.json")
 
 

@@ -21,6 +21,10 @@ are read (``converters.tables`` "Sharded loading"). An orbax folder is restored 
 
 ``loras=`` fuses LoRA files into the weights while they stream in, and ``video_only=`` builds an LTX-2 transformer
 without its audio stream (families whose ``load`` takes these options: ``converters.ltx2_transformer``).
+
+8-bit checkpoints (fp8 / int8 weights with ``weight_scale`` or ``scale_weight``, ``converters.quantized``) load in
+every family: dequantised to the compute dtype as they stream in, or, with ``weights="fp8"`` / ``"int8"``, every
+Linear kept in 8 bits with a per-output-channel scale (any checkpoint; an orbax folder stores and restores it so).
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ from flax import nnx
 
 from converters import (dcae_v, gemma, ltx2_connectors, ltx2_transformer, ltx2_upsampler, ltx2_vae, patch_vae,
                         sana_video, umt5, wan_transformer, wan_vae)
-from converters import tables
+from converters import quantized, tables
 from converters.hub import resolve
 from converters.nnx_state import flatten, merge
 from converters.safetensors_io import open_safetensors, save_safetensors
@@ -74,12 +78,13 @@ def class_name(config: Mapping) -> str | None:
 
 
 def open_checkpoint(path: Path) -> Mapping:
-    """A lazy ``name -> array`` mapping over a checkpoint file (safetensors, sharded index or torch zip)."""
+    """A lazy ``name -> array`` mapping over a checkpoint file (safetensors, sharded index or torch zip); scaled
+    8-bit weights come out dequantised, their scales hidden (:func:`converters.quantized.dequantized`)."""
     path = Path(path)
     if path.name.endswith(".safetensors") or path.name.endswith(".safetensors.index.json"):
-        return open_safetensors(path)
+        return quantized.dequantized(open_safetensors(path), str(path))
     if path.suffix in TORCH_SUFFIXES:
-        return open_torch_state_dict(path)
+        return quantized.dequantized(open_torch_state_dict(path), str(path))
     raise CheckpointError(f"{path}: unknown checkpoint format (expected .safetensors, .safetensors.index.json, "
                           f"or one of {', '.join(TORCH_SUFFIXES)})")
 
@@ -161,7 +166,7 @@ def _load_options(family, path: Path, loras, video_only) -> dict:
 
 def load(path: str | os.PathLike, *, dtype=None, config=None, component: str | None = None,
          progress: bool = False, mesh=None, rules=None, loras: Sequence[tuple] = (),
-         video_only: bool | None = None, local_files_only: bool = False) -> nnx.Module:
+         video_only: bool | None = None, local_files_only: bool = False, weights: str | None = None) -> nnx.Module:
     """Load a model from ``path`` (see the module docstring) and return the NNX module.
 
     Args:
@@ -177,11 +182,16 @@ def load(path: str | os.PathLike, *, dtype=None, config=None, component: str | N
         (``converters.ltx2_transformer.fuse_lora``).
       video_only: an LTX-2 transformer without its audio stream and a↔v attention (None: the checkpoint's).
       local_files_only: a Hub id is only looked up in the local cache (:func:`converters.hub.resolve`).
+      weights: ``"fp8"`` / ``"int8"``: every Linear kernel stored in 8 bits (``float8_e4m3fn`` / ``int8``) with a
+        float32 per-output-channel scale, quantised as it streams in (an 8-bit weight stored so keeps its file
+        scale and bytes); None: weights in ``dtype`` (8-bit checkpoints dequantised). An orbax folder loads as it
+        was saved.
 
     Raises:
       CheckpointError: unreadable file, missing/unexpected keys, shape mismatches.
       ConfigError: a config of another model, or an invalid one.
     """
+    quantized.check_weights(weights)
     path = resolve(path, local_files_only=local_files_only)
     if not path.exists():
         raise CheckpointError(f"{path}: no such file or folder")
@@ -189,7 +199,7 @@ def load(path: str | os.PathLike, *, dtype=None, config=None, component: str | N
         if checkpoints.is_checkpoint(path):
             if loras or video_only is not None:
                 raise ConfigError(f"{path}: an orbax checkpoint is loaded as saved (no loras= or video_only=)")
-            model = load_orbax(path, dtype=dtype)
+            model = load_orbax(path, dtype=dtype, weights=weights)
             if mesh is not None:
                 from sana_jax.parallel.rules import INFERENCE_RULES, shard_state
 
@@ -200,16 +210,16 @@ def load(path: str | os.PathLike, *, dtype=None, config=None, component: str | N
             if not (path / sub).is_dir():
                 raise CheckpointError(f"{path}: pipeline folder without a {sub}/ subfolder")
             return load(path / sub, dtype=dtype, config=config, progress=progress, mesh=mesh, rules=rules,
-                        loras=loras, video_only=video_only)
+                        loras=loras, video_only=video_only, weights=weights)
         if not (path / "config.json").exists():
             raise CheckpointError(f"{path}: folder has no config.json, model_index.json or {checkpoints.MANIFEST}")
         raw = read_json(path / "config.json")
         family = _family_for_class(class_name(raw), path / "config.json")
         cfg = _as_config(family, config, str(path)) or family.CONFIG.from_diffusers(raw, str(path / "config.json"))
-        weights = weights_file(path)
-        source = open_checkpoint(weights)
+        file = weights_file(path)
+        source = open_checkpoint(file)
     else:
-        weights = path
+        file = path
         source = open_checkpoint(path)
         family = _detect(source, path, component)
         cfg = _as_config(family, config, str(path))
@@ -220,11 +230,12 @@ def load(path: str | os.PathLike, *, dtype=None, config=None, component: str | N
                 cfg = family.CONFIG.from_diffusers(raw, str(sidecar))
         cfg = cfg or family.config_from_checkpoint(source, str(path))
     options = _load_options(family, path, loras, video_only)
-    bar = progress_bar(progress, desc=f"loading {weights.name}", unit="tensor")
-    shardings = None if mesh is None else mesh_shardings(family, cfg, mesh, rules)
+    bar = progress_bar(progress, desc=f"loading {file.name}", unit="tensor")
     try:
-        with tables.sharded_loading(shardings):
-            return family.load(source, cfg, where=str(weights), dtype=dtype, progress=bar, **options)
+        with quantized.storing(weights):
+            shardings = None if mesh is None else mesh_shardings(family, cfg, mesh, rules)
+            with tables.sharded_loading(shardings):
+                return family.load(source, cfg, where=str(file), dtype=dtype, progress=bar, **options)
     finally:
         bar.close()
 
@@ -237,36 +248,48 @@ def _family_of(model: nnx.Module):
 
 
 def save_orbax(model: nnx.Module, path: str | os.PathLike, overwrite: bool = False) -> Path:
-    """Save ``model`` as an orbax checkpoint that :func:`load` reads back (atomic: temp folder, then rename)."""
+    """Save ``model`` as an orbax checkpoint that :func:`load` reads back (atomic: temp folder, then rename); 8-bit
+    Linear kernels are saved as they are, with their scales (manifest ``weights``)."""
     family = _family_of(model)
     state = nnx.to_pure_dict(nnx.state(model))
     names = {np.dtype(v.dtype).name for v in flatten(state).values()}
     dtype = next((d for d in ("bfloat16", "float16") if d in names), "float32")
     manifest = {"family": family.FAMILY, "config": model.config.to_diffusers(), "dtype": dtype, "format": 1}
+    if quantized.weights_format(model) is not None:
+        manifest["weights"] = quantized.weights_format(model)
     return checkpoints.save(state, manifest, path, overwrite=overwrite)
 
 
-def load_orbax(path: str | os.PathLike, *, dtype=None) -> nnx.Module:
-    """Load a folder written by :func:`save_orbax`, optionally casting to ``dtype``."""
+def load_orbax(path: str | os.PathLike, *, dtype=None, weights: str | None = None) -> nnx.Module:
+    """Load a folder written by :func:`save_orbax`, optionally casting to ``dtype`` (8-bit kernels stay 8-bit);
+    ``weights``, when given, must be what the folder holds."""
     manifest = checkpoints.read_manifest(path)
     family = FAMILIES.get(manifest.get("family"))
     if family is None:
         raise CheckpointError(f"{path}: unknown model family {manifest.get('family')!r}")
+    saved = manifest.get("weights")
+    if weights is not None and weights != saved:
+        raise ConfigError(f"{path}: saved with {saved or 'full-precision'} weights; an orbax checkpoint loads as "
+                          f"saved (weights={saved!r}), not as {weights}")
     cfg = family.CONFIG.from_diffusers(manifest["config"], f"{path}/{checkpoints.MANIFEST}")
-    graphdef, state, _ = family.abstract(cfg, jnp.dtype(manifest.get("dtype", "float32")))
+    with quantized.storing(saved):
+        graphdef, state, _ = family.abstract(cfg, jnp.dtype(manifest.get("dtype", "float32")))
     restored = flatten(checkpoints.restore(path, checkpoints.abstract_leaves(nnx.to_pure_dict(state))))
     if not all_finite(restored):  # one pass over the whole checkpoint; then name the tensor
         name = next(k for k, v in restored.items() if not all_finite(v))
         raise CheckpointError(f"{path}: tensor {name!r} holds NaN/Inf values: the checkpoint is damaged (or was "
                               "saved from a diverged run)")
     if dtype is not None:
-        graphdef, state, targets = family.abstract(cfg, jnp.dtype(dtype))
+        with quantized.storing(saved):
+            graphdef, state, targets = family.abstract(cfg, jnp.dtype(dtype))
         restored = {k: v.astype(targets[k][1]) for k, v in restored.items()}
     return merge(graphdef, state, restored)
 
 
 def export_safetensors(model: nnx.Module, folder: str | os.PathLike) -> Path:
-    """Write ``model`` as a diffusers component folder (``config.json`` + safetensors) that diffusers loads."""
+    """Write ``model`` as a diffusers component folder (``config.json`` + safetensors) that diffusers loads; 8-bit
+    Linear kernels are written as 8-bit weights with their ``weight_scale`` (which :func:`load` reads back, and
+    diffusers does not)."""
     family = _family_of(model)
     if not hasattr(family, "export"):
         raise CheckpointError(f"export_safetensors does not support {type(model).__name__} yet")

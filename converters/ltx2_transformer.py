@@ -333,6 +333,10 @@ class LoraFusedSource(Mapping):
         b = tables.read_slice(self.lora, up, (rows, slice(None))).astype(np.float32)
         return (w.astype(np.float32) + np.float32(scale) * (b @ a)).astype(w.dtype)
 
+    def quantization(self, name: str):
+        """The source's 8-bit storage of an untouched weight (a fused one is new values: None)."""
+        return None if name in self.deltas else tables.quantization(self.source, name)
+
     def shape(self, name: str) -> tuple[int, ...]:
         return tables._shape_of(self.source, name)
 

@@ -136,6 +136,9 @@ class ShardedSafetensors(Mapping):
     def shape(self, name: str) -> tuple[int, ...]:
         return self._where[name].shape(name)
 
+    def dtype(self, name: str) -> np.dtype:
+        return self._where[name].dtype(name)
+
     def __iter__(self) -> Iterator[str]:
         return iter(self._where)
 

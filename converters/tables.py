@@ -209,31 +209,35 @@ def load_params(rules: Sequence[Rule], targets: Mapping[str, tuple[tuple[int, ..
     ``targets`` maps JAX paths to (shape, dtype); ``progress`` (a tqdm-like object) is advanced per tensor.
     ``shardings`` (default: the one :func:`sharded_loading` set): a parameter whose path it maps to a sharding
     becomes a global ``jax.Array`` with that sharding, read slice by slice (module docstring); ``place`` is not
-    called for it.
+    called for it. An 8-bit Linear kernel ``X.kernel`` with its ``X.kernel_scale`` among the targets (8-bit storage,
+    ``converters.quantized``) is quantised as it is read; the scale has no checkpoint tensor of its own.
     """
-    plans = plan(rules, targets, source, where, ignore)
+    from converters.quantized import SCALE, load_kernel
+
+    scales = {p: p + SCALE for p in targets if p + SCALE in targets}
+    plans = plan(rules, {p: t for p, t in targets.items() if p not in scales.values()}, source, where, ignore)
     shardings = _SHARDINGS.get() if shardings is None else shardings
     out = {}
     for path, target in plans.items():
         sharding = shardings.get(path) if shardings else None
-        if sharding is not None:
-            out[path] = _load_sharded(source, target, sharding)
-            if progress is not None:
-                progress.update(len(target.sources))
-            continue
-        if None in target.sources:
+        if path in scales:
+            scale = scales[path]
+            out[path], out[scale] = load_kernel(
+                source, target, tuple(targets[scale][0]), sharding=sharding,
+                scale_sharding=shardings.get(scale) if shardings else None, place=lambda a: place(path, a))
+        elif sharding is not None:
+            out[path] = sharded_array(target.shape, sharding, lambda block: _read_block(source, target, block))
+        elif None in target.sources:
             name, rule = target.sources[None]
-            array = np.asarray(rule.transform.to_jax(_read(source, name)), dtype=target.dtype)
-            if progress is not None:
-                progress.update(1)
+            out[path] = place(path, np.asarray(rule.transform.to_jax(_read(source, name)), dtype=target.dtype))
         else:
             array = np.empty(target.shape, target.dtype)
             for index, (name, rule) in target.sources.items():
                 array[index] = rule.transform.to_jax(_read(source, name))
-                if progress is not None:
-                    progress.update(1)
-        out[path] = place(path, array)
-        del array
+            out[path] = place(path, array)
+            del array
+        if progress is not None:
+            progress.update(len(target.sources))
     return out
 
 
@@ -271,6 +275,12 @@ def check_finite_tensor(array: np.ndarray, name: str) -> np.ndarray:
     return array
 
 
+def quantization(source: Mapping, name: str):
+    """(stored dtype, scale) of a scaled 8-bit checkpoint tensor (``converters.quantized``), else None."""
+    reader = getattr(source, "quantization", None)
+    return reader(name) if reader is not None else None
+
+
 def read_slice(source: Mapping, name: str, index: tuple[slice, ...]) -> np.ndarray:
     """``source[name][index]`` reading only that block where the source can (``source.read_slice``)."""
     try:
@@ -298,21 +308,21 @@ def _read_block(source: Mapping, target: _Target, block: tuple[slice, ...]) -> n
     return out
 
 
-def _load_sharded(source: Mapping, target: _Target, sharding):
-    """A global ``jax.Array`` with ``sharding``: each distinct block this process's devices hold is read once, put on
-    those devices, and dropped before the next."""
+def sharded_array(shape: tuple[int, ...], sharding, read_block: Callable[[tuple[slice, ...]], np.ndarray]):
+    """A global ``jax.Array`` of ``shape`` with ``sharding``: each distinct block this process's devices hold is
+    ``read_block(index)``, put on those devices, and dropped before the next."""
     import jax
 
     by_block: dict[tuple, list] = {}
-    for device, index in sharding.addressable_devices_indices_map(target.shape).items():
-        key = tuple(s.indices(n)[:2] for s, n in zip(index, target.shape))
+    for device, index in sharding.addressable_devices_indices_map(shape).items():
+        key = tuple(s.indices(n)[:2] for s, n in zip(index, shape))
         by_block.setdefault(key, []).append(device)
     arrays = []
     for key, devices in by_block.items():
-        block = _read_block(source, target, tuple(slice(a, b) for a, b in key))
+        block = read_block(tuple(slice(a, b) for a, b in key))
         arrays += [jax.device_put(block, d) for d in devices]
         del block
-    return jax.make_array_from_single_device_arrays(target.shape, sharding, arrays)
+    return jax.make_array_from_single_device_arrays(shape, sharding, arrays)
 
 
 def load_module(rules: Sequence[Rule], abstract_fn: Callable, config, source: Mapping, *, where: str, dtype=None,
@@ -370,21 +380,31 @@ def expected_tensors(rules: Sequence[Rule], targets: Mapping[str, tuple[tuple[in
 
 
 def export_tensors(rules: Sequence[Rule], params: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Checkpoint tensors (torch layout) from flat JAX parameters; every parameter must be covered by a rule."""
+    """Checkpoint tensors (torch layout) from flat JAX parameters; every parameter must be covered by a rule. An
+    8-bit kernel's ``kernel_scale`` becomes the ``weight_scale`` beside its weight (``converters.quantized``)."""
+    from converters.quantized import SCALE, export_scale
+
     by_path: dict[str, Rule] = {}
     for rule in rules:
         by_path.setdefault(rule.jax, rule)
-    uncovered = [p for p in params if p not in by_path]
+    scales = {p for p in params if p.endswith(SCALE) and p[:-len(SCALE)] in by_path}
+    uncovered = [p for p in params if p not in by_path and p not in scales]
     if uncovered:
         raise CheckpointError(f"no key-table rule exports {_fmt(uncovered)}")
     out = {}
     for path, value in params.items():
-        rule, value = by_path[path], np.asarray(value)
+        value = np.asarray(value)
+        if path in scales:
+            rule = by_path[path[:-len(SCALE)]]
+            name, convert = rule.torch + SCALE, lambda v: export_scale(rule, v)
+        else:
+            rule = by_path[path]
+            name, convert = rule.torch, lambda v: np.ascontiguousarray(rule.transform.to_torch(v))
         if rule.stacked:
             for i in range(value.shape[0]):
-                out[rule.torch.replace("{i}", str(i))] = np.ascontiguousarray(rule.transform.to_torch(value[i]))
+                out[name.replace("{i}", str(i))] = convert(value[i])
         else:
-            out[rule.torch] = np.ascontiguousarray(rule.transform.to_torch(value))
+            out[name] = convert(value)
     return out
 
 
@@ -472,6 +492,14 @@ class RenamedSource(Mapping):
         n = array.shape[0] // parts
         return array[index * n:(index + 1) * n]
 
+    def quantization(self, name: str):
+        src, parts, chunk = self._map[name]
+        info = quantization(self.source, src)
+        if info is None or parts == 1 or info[1].ndim == 0 or info[1].shape[0] == 1:
+            return info
+        n = info[1].shape[0] // parts  # a chunk of a fused tensor: its rows of a per-output-channel scale
+        return info[0], info[1][chunk * n:(chunk + 1) * n]
+
     def read_slice(self, name: str, index: tuple[slice, ...]) -> np.ndarray:
         src, parts, chunk = self._map[name]
         if parts > 1:  # a chunk of a fused tensor: shift the axis-0 slice into it
@@ -507,6 +535,9 @@ class Subset(Mapping):
         if name not in self._set:
             raise KeyError(name)
         return read_slice(self.source, name, index)
+
+    def quantization(self, name):
+        return quantization(self.source, name)
 
     def dtype(self, name):
         return self.source.dtype(name) if hasattr(self.source, "dtype") else np.asarray(self.source[name]).dtype

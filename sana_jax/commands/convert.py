@@ -6,6 +6,7 @@ import argparse
 import time
 
 from sana_jax.commands import DTYPES
+from sana_jax.commands.refine import add_weights_arg
 
 
 def add_parser(sub) -> None:
@@ -27,6 +28,7 @@ def add_parser(sub) -> None:
     conv.add_argument("--component", default=None,
                       help="which model to take: a pipeline folder's subfolder (default transformer), or a model "
                            "family of a file that holds several (native LTX-2: ltx2_vae, ltx2_connectors, …)")
+    add_weights_arg(conv, "the model's")
     conv.add_argument("--overwrite", action="store_true", help="replace an existing destination")
     conv.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     conv.set_defaults(run=run)
@@ -41,12 +43,14 @@ def run(args: argparse.Namespace) -> int:
     dst = check_output_folder(Path(args.dst), "destination", overwrite=args.overwrite)  # before anything is read
     start = time.perf_counter()
     model = converters.load(args.src, dtype=args.dtype, config=args.config, component=args.component,
-                            progress=not args.quiet)
+                            progress=not args.quiet, weights=args.weights)
     loaded = time.perf_counter()
     converters.save_orbax(model, dst, overwrite=args.overwrite)
     n = sum(x.size for x in _leaves(model))
+    weights = f", {args.weights} Linear weights" if args.weights else ""
     print(f"converted {args.src} → {dst}: {type(model).__name__}, {n / 1e6:,.1f} M parameters, "
-          f"{args.dtype or 'checkpoint dtype'}; load {loaded - start:.1f} s, save {time.perf_counter() - loaded:.1f} s")
+          f"{args.dtype or 'checkpoint dtype'}{weights}; load {loaded - start:.1f} s, "
+          f"save {time.perf_counter() - loaded:.1f} s")
     return 0
 
 

@@ -10,7 +10,7 @@ import time
 from sana_jax.commands import DTYPES
 from sana_jax.commands.hosts import add_args as add_mesh_args, mesh_from_args, one_writer
 from sana_jax.commands.options import POSITIVE, SEED, integer, number
-from sana_jax.commands.refine import add_output_args, add_refiner_args, print_timings
+from sana_jax.commands.refine import add_output_args, add_refiner_args, add_weights_arg, print_timings
 
 
 def add_parser(sub) -> None:
@@ -54,6 +54,7 @@ def add_parser(sub) -> None:
                           "Sana script (SANA-Video only)")
     gen.add_argument("--dtype", choices=DTYPES, default="float32",
                      help="transformer and text-encoder dtype (bfloat16 on GPU)")
+    add_weights_arg(gen, "the transformers' and text encoders' (with --refine, both stages')")
     gen.add_argument("--vae-tile", type=POSITIVE, default=None,
                      help="decode in spatial tiles of this many latent pixels (bounded memory at high resolution; "
                           "with --refine the default is 16 = 512 px)")
@@ -138,7 +139,7 @@ def run(args: argparse.Namespace) -> int:
     check_folder_generation(folder, num_frames=req.num_frames, height=req.height, width=req.width,
                             guidance_scale=req.guidance_scale, dtype=args.dtype, vae_tile=args.vae_tile, mesh=mesh)
     pipe = SanaVideoPipeline.from_pretrained(folder.root, dtype=args.dtype, prompt_style=args.prompt_style,
-                                             progress=not args.quiet, mesh=mesh)
+                                             progress=not args.quiet, mesh=mesh, weights=args.weights)
     load_s = time.perf_counter() - start
     image = None if args.image is None else load_image(args.image, req.height, req.width)
     result = pipe(args.prompt, negative_prompt=args.negative_prompt, height=req.height, width=req.width,
@@ -181,7 +182,8 @@ def _run_wan(args: argparse.Namespace, folder, refine_options: list[str]) -> int
                             num_inference_steps=args.steps, guidance_scale=args.guidance)
     start = time.perf_counter()
     mesh = mesh_from_args(args)  # no memory estimate for Wan (WanPipeline.check says why)
-    pipe = WanPipeline.from_pretrained(folder, dtype=args.dtype, progress=not args.quiet, mesh=mesh)
+    pipe = WanPipeline.from_pretrained(folder, dtype=args.dtype, progress=not args.quiet, mesh=mesh,
+                                       weights=args.weights)
     load_s = time.perf_counter() - start
     result = pipe(args.prompt, negative_prompt=args.negative_prompt, height=req.height, width=req.width,
                   num_frames=req.num_frames, num_inference_steps=req.num_inference_steps,
@@ -210,7 +212,7 @@ def _run_two_stage(args: argparse.Namespace, plan) -> int:
             stage1_mesh = None
             print(f"note: stage 1 runs on one device ({e}); the refiner runs on the mesh", file=sys.stderr)
     stage1 = SanaVideoPipeline.from_pretrained(plan.folder.root, dtype=args.dtype, prompt_style=args.prompt_style,
-                                               progress=not args.quiet, mesh=stage1_mesh)
+                                               progress=not args.quiet, mesh=stage1_mesh, weights=args.weights)
     refiner = load_refiner(args, plan.refiner, args.dtype, mesh=mesh)
     pipe = TwoStagePipeline(stage1, refiner)
     load_s = time.perf_counter() - start

@@ -34,6 +34,16 @@ def add_refiner_args(parser) -> None:
                              "OUT with '.side_by_side' before '.mp4')")
 
 
+def add_weights_arg(parser, what: str = "the transformer's and the text encoder's") -> None:
+    """``--weights fp8|int8`` (``converters.load(weights=)``), shared by generate, refine, stream and convert."""
+    parser.add_argument("--weights", choices=("fp8", "int8"), default=None,
+                        help=f"keep {what} Linear weights in 8 bits with a float32 scale per output channel, "
+                             "dequantised inside each matmul (about half the memory of bfloat16 for those weights): "
+                             "fp8 (float8_e4m3fn; an fp8 checkpoint such as ltx-2-19b-dev-fp8 keeps its own values) "
+                             "or int8 (quantised while loading, or as saved by `sana-jax convert --weights int8`). "
+                             "Default: weights in --dtype (fp8 checkpoints dequantised while loading)")
+
+
 def side_by_side_path(args, out: str) -> Path | None:
     if args.side_by_side is None:
         return None
@@ -83,7 +93,7 @@ def load_refiner(args, plan, dtype: str, mesh=None):
     from sana_jax.pipelines import RefinePipeline
 
     return RefinePipeline.from_pretrained(plan.path, **refiner_options(args), dtype=dtype, video_only=args.video_only,
-                                          progress=not args.quiet, mesh=mesh)
+                                          progress=not args.quiet, mesh=mesh, weights=args.weights)
 
 
 def add_parser(sub) -> None:
@@ -105,6 +115,7 @@ def add_parser(sub) -> None:
     p.add_argument("--fps", type=POSITIVE, default=16, help="frame rate: RoPE conditioning, audio length, output")
     p.add_argument("--dtype", choices=DTYPES, default="float32",
                    help="transformer, connectors and Gemma-3 dtype (bfloat16 on GPU)")
+    add_weights_arg(p, "the LTX-2 transformer's and Gemma-3's")
     p.add_argument("--vae-tile", type=integer(0), default=16,
                    help="decode in spatial tiles of this many latent pixels (0: untiled; default 16 = 512 px)")
     p.add_argument("--save-latents", default=None, metavar="PATH",

@@ -9,6 +9,7 @@ import contextlib
 from sana_jax.commands import DTYPES
 from sana_jax.commands.hosts import add_args as add_mesh_args, mesh_from_args, one_writer
 from sana_jax.commands.options import POSITIVE, POSITIVE_NUMBER, SEED, integer
+from sana_jax.commands.refine import add_weights_arg
 
 
 def add_parser(sub) -> None:
@@ -65,6 +66,7 @@ def add_parser(sub) -> None:
                    help="append ' motion score: N.' to the prompt (SANA-Video)")
     p.add_argument("--dtype", choices=DTYPES, default="float32",
                    help="transformer and text-encoder dtype (bfloat16 on GPU)")
+    add_weights_arg(p)
     p.add_argument("--fps", type=POSITIVE_NUMBER, default=None,
                    help="frame rate of the mp4 (default: the folder's, else SANA-Video's 16)")
     p.add_argument("--out", default="stream.mp4",
@@ -141,7 +143,8 @@ def run(args: argparse.Namespace) -> int:
                                       dtype=args.dtype)
     given = start_frames(args, request.height, request.width)
     pipe = StreamingPipeline.from_pretrained(folder.root, dtype=args.dtype, motion_score=args.motion_score,
-                                             progress=not args.quiet, fps=fps, mesh=mesh_from_args(args))
+                                             progress=not args.quiet, fps=fps, mesh=mesh_from_args(args),
+                                             weights=args.weights)
     return _stream(pipe, args, request, seconds, switches, given, fps)
 
 
@@ -182,7 +185,7 @@ def _run_wan(args: argparse.Namespace, seconds, switches) -> int:
     options = {} if args.chunk_frames is None else {"chunk_frames": args.chunk_frames}
     pipe = StreamingPipeline.from_wan(base.root, args.model if args.base else None, dtype=args.dtype,
                                       schedule=args.schedule, progress=not args.quiet, fps=fps,
-                                      mesh=mesh_from_args(args), **options)
+                                      mesh=mesh_from_args(args), weights=args.weights, **options)
     return _stream(pipe, args, request, seconds, switches, given, fps, sink=args.sink)
 
 

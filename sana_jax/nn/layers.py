@@ -4,6 +4,10 @@ Every parameter is an ``nnx.Param`` with a ``logical_axes`` metadata tuple (one 
 ``("embed", "mlp")``); ``sana_jax.parallel`` maps those names to mesh axes by rules alone. ``logical_axes`` is
 used rather than flax's ``out_sharding`` because the latter shards eagerly and then cannot be built without a mesh.
 Blocks stacked for ``scan`` (:func:`stacked`) get a leading ``"layers"`` axis through :func:`prepend_logical_axis`.
+
+8-bit weights (``converters.load(…, weights="fp8" | "int8")``): :func:`quantize_linears` gives every :class:`Linear`
+of an abstract model an 8-bit ``kernel`` and a float32 per-output-channel ``kernel_scale``; the true kernel,
+``kernel · kernel_scale``, is formed inside the jitted matmul, so the weights stay 8-bit in memory.
 """
 
 from __future__ import annotations
@@ -16,6 +20,9 @@ from flax import nnx
 
 Initializer = Callable[..., jax.Array]
 DType = jnp.dtype | type
+
+#: 8-bit storage formats of :class:`Linear` kernels: name → (stored dtype, largest magnitude it holds)
+WEIGHT_FORMATS = {"fp8": (jnp.float8_e4m3fn, 448.0), "int8": (jnp.int8, 127.0)}
 
 
 def param(rngs: nnx.Rngs | None, init: Initializer, shape: Sequence[int], axes: Sequence[str | None],
@@ -49,7 +56,8 @@ def stacked(count: int, build: Callable[[nnx.Rngs], nnx.Module], rngs: nnx.Rngs)
 
 
 class Linear(nnx.Module):
-    """``y = x @ kernel + bias`` with ``kernel`` of shape (in, out) (the transpose of torch's ``weight``)."""
+    """``y = x @ kernel + bias`` with ``kernel`` of shape (in, out) (the transpose of torch's ``weight``); with 8-bit
+    storage (:func:`quantize_linears`) ``y = x @ (kernel · kernel_scale) + bias``, ``kernel_scale`` of shape (out,)."""
 
     def __init__(self, in_features: int, out_features: int, *, axes: tuple[str | None, str | None],
                  use_bias: bool = True, dtype: DType = jnp.float32, param_dtype: DType = jnp.float32,
@@ -59,12 +67,29 @@ class Linear(nnx.Module):
         self.kernel = param(rngs, init, (in_features, out_features), axes, param_dtype)
         self.bias = (param(rngs, nnx.initializers.zeros, (out_features,), axes[1:], param_dtype)
                      if use_bias else nnx.data(None))
+        self.kernel_scale = nnx.data(None)
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        y = jnp.dot(x.astype(self.dtype), self.kernel[...].astype(self.dtype))
+        kernel = self.kernel[...]
+        if self.kernel_scale is not None:  # 8-bit kernel: dequantised in float32 within the jitted matmul
+            kernel = kernel.astype(jnp.float32) * self.kernel_scale[...][..., None, :]
+        y = jnp.dot(x.astype(self.dtype), kernel.astype(self.dtype))
         if self.bias is not None:
             y = y + self.bias[...].astype(self.dtype)
         return y
+
+
+def quantize_linears(module: nnx.Module, weights: str) -> nnx.Module:
+    """Every :class:`Linear` of the abstract ``module`` (``nnx.eval_shape``) with an 8-bit ``kernel`` (``weights``: a
+    key of :data:`WEIGHT_FORMATS`) and a float32 ``kernel_scale`` of shape (…, out) carrying the kernel's logical
+    axes (a stacked layer's ``layers`` axis included); what a loader then fills (``converters.quantized``)."""
+    dtype = WEIGHT_FORMATS[weights][0]
+    for linear in [node for _, node in nnx.iter_graph(module) if isinstance(node, Linear)]:
+        shape, axes = tuple(linear.kernel.get_value().shape), linear.kernel.get_metadata()["logical_axes"]
+        linear.kernel = nnx.Param(jax.ShapeDtypeStruct(shape, dtype), logical_axes=axes)
+        linear.kernel_scale = nnx.Param(jax.ShapeDtypeStruct(shape[:-2] + shape[-1:], jnp.float32),
+                                        logical_axes=axes[:-2] + axes[-1:])
+    return module
 
 
 class RMSNorm(nnx.Module):

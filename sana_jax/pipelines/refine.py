@@ -182,7 +182,8 @@ class RefinePipeline:
                         text_encoder: str | Path | None = None, upsampler: str | Path | bool | None = None,
                         dtype: str = "float32", text_dtype: str | None = None, vae_dtype: str = "float32",
                         video_only: bool = False, max_length: int = DEFAULT_MAX_LENGTH, fps: int = DEFAULT_FPS,
-                        progress: bool = False, mesh=None, local_files_only: bool = False) -> "RefinePipeline":
+                        progress: bool = False, mesh=None, local_files_only: bool = False,
+                        weights: str | None = None) -> "RefinePipeline":
         """Load the refiner (after :meth:`check`).
 
         Args:
@@ -204,15 +205,17 @@ class RefinePipeline:
           mesh: a ``jax.sharding.Mesh`` or a spec string (``"tensor=2,context=4"``; ``sana_jax.parallel.make_mesh``):
             the transformer is loaded onto it (each device reads and receives only its shard of every weight) and
             refines with tokens over ``context`` and Ulysses self-attention (module docstring).
+          weights: ``"fp8"`` / ``"int8"``: the transformer's and Gemma-3's Linear weights kept in 8 bits
+            (``converters.load(weights=)``; an fp8 release keeps its own fp8 values); None: in ``dtype``.
         """
         plan = cls.check(path, lora=lora, lora_strength=lora_strength, text_encoder=text_encoder,
                          upsampler=upsampler, local_files_only=local_files_only)
         mesh = as_mesh(mesh)
         transformer = converters.load(**plan.model("transformer"), dtype=dtype, progress=progress, mesh=mesh,
-                                      loras=plan.loras, video_only=video_only or None)
+                                      loras=plan.loras, video_only=video_only or None, weights=weights)
         connectors = converters.load(**plan.model("connectors"), dtype=dtype, progress=progress)
         vae = converters.load(**plan.model("vae"), dtype=vae_dtype, progress=progress)
-        text = converters.load(plan.text_encoder, dtype=text_dtype or dtype, progress=progress)
+        text = converters.load(plan.text_encoder, dtype=text_dtype or dtype, progress=progress, weights=weights)
         tokenizer = Tokenizer.from_folder(plan.tokenizer)
         upsampler_source = None if plan.upsampler is None else functools.partial(_load_upsampler, plan.upsampler,
                                                                                  dtype)

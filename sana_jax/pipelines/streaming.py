@@ -181,21 +181,22 @@ class StreamingPipeline:
     @classmethod
     def from_pretrained(cls, folder: str | Path, *, dtype: str = "float32", vae_dtype: str = "float32",
                         prompt_style: str = "diffusers", motion_score: int | None = None, progress: bool = False,
-                        **kw) -> StreamingPipeline:
+                        weights: str | None = None, **kw) -> StreamingPipeline:
         """Load a diffusers pipeline folder (LongSANA's, or any SANA-Video one: the causal model uses the same
         weights). Extra keywords go to the constructor (``schedule``, ``chunk_frames``, ``decode_options``,
-        ``fps``); the folder's ``_sana_jax`` defaults (fps, size, stream settings) fill in the rest."""
+        ``fps``); the folder's ``_sana_jax`` defaults (fps, size, stream settings) fill in the rest. ``weights``
+        (``"fp8"`` / ``"int8"``): the DiT's and text encoder's Linear weights in 8 bits."""
         from sana_jax.pipelines.text_to_video import SanaVideoPipeline
 
         cls._streaming_vae(PipelineFolder.open(folder))  # before loading anything
         pipe = SanaVideoPipeline.from_pretrained(folder, dtype=dtype, vae_dtype=vae_dtype, prompt_style=prompt_style,
-                                                 progress=progress)
+                                                 progress=progress, weights=weights)
         return cls.from_pipeline(pipe, motion_score=motion_score, **kw)
 
     @classmethod
     def from_wan(cls, base: str | Path, checkpoint: str | Path | None = None, *, dtype: str = "float32",
                  vae_dtype: str = "float32", schedule: Schedule | str | None = None, progress: bool = False,
-                 **kw) -> StreamingPipeline:
+                 weights: str | None = None, **kw) -> StreamingPipeline:
         """A Wan2.1 student: the DiT of ``checkpoint`` (CausVid's ``model.pt``, Self-Forcing's ``.pt``, a
         safetensors file or folder; None: ``base``'s own DiT run block-causally) with the UMT5 text encoder,
         tokenizer and VAE of ``base``, a Wan2.1 folder in the diffusers or the original layout
@@ -203,7 +204,8 @@ class StreamingPipeline:
         ``"causvid"`` / ``"self-forcing"`` (default: the checkpoint's, :func:`~sana_jax.pipelines.wan_components.
         student_kind`; a ``sana-jax train distill`` student folder's own settings). Chunks of 3 latent frames,
         16 fps, 480×832 unless the keywords say otherwise. bf16 runs the DiT in bf16 throughout, time embedding and
-        modulation included, as the students were trained."""
+        modulation included, as the students were trained. ``weights`` (``"fp8"`` / ``"int8"``): the DiT's and UMT5's
+        Linear weights in 8 bits."""
         from sana_jax.pipelines import wan_components as wc
         from sana_jax.text.wan_prompt import encode_wan_prompts, prompt_encoder
 
@@ -217,10 +219,10 @@ class StreamingPipeline:
         if schedule is None or isinstance(schedule, str):
             schedule = wc.student_schedule(schedule or (wc.student_kind(checkpoint) if checkpoint else "causvid"))
         bar = progress_bar(progress, total=4, desc="loading Wan2.1", unit="part")
-        transformer = folder.load_transformer(jnp.dtype(dtype), checkpoint)
+        transformer = folder.load_transformer(jnp.dtype(dtype), checkpoint, weights=weights)
         transformer.set_float32_conditioning(jnp.dtype(dtype) == jnp.float32)
         bar.update()
-        text_encoder, tokenizer = folder.load_text_encoder(jnp.dtype(dtype)), folder.load_tokenizer()
+        text_encoder, tokenizer = folder.load_text_encoder(jnp.dtype(dtype), weights), folder.load_tokenizer()
         bar.update(2)
         vae = folder.load_vae(jnp.dtype(vae_dtype))
         bar.update()

@@ -248,20 +248,21 @@ class SanaVideoPipeline:
     @classmethod
     def from_pretrained(cls, folder: str | Path, *, dtype: str = "float32", vae_dtype: str = "float32",
                         mesh=None, prompt_style: str = "diffusers", progress: bool = False,
-                        local_files_only: bool = False) -> "SanaVideoPipeline":
+                        local_files_only: bool = False, weights: str | None = None) -> "SanaVideoPipeline":
         """Load a diffusers ``SanaVideoPipeline`` folder (``model_index.json`` with transformer, vae, text_encoder,
         tokenizer, scheduler), or its Hub id (``Efficient-Large-Model/SANA-Video_2B_480p_diffusers``: the Hugging
         Face cache, downloaded unless ``local_files_only`` or ``HF_HUB_OFFLINE``). ``dtype`` applies to the
         transformer and the text encoder; the VAE runs in ``vae_dtype`` (float32 as diffusers does for Wan).
         ``mesh`` (``sana_jax.parallel.make_mesh``, or a spec string such as ``"data=2,context=4"``) runs the DiT
         sharded: weights per the logical-axis rules, the classifier-free-guidance batch over ``data``, latent
-        frames over ``context``. Sizes are checked per call (:meth:`check`)."""
+        frames over ``context``. ``weights`` (``"fp8"`` / ``"int8"``) keeps the transformer's and the text encoder's
+        Linear weights in 8 bits (``converters.load(weights=)``). Sizes are checked per call (:meth:`check`)."""
         mesh = as_mesh(mesh)
         pf = PipelineFolder.open(folder, local_files_only=local_files_only)
         check_folder(pf)  # fail before loading anything
-        transformer = converters.load(pf.component("transformer"), dtype=dtype, progress=progress)
+        transformer = converters.load(pf.component("transformer"), dtype=dtype, progress=progress, weights=weights)
         vae = converters.load(pf.component("vae"), dtype=vae_dtype, progress=progress)
-        text_encoder = converters.load(pf.component("text_encoder"), dtype=dtype, progress=progress)
+        text_encoder = converters.load(pf.component("text_encoder"), dtype=dtype, progress=progress, weights=weights)
         tokenizer = Tokenizer.from_folder(pf.component("tokenizer"))
         scheduler = pf.config("scheduler", "scheduler_config.json")
         return cls(transformer, vae, text_encoder, tokenizer, scheduler, prompt_style=prompt_style, mesh=mesh,

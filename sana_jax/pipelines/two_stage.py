@@ -143,7 +143,7 @@ class TwoStagePipeline:
     @classmethod
     def from_pretrained(cls, sana_folder: str | Path, ltx2: str | Path, *, dtype: str = "float32",
                         vae_dtype: str = "float32", prompt_style: str = "diffusers", progress: bool = False,
-                        mesh=None, stage1_mesh=True, local_files_only: bool = False,
+                        mesh=None, stage1_mesh=True, local_files_only: bool = False, weights: str | None = None,
                         **refiner_kwargs) -> "TwoStagePipeline":
         """``SanaVideoPipeline.from_pretrained(sana_folder)`` + ``RefinePipeline.from_pretrained(ltx2,
         **refiner_kwargs)`` (``lora=``, ``lora_strength=``, ``text_encoder=``, ``upsampler=``, …).
@@ -152,7 +152,8 @@ class TwoStagePipeline:
         (weights by the logical-axis rules, tokens over ``context``, Ulysses self-attention) and, with
         ``stage1_mesh=True``, SANA-Video too (CFG halves over ``data``, latent frames over ``context``: its latent
         frame count must divide by the context size). ``stage1_mesh=False`` keeps stage 1 on one device (e.g. 81
-        frames = 11 latent frames at ``context=4``); another mesh or spec gives stage 1 its own."""
+        frames = 11 latent frames at ``context=4``); another mesh or spec gives stage 1 its own. ``weights``
+        (``"fp8"`` / ``"int8"``): both stages' transformers and text encoders with 8-bit Linear weights."""
         folder = PipelineFolder.open(sana_folder, local_files_only=local_files_only)
         check_folder(folder)
         refiner_plan = RefinePipeline.check(ltx2, local_files_only=local_files_only,
@@ -161,9 +162,10 @@ class TwoStagePipeline:
         mesh = as_mesh(mesh)
         mesh1 = mesh if stage1_mesh is True else (stage1_mesh or None)
         stage1 = SanaVideoPipeline.from_pretrained(folder.root, dtype=dtype, vae_dtype=vae_dtype,
-                                                   prompt_style=prompt_style, progress=progress, mesh=mesh1)
+                                                   prompt_style=prompt_style, progress=progress, mesh=mesh1,
+                                                   weights=weights)
         refiner = RefinePipeline.from_pretrained(refiner_plan.path, dtype=dtype, vae_dtype=vae_dtype,
-                                                 progress=progress, mesh=mesh, **refiner_kwargs)
+                                                 progress=progress, mesh=mesh, weights=weights, **refiner_kwargs)
         return cls(stage1, refiner)
 
     @property

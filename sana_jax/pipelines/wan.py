@@ -186,7 +186,8 @@ class WanPipeline:
 
     @classmethod
     def from_pretrained(cls, folder: str | Path, *, dtype: str = "float32", vae_dtype: str = "float32", mesh=None,
-                        progress: bool = False, local_files_only: bool = False) -> "WanPipeline":
+                        progress: bool = False, local_files_only: bool = False,
+                        weights: str | None = None) -> "WanPipeline":
         """Load a diffusers ``WanPipeline`` folder (``Wan-AI/Wan2.1-T2V-1.3B-Diffusers`` /
         ``Wan-AI/Wan2.1-T2V-14B-Diffusers`` layout: ``transformer/``, ``vae/``, ``text_encoder/`` (UMT5),
         ``tokenizer/``, ``scheduler/``), an original Wan2.1 folder (``Wan-AI/Wan2.1-T2V-1.3B``: config.json and
@@ -195,19 +196,19 @@ class WanPipeline:
         ``local_files_only`` or ``HF_HUB_OFFLINE``). ``dtype`` applies to the transformer and the text encoder (the
         DiT keeps its time embedding, modulation, norms and residual stream in float32, as the original Wan does);
         the VAE runs in ``vae_dtype`` (float32 as diffusers' example). ``mesh`` (a ``jax.sharding.Mesh`` or a spec
-        such as ``"data=2,context=2"``) runs the DiT sharded as ``SanaVideoPipeline`` does. Sizes are checked per
-        call."""
+        such as ``"data=2,context=2"``) runs the DiT sharded as ``SanaVideoPipeline`` does. ``weights`` (``"fp8"`` /
+        ``"int8"``): the DiT's and UMT5's Linear weights in 8 bits. Sizes are checked per call."""
         mesh = as_mesh(mesh)
         parts = WanFolder.open(resolve(folder, local_files_only=local_files_only))
         if parts.layout == "diffusers":
             check_folder(PipelineFolder.open(parts.root))  # fail before loading anything
         scheduler = parts.scheduler_config() or ORIGINAL_SCHEDULER
         bar = progress_bar(progress, total=4, desc="loading Wan2.1", unit="part")
-        transformer = parts.load_transformer(dtype)
+        transformer = parts.load_transformer(dtype, weights=weights)
         bar.update()
         vae = parts.load_vae(vae_dtype)
         bar.update()
-        text_encoder, tokenizer = parts.load_text_encoder(dtype), parts.load_tokenizer()
+        text_encoder, tokenizer = parts.load_text_encoder(dtype, weights), parts.load_tokenizer()
         bar.update(2)
         bar.close()
         return cls(transformer, vae, text_encoder, tokenizer, scheduler, mesh=mesh)

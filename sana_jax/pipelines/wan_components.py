@@ -85,10 +85,10 @@ class WanFolder:
         path = self.root / "scheduler" / "scheduler_config.json"
         return read_json(path, error=CheckpointError) if self.layout == "diffusers" and path.is_file() else None
 
-    def load_text_encoder(self, dtype):
+    def load_text_encoder(self, dtype, weights: str | None = None):
         import converters
 
-        return converters.load(self.text_encoder, dtype=dtype,
+        return converters.load(self.text_encoder, dtype=dtype, weights=weights,
                                component="umt5" if self.layout == "original" else None)
 
     def load_tokenizer(self):
@@ -101,16 +101,16 @@ class WanFolder:
 
         return converters.load(self.vae, dtype=dtype)
 
-    def load_transformer(self, dtype, checkpoint: str | Path | None = None):
+    def load_transformer(self, dtype, checkpoint: str | Path | None = None, weights: str | None = None):
         """The folder's DiT, or a student ``checkpoint`` (a file: CausVid / Self-Forcing ``.pt``, safetensors;
-        or a folder) configured by this folder's transformer config."""
+        or a folder) configured by this folder's transformer config; ``weights``: ``converters.load``'s."""
         import converters
         from sana_jax.models.wan import WanConfig
 
         if checkpoint is None:
-            return converters.load(self.transformer, dtype=dtype)
+            return converters.load(self.transformer, dtype=dtype, weights=weights)
         config = WanConfig.from_diffusers(self.transformer_config(), str(self.transformer / "config.json"))
-        return converters.load(checkpoint, dtype=dtype, config=config,
+        return converters.load(checkpoint, dtype=dtype, config=config, weights=weights,
                                component=None if Path(checkpoint).is_dir() else "wan_transformer")
 
 
