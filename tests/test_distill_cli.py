@@ -88,15 +88,16 @@ def test_distill_bad_input(student, tmp_path):
 
 
 def test_distill_over_two_processes_equals_one(student, tmp_path):
-    """The fixture's command as two processes joined by ``jax.distributed`` with ``--mesh data=2`` (CPU, one device
-    each; tests/multihost.py): the ODE pairs sampled with their batches split over the processes, every ODE and DMD
-    batch split; process 0 writes the pairs and the student folder, which equal the one-process run's."""
+    """The fixture's command as two processes joined by ``jax.distributed`` with ``--mesh fsdp=2`` (CPU, one device
+    each; tests/multihost.py): the ODE pairs sampled with their batches split over the processes; teacher, student,
+    critic and both optimisers sharded over the two processes by the FSDP rules and every ODE and DMD batch split;
+    process 0 writes the pairs and the student folder (gathered from both), which equal the one-process run's."""
     import converters
     from converters.nnx_state import flat_params
     from sana_jax.training import LatentDataset
     from tests.multihost import assert_both_ok, run_two
 
-    results = run_two([*_distill_args(student), "--out", tmp_path / "run", "--mesh", "data=2"])
+    results = run_two([*_distill_args(student), "--out", tmp_path / "run", "--mesh", "fsdp=2"])
     assert_both_ok(results)
     assert "wrote" in results[0].stdout and "wrote" not in results[1].stdout, results[1].stdout
     one, two = student / "run", tmp_path / "run"

@@ -1,4 +1,4 @@
-"""`cache` and `train finetune` (with a resumption) as two processes joined by ``jax.distributed``
+"""`cache`, `train finetune` (with a resumption) and `train adapt` as two processes joined by ``jax.distributed``
 (CPU, one device each, gloo), the way a user starts them on two hosts sharing a file system: the work is split over
 both processes, orbax checkpoints are written by both, everything else by process 0 alone, and the results equal
 a one-process run of the same command.
@@ -35,10 +35,10 @@ def _steps_logged(run) -> list[int]:
     return [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
-def test_cache_and_finetune_over_two_processes_equal_one(folders, tmp_path, capsys):  # noqa: F811
+def test_cache_finetune_and_adapt_over_two_processes_equal_one(folders, tmp_path, capsys):  # noqa: F811
     """`cache` with the clips' batches split over the processes (process 1 reads and encodes clip 1 only) writes the
     cache one process writes; `train finetune --mesh data=2` (each process one half of every batch, checkpoints
-    written by both) and its resumption to a later step end with the weights one process trains."""
+    written by both), its resumption to a later step, and `train adapt` end with the weights one process trains."""
     pipeline = str(folders / "pipeline")
     cache_args = ["cache", str(folders / "videos"), "--model", pipeline, "--frames", str(FRAMES), "--height",
                   str(SIZE), "--width", str(SIZE), "--batch-size", "1", "-q"]
@@ -70,4 +70,16 @@ def test_cache_and_finetune_over_two_processes_equal_one(folders, tmp_path, caps
     assert_both_ok(results)
     assert _steps_logged(two_run) == [2, 3]
     _same_weights(two_run / "transformer", one_run / "transformer", atol=1e-5)
+
+    # adapt (new patch embedding and projection, patch 2): process 0 writes the pipeline folder
+    adapt = ["train", "adapt", "--from", pipeline, "--vae", pipeline, "--data", tmp_path / "cache1", "--patch-size",
+             "2", "--steps", "2", "--batch-size", "2", "-q"]
+    assert main([str(a) for a in [*adapt, "--out", tmp_path / "adapt1"]]) == 0
+    results = run_two([*adapt, "--out", tmp_path / "adapt2", "--mesh", "data=2"])
+    assert_both_ok(results)
+    assert "wrote" in results[0].stdout and "wrote" not in results[1].stdout, results[1].stdout
+    # AdamW's first steps move a weight by up to ±lr (1e-4) whatever its gradient's size, so where a gradient is
+    # near zero the summation order of the sharded batch mean can show at 1e-5 (as in tests/test_parallel_pipeline.py)
+    _same_weights(tmp_path / "adapt2" / "pipeline" / "transformer", tmp_path / "adapt1" / "pipeline" / "transformer",
+                  atol=1e-4)
 
