@@ -33,13 +33,14 @@ def unflatten(flat: Mapping[str, object]) -> dict:
 
 def abstract_model(make: Callable[[], nnx.Module]):
     """``(graphdef, abstract_state, targets)`` with ``targets``: flat path → (shape, dtype), allocating nothing.
-    Inside ``converters.quantized.storing("fp8" | "int8")`` every Linear has 8-bit storage (``kernel_scale``)."""
+    Inside ``converters.quantized.storing("fp8" | "int8")`` every dense kernel has 8-bit storage
+    (``sana_jax.nn.layers.quantize_weights``)."""
     from converters.quantized import storage_format
-    from sana_jax.nn.layers import quantize_linears
+    from sana_jax.nn.layers import quantize_weights
 
     abstract = nnx.eval_shape(make)
     if storage_format() is not None:
-        quantize_linears(abstract, storage_format())
+        quantize_weights(abstract, storage_format())
     graphdef, state = nnx.split(abstract)
     targets = {p: (tuple(v.shape), np.dtype(v.dtype)) for p, v in flatten(nnx.to_pure_dict(state)).items()}
     return graphdef, state, targets

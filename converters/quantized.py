@@ -15,15 +15,16 @@ naming the tensor: a scale without its weight, two scales for one weight, a scal
 nor its output channels (block scales), an 8-bit weight without a scale in a file that scales its others (or any
 int8 weight without one), a ComfyUI layer format other than fp8 / int8 tensor-wise.
 
-**Storing** (``converters.load(…, weights="fp8" | "int8")``): the abstract model's Linear layers get an 8-bit
-``kernel`` and a per-output-channel float32 ``kernel_scale`` (:func:`sana_jax.nn.layers.quantize_linears`, applied
-by ``converters.nnx_state.abstract_model`` inside :func:`storing`), and :func:`load_kernel` fills them while the
-weights stream in, one layer at a time: ``scale = max |w| over the inputs / (448 | 127)``, ``kernel = w / scale``
-(rounded, clipped). A weight already stored in that format keeps its file scale, so its bytes are unchanged (an fp8
-release loaded with ``weights="fp8"`` holds exactly the file's fp8 values; exported, it writes them back). On a mesh
-each block is read and quantised alone; a scale the file lacks needs each output channel's whole column, read one
-layer at a time (more than the shard when the input axis is sharded: converting once with
-``sana-jax convert --weights int8`` avoids it).
+**Storing** (``converters.load(…, weights="fp8" | "int8")``): the abstract model's dense kernels (every Linear's,
+and SANA-Video's temporal conv) get 8-bit storage and a per-output-channel float32 ``<name>_scale``
+(:func:`sana_jax.nn.layers.quantize_weights`, applied by ``converters.nnx_state.abstract_model`` inside
+:func:`storing`), and :func:`load_kernel` fills them while the weights stream in, one layer at a time: ``scale =
+max |w| over the inputs (and taps) / (448 | 127)``, ``kernel = w / scale`` (rounded, clipped). A weight already
+stored in that format keeps its file scale, so its bytes are unchanged (an fp8 release loaded with
+``weights="fp8"`` holds exactly the file's fp8 values; exported, it writes them back). On a mesh each block is read
+and quantised alone; a scale the file lacks needs each output channel's whole column, read one layer at a time
+(more than the shard when the input axis is sharded: converting once with ``sana-jax convert --weights int8``
+avoids it).
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ MARKER = "scaled_fp8"  # ComfyUI's legacy marker (its dtype names the fp8 format
 DECLARATION = ".comfy_quant"  # ComfyUI's per-layer JSON declaration (a uint8 tensor)
 COMFY_FORMATS = ("float8_e4m3fn", "float8_e5m2", "int8_tensorwise")
 EIGHT_BIT = (np.dtype(ml_dtypes.float8_e4m3fn), np.dtype(ml_dtypes.float8_e5m2), np.dtype(np.int8))
-SCALE = "_scale"  # a quantised kernel ``X.kernel``'s scale is ``X.kernel_scale``
+SCALE = "_scale"  # a quantised kernel ``X.kernel``'s scale is ``X.kernel_scale`` (``X.conv_temp``: ``…_scale``)
 
 
 def _stored_dtype(source: Mapping, name: str) -> np.dtype:
@@ -211,27 +212,28 @@ def storage_format() -> str | None:
 
 
 def weights_format(model) -> str | None:
-    """``"fp8"`` / ``"int8"`` when ``model``'s Linear kernels are stored in 8 bits, else None."""
+    """``"fp8"`` / ``"int8"`` when ``model``'s dense kernels are stored in 8 bits, else None."""
     from flax import nnx
 
-    from sana_jax.nn.layers import Linear
-
     for _, node in nnx.iter_graph(model):
-        if isinstance(node, Linear) and node.kernel_scale is not None:
-            dtype = np.dtype(node.kernel[...].dtype)
-            return next(k for k, (d, _) in WEIGHT_FORMATS.items() if np.dtype(d) == dtype)
+        for name in getattr(node, "EIGHT_BIT", ()):
+            if getattr(node, name + SCALE, None) is not None:
+                dtype = np.dtype(getattr(node, name)[...].dtype)
+                return next(k for k, (d, _) in WEIGHT_FORMATS.items() if np.dtype(d) == dtype)
     return None
 
 
-def quantize(w: np.ndarray, dtype: np.dtype, scale: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """``w`` (…, in, out), float32 → (``kernel`` in ``dtype``, float32 ``scale`` (…, out)) with ``w ≈ kernel ·
-    scale``; ``scale`` (…, out) is computed (``max |w|`` over the inputs / the format's largest value) unless given."""
+def quantize(w: np.ndarray, dtype: np.dtype, scale: np.ndarray | None = None,
+             rank: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    """``w`` (…, *K, out) of kernel ``rank`` (2: (in, out); 3: (taps, in, out)), float32 → (``kernel`` in ``dtype``,
+    float32 ``scale`` (…, out)) with ``w ≈ kernel · scale``; ``scale`` is computed (``max |w|`` over all but the
+    output axis of the kernel / the format's largest value) unless given."""
     dtype = np.dtype(dtype)
     qmax = next(m for d, m in WEIGHT_FORMATS.values() if np.dtype(d) == dtype)
     if scale is None:
-        amax = np.max(np.abs(w), axis=-2)
+        amax = np.max(np.abs(w), axis=tuple(range(-rank, -1)))
         scale = np.where(amax > 0, amax / np.float32(qmax), np.float32(1)).astype(np.float32)
-    v = w / scale[..., None, :]
+    v = w / scale.reshape(scale.shape[:-1] + (1,) * (rank - 1) + scale.shape[-1:])
     if dtype == np.int8:
         v = np.rint(v)
     return np.clip(v, -qmax, qmax).astype(dtype), scale
@@ -239,7 +241,8 @@ def quantize(w: np.ndarray, dtype: np.dtype, scale: np.ndarray | None = None) ->
 
 def _kept_scale(source: Mapping, name: str, rule: tables.Rule, dtype: np.dtype, out: int) -> np.ndarray | None:
     """The file's scale of checkpoint tensor ``name`` as a JAX-layout (out,) vector, when the tensor is stored in
-    ``dtype`` and its scale is constant over the inputs (then quantising with it gives back the stored values)."""
+    ``dtype`` and its scale is constant over all but the output axis (then quantising with it gives back the stored
+    values)."""
     info = tables.quantization(source, name)
     if info is None or info[0] != np.dtype(dtype):
         return None
@@ -247,19 +250,20 @@ def _kept_scale(source: Mapping, name: str, rule: tables.Rule, dtype: np.dtype, 
     if scale.ndim == 0:
         return np.full((out,), scale, np.float32)
     scale = rule.transform.to_jax(scale)
-    if scale.ndim < 2 or scale.shape[-2] != 1:  # a scale per input channel: not a kernel_scale
+    if scale.ndim < 2 or any(n != 1 for n in scale.shape[:-1]):  # a scale per input channel or tap: not ours
         return None
-    return np.ascontiguousarray(np.broadcast_to(scale[..., 0, :].reshape(-1), (out,)), np.float32)
+    return np.ascontiguousarray(np.broadcast_to(scale.reshape(-1), (out,)), np.float32)
 
 
 def load_kernel(source: Mapping, target, scale_shape: tuple[int, ...], *, place=lambda a: a, sharding=None,
                 scale_sharding=None) -> tuple[object, object]:
-    """The 8-bit kernel of a planned Linear ``target`` (JAX layout (…, in, out), ``tables.plan``) and its float32
-    scale of ``scale_shape`` (…, out), each a global array with ``sharding`` / ``scale_sharding`` (shard by shard)
-    or, without, ``place``-d whole (host memory: the 8-bit kernel and one float32 layer)."""
+    """The 8-bit kernel of a planned dense kernel ``target`` (JAX layout (…, *K, out), ``tables.plan``) and its
+    float32 scale of ``scale_shape`` (…, out), each a global array with ``sharding`` / ``scale_sharding`` (shard by
+    shard) or, without, ``place``-d whole (host memory: the 8-bit kernel and one float32 layer)."""
     import dataclasses
 
     dtype, out = target.dtype, target.shape[-1]
+    rank = len(target.shape) - len(scale_shape) + 1  # the kernel's own axes (…, *K, out): 2 for a Linear
     # (where in the kernel, checkpoint name, rule) per checkpoint tensor: the whole kernel (...) or one layer of it
     rows = ([(..., *target.sources[None])] if None in target.sources
             else [(i, *target.sources[i]) for i in range(target.shape[0])])
@@ -268,25 +272,27 @@ def load_kernel(source: Mapping, target, scale_shape: tuple[int, ...], *, place=
         kernel, scale = np.empty(target.shape, dtype), np.empty(scale_shape, np.float32)
         for at, name, rule in rows:
             w = np.asarray(rule.transform.to_jax(tables._read(source, name)), np.float32)
-            kernel[at], scale[at] = quantize(w, dtype, kept[at])
+            kernel[at], scale[at] = quantize(w, dtype, kept[at], rank)
         return place(kernel), place(scale)
     for at, name, rule in rows:  # scales the file lacks: per output channel over every input
         if kept[at] is None:
-            kept[at] = quantize(np.asarray(rule.transform.to_jax(tables._read(source, name)), np.float32), dtype)[1]
+            w = np.asarray(rule.transform.to_jax(tables._read(source, name)), np.float32)
+            kept[at] = quantize(w, dtype, rank=rank)[1]
     scale = kept[...] if ... in kept else np.stack([kept[i] for i in range(target.shape[0])])
     floats = dataclasses.replace(target, dtype=np.dtype(np.float32))
 
     def block(index: tuple[slice, ...]) -> np.ndarray:
-        return quantize(tables._read_block(source, floats, index), dtype, scale[index[:-2] + index[-1:]])[0]
+        return quantize(tables._read_block(source, floats, index), dtype, scale[index[:-rank] + index[-1:]], rank)[0]
 
     return (tables.sharded_array(target.shape, sharding, block),
             tables.sharded_array(scale.shape, scale_sharding, lambda index: scale[index]))
 
 
-def export_scale(rule: tables.Rule, scale: np.ndarray) -> np.ndarray:
-    """A kernel's (out,) scale as the checkpoint's ``weight_scale``: 0-d when all equal (a per-tensor scale, as the
-    releases write it), else ``(out,)`` for a torch layout with the outputs first."""
+def export_scale(rule: tables.Rule, scale: np.ndarray, rank: int = 2) -> np.ndarray:
+    """A kernel's (out,) scale (kernel ``rank`` as in :func:`quantize`) as the checkpoint's ``weight_scale``: 0-d when
+    all equal (a per-tensor scale, as the releases write it), else ``(out,)`` for a torch layout with the outputs
+    first."""
     if np.all(scale == scale.flat[0]):
         return np.asarray(scale.flat[0], np.float32)
-    torch = rule.transform.to_torch(scale.reshape(1, -1))
+    torch = rule.transform.to_torch(scale.reshape((1,) * (rank - 1) + (-1,)))
     return np.ascontiguousarray(torch.reshape(-1) if torch.shape[0] == scale.size else torch, np.float32)

@@ -209,7 +209,7 @@ def load_params(rules: Sequence[Rule], targets: Mapping[str, tuple[tuple[int, ..
     ``targets`` maps JAX paths to (shape, dtype); ``progress`` (a tqdm-like object) is advanced per tensor.
     ``shardings`` (default: the one :func:`sharded_loading` set): a parameter whose path it maps to a sharding
     becomes a global ``jax.Array`` with that sharding, read slice by slice (module docstring); ``place`` is not
-    called for it. An 8-bit Linear kernel ``X.kernel`` with its ``X.kernel_scale`` among the targets (8-bit storage,
+    called for it. An 8-bit kernel ``X.kernel`` with its ``X.kernel_scale`` among the targets (8-bit storage,
     ``converters.quantized``) is quantised as it is read; the scale has no checkpoint tensor of its own.
     """
     from converters.quantized import SCALE, load_kernel
@@ -396,7 +396,8 @@ def export_tensors(rules: Sequence[Rule], params: Mapping[str, np.ndarray]) -> d
         value = np.asarray(value)
         if path in scales:
             rule = by_path[path[:-len(SCALE)]]
-            name, convert = rule.torch + SCALE, lambda v: export_scale(rule, v)
+            rank = np.ndim(params[path[:-len(SCALE)]]) - value.ndim + 1  # the kernel's own axes, as in quantize
+            name, convert = rule.torch + SCALE, lambda v: export_scale(rule, v, rank)
         else:
             rule = by_path[path]
             name, convert = rule.torch, lambda v: np.ascontiguousarray(rule.transform.to_torch(v))

@@ -68,9 +68,10 @@ def device_bytes(tree) -> int:
 
 
 def linear_bytes(model) -> tuple[int, int]:
-    """(bytes of the Linear kernels with their scales, bytes of the rest of the model) on device."""
+    """(bytes of the dense kernels — every Linear's and the temporal conv's — with their scales, bytes of the rest
+    of the model) on device."""
     state = flatten(nnx.to_pure_dict(nnx.state(model)))
-    linear = {k for k in state if k.endswith((".kernel", ".kernel_scale"))}
+    linear = {k for k in state if k.endswith((".kernel", ".kernel_scale", ".conv_temp", ".conv_temp_scale"))}
     return (device_bytes([state[k] for k in linear]), device_bytes([v for k, v in state.items() if k not in linear]))
 
 
@@ -115,13 +116,15 @@ def test_fp8_file_loads_dequantised(sana_fp8):
 
 @pytest.mark.parametrize("weights", ["fp8", "int8"])
 def test_8bit_weights_halve_memory_and_match_their_values(sana_fp8, weights, tmp_path):
-    """``weights=``: every Linear kernel 8-bit with a float32 scale per output channel; on device they take 1 byte
+    """``weights=``: every dense kernel (the Linears', the temporal conv's) 8-bit with a float32 scale per output
+    channel; on device they take 1 byte
     per weight + 4 per output channel (half of bf16's 2 bytes but for the scales), and the outputs equal the
     reference run on the weights they stand for; against the fp8 file's own values, within the format's error."""
     ref, folder, true, x, want = sana_fp8
     model = converters.load(folder, dtype="float32", weights=weights)
     state = flatten(nnx.to_pure_dict(nnx.state(model)))
-    kernels = {k: v for k, v in state.items() if k.endswith(".kernel_scale")}
+    kernels = {k: v for k, v in state.items() if k.endswith("_scale")}
+    assert "blocks.ff.conv_temp_scale" in kernels and state["blocks.ff.conv_temp_scale"].shape == (2, 32)
     assert kernels and all(state[k[:-len("_scale")]].dtype == np.dtype(ml_dtypes.float8_e4m3fn if weights == "fp8"
                                                                         else np.int8) for k in kernels)
     quant, rest = linear_bytes(model)
@@ -148,6 +151,11 @@ def test_fp8_weights_keep_the_file_bytes_and_round_trip(sana_fp8, tmp_path):
                                   q.T.view(np.uint8))
     np.testing.assert_array_equal(np.asarray(model.blocks.attn1.to_q.kernel_scale[...][0]),
                                   raw["transformer_blocks.0.attn1.to_q.scale_weight"])
+    conv = np.asarray(raw["transformer_blocks.0.ff.conv_temp.weight"])  # (out, in, 3, 1) → (3, in, out)
+    np.testing.assert_array_equal(np.asarray(model.blocks.ff.conv_temp[...][0]).view(np.uint8),
+                                  conv[..., 0].transpose(2, 1, 0).view(np.uint8))
+    np.testing.assert_array_equal(np.asarray(model.blocks.ff.conv_temp_scale[...][0]),
+                                  raw["transformer_blocks.0.ff.conv_temp.scale_weight"])
     converters.save_orbax(model, tmp_path / "orbax")
     assert json.loads((tmp_path / "orbax" / "sana_jax.json").read_text())["weights"] == "fp8"
     again = converters.load(tmp_path / "orbax")

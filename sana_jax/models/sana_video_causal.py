@@ -166,7 +166,7 @@ def _block(block: SanaVideoBlock, x, t6, text_kv, text_bias, rope, grid, sizes, 
 
     h = modulate(layer_norm(x, block.eps), shift2, scale2)
     y = block.ff.spatial(h.reshape(b, *grid, d))
-    h = y + _temporal_conv(y, block.ff.conv_temp[...], tail, sizes)
+    h = y + _temporal_conv(y, block.ff.temporal_kernel(), tail, sizes)
     return x + gate2 * h.reshape(b, t, s, d), own, y[:, -1:]
 
 

@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from sana_jax.nn.layers import DType, Linear, param
+from sana_jax.nn.layers import DType, Linear, dequantize, param, scale_of
 
 
 def temporal_conv(x: jax.Array, kernel: jax.Array, prev: jax.Array | None = None,
@@ -50,6 +50,8 @@ def depthwise_conv3x3(x: jax.Array, kernel: jax.Array) -> jax.Array:
 
 
 class GLUMBTempConv(nnx.Module):
+    EIGHT_BIT = {"conv_temp": 3}  # 8-bit storage (sana_jax.nn.layers.quantize_weights): (…, k, in, out)
+
     def __init__(self, dim: int, hidden: int, *, dtype: DType, param_dtype: DType, rngs: nnx.Rngs):
         kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         self.hidden = hidden
@@ -60,6 +62,11 @@ class GLUMBTempConv(nnx.Module):
         self.conv_depth_bias = param(rngs, nnx.initializers.zeros, (2 * hidden,), ("mlp",), param_dtype)
         self.conv_point = Linear(hidden, dim, axes=("mlp", "embed"), use_bias=False, **kw)
         self.conv_temp = param(rngs, nnx.initializers.zeros, (3, dim, dim), (None, "embed", None), param_dtype)
+        self.conv_temp_scale = nnx.data(None)
+
+    def temporal_kernel(self) -> jax.Array:
+        """The temporal conv's (3, C, C) kernel (dequantised from 8-bit storage)."""
+        return dequantize(self.conv_temp[...], scale_of(self, "conv_temp"))
 
     def spatial(self, x: jax.Array) -> jax.Array:
         """Steps 1–4, per frame: (B, T, H, W, C) → (B, T, H, W, C)."""
@@ -71,4 +78,4 @@ class GLUMBTempConv(nnx.Module):
 
     def __call__(self, x: jax.Array) -> jax.Array:
         y = self.spatial(x)
-        return y + temporal_conv(y, self.conv_temp[...])
+        return y + temporal_conv(y, self.temporal_kernel())

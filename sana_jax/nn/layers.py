@@ -5,9 +5,10 @@ Every parameter is an ``nnx.Param`` with a ``logical_axes`` metadata tuple (one 
 used rather than flax's ``out_sharding`` because the latter shards eagerly and then cannot be built without a mesh.
 Blocks stacked for ``scan`` (:func:`stacked`) get a leading ``"layers"`` axis through :func:`prepend_logical_axis`.
 
-8-bit weights (``converters.load(…, weights="fp8" | "int8")``): :func:`quantize_linears` gives every :class:`Linear`
-of an abstract model an 8-bit ``kernel`` and a float32 per-output-channel ``kernel_scale``; the true kernel,
-``kernel · kernel_scale``, is formed inside the jitted matmul, so the weights stay 8-bit in memory.
+8-bit weights (``converters.load(…, weights="fp8" | "int8")``): :func:`quantize_weights` gives every dense kernel
+of an abstract model (each :class:`Linear`'s ``kernel``; the parameters a module lists in its ``EIGHT_BIT``, such as
+the SANA-Video FFN's temporal conv) 8-bit storage and a float32 per-output-channel ``<name>_scale``; the true kernel,
+:func:`dequantize` ``(kernel, scale)``, is formed inside the jitted computation, so the weights stay 8-bit in memory.
 """
 
 from __future__ import annotations
@@ -55,9 +56,26 @@ def stacked(count: int, build: Callable[[nnx.Rngs], nnx.Module], rngs: nnx.Rngs)
     return layers
 
 
+def dequantize(kernel: jax.Array, scale: jax.Array | None) -> jax.Array:
+    """An 8-bit ``kernel`` (…, *K, out) times its per-output-channel ``scale`` (…, out), in float32 (``kernel``
+    itself when ``scale`` is None: full-precision storage)."""
+    if scale is None:
+        return kernel
+    return kernel.astype(jnp.float32) * scale.reshape(scale.shape[:-1] + (1,) * (kernel.ndim - scale.ndim)
+                                                      + scale.shape[-1:])
+
+
+def scale_of(module: nnx.Module, name: str) -> jax.Array | None:
+    """The value of ``module``'s ``<name>_scale`` (None without 8-bit storage)."""
+    scale = getattr(module, name + "_scale", None)
+    return None if scale is None else scale[...]
+
+
 class Linear(nnx.Module):
     """``y = x @ kernel + bias`` with ``kernel`` of shape (in, out) (the transpose of torch's ``weight``); with 8-bit
-    storage (:func:`quantize_linears`) ``y = x @ (kernel · kernel_scale) + bias``, ``kernel_scale`` of shape (out,)."""
+    storage (:func:`quantize_weights`) ``y = x @ (kernel · kernel_scale) + bias``, ``kernel_scale`` of shape (out,)."""
+
+    EIGHT_BIT = {"kernel": 2}  # the parameters 8-bit storage applies to, with their kernel rank (…, in, out)
 
     def __init__(self, in_features: int, out_features: int, *, axes: tuple[str | None, str | None],
                  use_bias: bool = True, dtype: DType = jnp.float32, param_dtype: DType = jnp.float32,
@@ -70,25 +88,27 @@ class Linear(nnx.Module):
         self.kernel_scale = nnx.data(None)
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        kernel = self.kernel[...]
-        if self.kernel_scale is not None:  # 8-bit kernel: dequantised in float32 within the jitted matmul
-            kernel = kernel.astype(jnp.float32) * self.kernel_scale[...][..., None, :]
+        kernel = dequantize(self.kernel[...], scale_of(self, "kernel"))  # (8-bit: within the jitted matmul)
         y = jnp.dot(x.astype(self.dtype), kernel.astype(self.dtype))
         if self.bias is not None:
             y = y + self.bias[...].astype(self.dtype)
         return y
 
 
-def quantize_linears(module: nnx.Module, weights: str) -> nnx.Module:
-    """Every :class:`Linear` of the abstract ``module`` (``nnx.eval_shape``) with an 8-bit ``kernel`` (``weights``: a
-    key of :data:`WEIGHT_FORMATS`) and a float32 ``kernel_scale`` of shape (…, out) carrying the kernel's logical
-    axes (a stacked layer's ``layers`` axis included); what a loader then fills (``converters.quantized``)."""
+def quantize_weights(module: nnx.Module, weights: str) -> nnx.Module:
+    """Every parameter ``name`` that a module of the abstract ``module`` (``nnx.eval_shape``) lists in its
+    ``EIGHT_BIT`` (``{name: kernel rank}``: every :class:`Linear`'s ``kernel``) stored 8-bit (``weights``: a key of
+    :data:`WEIGHT_FORMATS`), beside a float32 ``<name>_scale`` of shape (…, out), one scale per output channel,
+    carrying the kernel's logical axes (a stacked layer's ``layers`` axis included); what a loader then fills
+    (``converters.quantized``)."""
     dtype = WEIGHT_FORMATS[weights][0]
-    for linear in [node for _, node in nnx.iter_graph(module) if isinstance(node, Linear)]:
-        shape, axes = tuple(linear.kernel.get_value().shape), linear.kernel.get_metadata()["logical_axes"]
-        linear.kernel = nnx.Param(jax.ShapeDtypeStruct(shape, dtype), logical_axes=axes)
-        linear.kernel_scale = nnx.Param(jax.ShapeDtypeStruct(shape[:-2] + shape[-1:], jnp.float32),
-                                        logical_axes=axes[:-2] + axes[-1:])
+    for node in [node for _, node in nnx.iter_graph(module) if hasattr(node, "EIGHT_BIT")]:
+        for name, rank in node.EIGHT_BIT.items():
+            kernel = getattr(node, name)
+            shape, axes = tuple(kernel.get_value().shape), kernel.get_metadata()["logical_axes"]
+            setattr(node, name, nnx.Param(jax.ShapeDtypeStruct(shape, dtype), logical_axes=axes))
+            setattr(node, name + "_scale", nnx.Param(jax.ShapeDtypeStruct(shape[:-rank] + shape[-1:], jnp.float32),
+                                                     logical_axes=axes[:-rank] + axes[-1:]))
     return module
 
 
