@@ -39,14 +39,15 @@ FRAME_PROMPTS = ["a blue square moving up", "a red circle moving left", "a green
 
 
 def model_bytes(model) -> dict:
-    """Bytes on device: the Linear kernels with their scales, and the rest of the model."""
+    """Bytes on device: the dense kernels (every Linear's, the temporal conv's) with their scales, and the rest."""
     from flax import nnx
 
     from converters.nnx_state import flatten
 
     state = flatten(nnx.to_pure_dict(nnx.state(model)))
     size = {k: sum(s.data.nbytes for s in v.addressable_shards) for k, v in state.items()}
-    linear = sum(v for k, v in size.items() if k.endswith((".kernel", ".kernel_scale")))
+    dense = (".kernel", ".kernel_scale", ".conv_temp", ".conv_temp_scale")
+    linear = sum(v for k, v in size.items() if k.endswith(dense))
     return {"linear_bytes": linear, "other_bytes": sum(size.values()) - linear, "total_bytes": sum(size.values())}
 
 

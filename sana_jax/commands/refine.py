@@ -37,8 +37,9 @@ def add_refiner_args(parser) -> None:
 def add_weights_arg(parser, what: str = "the transformer's and the text encoder's") -> None:
     """``--weights fp8|int8`` (``converters.load(weights=)``), shared by generate, refine, stream and convert."""
     parser.add_argument("--weights", choices=("fp8", "int8"), default=None,
-                        help=f"keep {what} Linear weights in 8 bits with a float32 scale per output channel, "
-                             "dequantised inside each matmul (about half the memory of bfloat16 for those weights): "
+                        help=f"keep {what} dense weights (every Linear's, SANA-Video's temporal conv) in 8 bits "
+                             "with a float32 scale per output channel, dequantised inside the jitted computation "
+                             "(about half the memory of bfloat16): "
                              "fp8 (float8_e4m3fn; an fp8 checkpoint such as ltx-2-19b-dev-fp8 keeps its own values) "
                              "or int8 (quantised while loading, or as saved by `sana-jax convert --weights int8`). "
                              "Default: weights in --dtype (fp8 checkpoints dequantised while loading)")
