@@ -115,6 +115,21 @@ def _family_for_class(name, where: Path):
     return family
 
 
+def eight_bit_parameters(family, config) -> int:
+    """How many of a model's parameters ``weights="fp8"`` / ``"int8"`` stores in 8 bits (its dense kernels), from
+    ``config`` of ``family`` (a converters module) alone: shapes only, nothing read or allocated."""
+    with quantized.storing("int8"):
+        _, _, targets = family.abstract(config)
+    return sum(int(np.prod(shape)) for shape, dtype in targets.values() if dtype == np.int8)
+
+
+def folder_eight_bit_parameters(folder: str | os.PathLike) -> int:
+    """:func:`eight_bit_parameters` of a diffusers component folder (its ``config.json``)."""
+    raw = read_json(Path(folder) / "config.json")
+    family = _family_for_class(class_name(raw), Path(folder) / "config.json")
+    return eight_bit_parameters(family, family.CONFIG.from_diffusers(raw, str(Path(folder) / "config.json")))
+
+
 def _detect(source: Mapping, path: Path, component: str | None):
     if component is not None:
         if component not in FAMILIES:

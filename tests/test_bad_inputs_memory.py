@@ -122,6 +122,31 @@ def test_released_configs_at_their_defaults_fit_an_80gb_gpu(preset, size, option
     assert option in options(str(refused.value)), str(refused.value)
 
 
+def test_8bit_weights_are_counted_at_a_byte_per_dense_parameter():
+    """``weights="int8"`` / ``"fp8"``: the estimate counts the DiT's and the text encoder's dense kernels (counted from
+    their configs) at one byte each, the rest in ``dtype``; so a run that needs the halved weights is accepted with
+    them and refused without (the released 720p DiT: 4.1 GB of bf16 weights, 2.1 GB in 8 bits)."""
+    from converters import sana_video
+    from converters.loader import eight_bit_parameters
+
+    dense = eight_bit_parameters(sana_video, SanaVideoConfig.preset("720p"))
+    assert 2.05e9 < dense < 2.06e9  # of 2.06e9: all but norms, biases, embeddings, the small convs
+    sizes = ModelSizes(**{**vars(released("720p")), "eight_bit": {"transformer": dense}})
+    request = dict(num_frames=81, height=704, width=1280, guidance_scale=6.0, dtype="bfloat16", vae_tile=16)
+    full = memory.estimate_generation(sizes, platform="gpu", **request)
+    eight = memory.estimate_generation(sizes, platform="gpu", weights="int8", **request)
+    assert full.weights - eight.weights == dense
+    between = Capacity("gpu", "gpu", (full.peak + eight.peak) // 2, 64 * GiB)
+    rules = dict(valid_frames=(8, 1), size_step=32, capacity=between)
+    assert memory.check_generation(sizes, **request, **rules, weights="int8").peak == eight.peak
+    with pytest.raises(InputError, match="at its peak"):
+        memory.check_generation(sizes, **request, **rules)
+
+    folder_sizes = ModelSizes.of_folder(memory.PipelineFolder.open(DEFAULT), "int8")
+    assert set(folder_sizes.eight_bit) == {"transformer", "text_encoder"}
+    assert 0 < folder_sizes.eight_bit["transformer"] < folder_sizes.params["transformer"]
+
+
 def test_the_check_allocates_nothing_and_takes_milliseconds(device):
     SanaVideoPipeline.check(DEFAULT)  # JAX's backend started, the folder's files cached
     before = len(jax.live_arrays())

@@ -137,7 +137,8 @@ def run(args: argparse.Namespace) -> int:
     from sana_jax.pipelines.memory import check_folder_generation
 
     check_folder_generation(folder, num_frames=req.num_frames, height=req.height, width=req.width,
-                            guidance_scale=req.guidance_scale, dtype=args.dtype, vae_tile=args.vae_tile, mesh=mesh)
+                            guidance_scale=req.guidance_scale, dtype=args.dtype, vae_tile=args.vae_tile, mesh=mesh,
+                            weights=args.weights)
     pipe = SanaVideoPipeline.from_pretrained(folder.root, dtype=args.dtype, prompt_style=args.prompt_style,
                                              progress=not args.quiet, mesh=mesh, weights=args.weights)
     load_s = time.perf_counter() - start

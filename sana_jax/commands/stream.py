@@ -140,7 +140,7 @@ def run(args: argparse.Namespace) -> int:
     request = StreamingPipeline.check(folder, seconds=seconds, num_chunks=args.chunks,
                                       chunk_frames=args.chunk_frames, fps=fps, height=args.height,
                                       width=args.width, window=args.window, prompts_at=switches,
-                                      dtype=args.dtype)
+                                      dtype=args.dtype, weights=args.weights)
     given = start_frames(args, request.height, request.width)
     pipe = StreamingPipeline.from_pretrained(folder.root, dtype=args.dtype, motion_score=args.motion_score,
                                              progress=not args.quiet, fps=fps, mesh=mesh_from_args(args),
@@ -180,7 +180,8 @@ def _run_wan(args: argparse.Namespace, seconds, switches) -> int:
                            prompts_at=switches, aligned=True, sink=args.sink)
     cache = sum(request.chunks) if window is None else (window + args.sink) * chunk_frames
     check_wan_stream(WanConfig.from_diffusers(base.transformer_config(), str(base.transformer / "config.json")),
-                     cache_frames=cache, height=request.height, width=request.width, dtype=args.dtype)
+                     cache_frames=cache, height=request.height, width=request.width, dtype=args.dtype,
+                     weights=args.weights)
     given = start_frames(args, request.height, request.width)
     options = {} if args.chunk_frames is None else {"chunk_frames": args.chunk_frames}
     pipe = StreamingPipeline.from_wan(base.root, args.model if args.base else None, dtype=args.dtype,

@@ -8,10 +8,12 @@ one-line refusal when that is more than the device has (docs/generation.md, "Mem
     check_folder_generation(folder, num_frames=81, height=480, width=832, guidance_scale=6.0)
                                          # what SanaVideoPipeline.check calls: an InputError with the options that fit
 
-Pure arithmetic on the configs and the parameter counts in the weight files' headers: nothing is traced or
-allocated. The peak is the weights plus the largest of the phases a run goes through, one after the other:
+Pure arithmetic on the configs and the parameter counts in the weight files' headers: nothing is allocated (and
+nothing traced but, with 8-bit weights, the models' abstract shapes). The peak is the weights plus the largest of the
+phases a run goes through, one after the other:
 
-* weights: the DiT and the text encoder in ``dtype``, the VAE in ``vae_dtype`` (all stay loaded for the run);
+* weights: the DiT and the text encoder in ``dtype`` (with ``weights="fp8"`` / ``"int8"`` their dense kernels in one
+  byte per parameter, counted from their configs), the VAE in ``vae_dtype`` (all stay loaded for the run);
 * text encoding (on CPU, XLA computes bf16/f16 matmuls in float32 from a float32 copy of the weights);
 * denoising: the sampler's float32 latents and the DiT's widest activations per token (the Mix-FFN's, ×2 for
   classifier-free guidance, split by a mesh's ``data``/``context`` axes and the hidden width by ``tensor``);
@@ -49,24 +51,33 @@ FRAGMENTATION = 1.08
 
 @dataclasses.dataclass(frozen=True)
 class ModelSizes:
-    """What the estimate needs of a pipeline folder: the DiT's config, the VAE's class and config, and the
-    parameter counts of ``transformer``, ``text_encoder`` and ``vae``."""
+    """What the estimate needs of a pipeline folder: the DiT's config, the VAE's class and config, the parameter
+    counts of ``transformer``, ``text_encoder`` and ``vae``, and (for 8-bit weights) how many of the first two's
+    parameters are dense kernels, which ``weights="fp8"`` / ``"int8"`` stores in one byte each."""
 
     transformer: SanaVideoConfig
     vae_class: str
     vae: object
     params: Mapping[str, int]
+    eight_bit: Mapping[str, int] = dataclasses.field(default_factory=dict)
 
     @classmethod
-    def of_folder(cls, folder: PipelineFolder) -> "ModelSizes":
-        """From the folder's configs and its weight files' headers (no tensor is read)."""
+    def of_folder(cls, folder: PipelineFolder, weights: str | None = None) -> "ModelSizes":
+        """From the folder's configs and its weight files' headers (no tensor is read); with ``weights``, the dense
+        kernels counted from the configs (``converters.loader.folder_eight_bit_parameters``)."""
         cls_name = folder.class_name("vae")
         config_class = VAE_CLASSES[cls_name][0]  # folder.vae_spec() has refused unknown classes
         vae = config_class.from_diffusers(folder.config("vae"), str(folder.component("vae") / "config.json"))
         transformer = SanaVideoConfig.from_diffusers(folder.config("transformer"),
                                                      str(folder.component("transformer") / "config.json"))
         params = {name: parameter_count(folder.component(name)) for name in ("transformer", "text_encoder", "vae")}
-        return cls(transformer, cls_name, vae, params)
+        eight_bit = {}
+        if weights is not None:
+            from converters.loader import folder_eight_bit_parameters
+
+            eight_bit = {name: folder_eight_bit_parameters(folder.component(name))
+                         for name in ("transformer", "text_encoder")}
+        return cls(transformer, cls_name, vae, params, eight_bit)
 
 
 def parameter_count(component: Path) -> int:
@@ -205,10 +216,12 @@ def uint8_bytes(batch: int, num_frames: int, height: int, width: int) -> int:
 # -- a whole run -------------------------------------------------------------------------------------------------
 
 
-def _weights(sizes: ModelSizes, dtype: str, vae_dtype: str, tensor: int = 1) -> int:
-    p = sizes.params
-    return p["transformer"] * itemsize(dtype) // tensor + p["text_encoder"] * itemsize(dtype) + \
-        p["vae"] * itemsize(vae_dtype)
+def _weights(sizes: ModelSizes, dtype: str, vae_dtype: str, tensor: int = 1, weights: str | None = None) -> int:
+    def stored(name: str) -> int:  # 8-bit: the dense kernels in a byte (their scales, 4 bytes a row, are ≪ 1 %)
+        dense = sizes.eight_bit.get(name, 0) if weights else 0
+        return dense + (sizes.params[name] - dense) * itemsize(dtype)
+
+    return stored("transformer") // tensor + stored("text_encoder") + sizes.params["vae"] * itemsize(vae_dtype)
 
 
 def cpu_upcast(params: int, dtype: str, platform: str) -> int:
@@ -219,8 +232,10 @@ def cpu_upcast(params: int, dtype: str, platform: str) -> int:
 def estimate_generation(sizes: ModelSizes, *, num_frames: int, height: int, width: int, guidance_scale: float,
                         batch: int = 1, dtype: str = "float32", vae_dtype: str = "float32",
                         vae_tile: int | None = None, mesh: Mapping[str, int] | None = None,
-                        platform: str = "cpu", causal_first_frame: bool = True) -> Estimate:
-    """The :class:`Estimate` of a ``SanaVideoPipeline`` run (``mesh``: axis sizes, e.g. ``{"context": 4}``)."""
+                        platform: str = "cpu", causal_first_frame: bool = True,
+                        weights: str | None = None) -> Estimate:
+    """The :class:`Estimate` of a ``SanaVideoPipeline`` run (``mesh``: axis sizes, e.g. ``{"context": 4}``;
+    ``weights``: ``converters.load``'s, with ``sizes.eight_bit`` filled)."""
     vae = sizes.vae
     mesh = {k: v for k, v in (mesh or {}).items() if v > 1}
     s = vae.spatial_compression
@@ -244,11 +259,12 @@ def estimate_generation(sizes: ModelSizes, *, num_frames: int, height: int, widt
     if platform == "cpu":
         phases[f"converting {where} to uint8"] = host
         host = 0
-    return Estimate(_weights(sizes, dtype, vae_dtype, mesh.get("tensor", 1)), phases, host)
+    return Estimate(_weights(sizes, dtype, vae_dtype, mesh.get("tensor", 1), weights), phases, host)
 
 
 def estimate_stream(sizes: ModelSizes, *, chunks: tuple[int, ...], height: int, width: int, dtype: str = "float32",
-                    vae_dtype: str = "float32", platform: str = "cpu", decode_overlap: int = 1) -> Estimate:
+                    vae_dtype: str = "float32", platform: str = "cpu", decode_overlap: int = 1,
+                    weights: str | None = None) -> Estimate:
     """The :class:`Estimate` of a ``StreamingPipeline`` run: one chunk at a time (the largest, ``chunks`` in latent
     frames) without guidance, the causal DiT's state carried, and the VAE's streaming decode of the chunk."""
     vae, cfg = sizes.vae, sizes.transformer
@@ -274,7 +290,7 @@ def estimate_stream(sizes: ModelSizes, *, chunks: tuple[int, ...], height: int, 
         f"VAE decode of {where}": state + latent_bytes + decode_bytes(sizes, (1, window, h, w), frames, vae_dtype,
                                                                       tile=None, platform=platform),
     }
-    return Estimate(_weights(sizes, dtype, vae_dtype), phases)
+    return Estimate(_weights(sizes, dtype, vae_dtype, weights=weights), phases)
 
 
 # -- what the device has -----------------------------------------------------------------------------------------
@@ -407,7 +423,7 @@ _MESHES = ({"data": 2}, {"context": 2}, {"data": 2, "context": 2}, {"context": 4
 def check_generation(sizes: ModelSizes, *, num_frames: int, height: int, width: int, guidance_scale: float,
                      valid_frames: tuple[int, int], size_step: int, dtype: str = "float32", vae_dtype: str = "float32",
                      vae_tile: int | None = None, mesh=None, causal_first_frame: bool = True,
-                     capacity: Capacity | None = None) -> Estimate:
+                     capacity: Capacity | None = None, weights: str | None = None) -> Estimate:
     """Estimate a ``SanaVideoPipeline`` run against what the device has (:func:`device_memory` unless
     ``capacity``); raise :func:`refuse`'s InputError when it does not fit, with the options that do: a smaller
     ``--vae-tile``, ``--dtype bfloat16``, the most frames (``valid_frames`` = (step, offset): the counts
@@ -417,7 +433,8 @@ def check_generation(sizes: ModelSizes, *, num_frames: int, height: int, width: 
         check_integer("vae_tile", vae_tile, 1)
     capacity = capacity or device_memory()
     mesh = mesh_sizes(mesh)
-    request = dict(num_frames=num_frames, height=height, width=width, dtype=dtype, vae_tile=vae_tile, mesh=mesh)
+    request = dict(num_frames=num_frames, height=height, width=width, dtype=dtype, vae_tile=vae_tile, mesh=mesh,
+                   weights=weights)
 
     def run(**change) -> Estimate:
         return estimate_generation(sizes, guidance_scale=guidance_scale, vae_dtype=vae_dtype,
@@ -458,13 +475,13 @@ def check_generation(sizes: ModelSizes, *, num_frames: int, height: int, width: 
 
 def check_stream_memory(sizes: ModelSizes, *, chunks: tuple[int, ...], height: int, width: int, size_step: int,
                         dtype: str = "float32", vae_dtype: str = "float32",
-                        capacity: Capacity | None = None) -> Estimate:
+                        capacity: Capacity | None = None, weights: str | None = None) -> Estimate:
     """Estimate a ``StreamingPipeline`` run against what the device has; when it does not fit, the options are
     smaller chunks (``--chunk-frames``), ``--dtype bfloat16`` and a smaller size."""
     from sana_jax.models.sana_video_causal import split_frames
 
     capacity = capacity or device_memory()
-    request = dict(chunks=chunks, height=height, width=width, dtype=dtype)
+    request = dict(chunks=chunks, height=height, width=width, dtype=dtype, weights=weights)
 
     def run(**change) -> Estimate:
         return estimate_stream(sizes, vae_dtype=vae_dtype, platform=capacity.platform, **{**request, **change})
@@ -487,38 +504,44 @@ def check_stream_memory(sizes: ModelSizes, *, chunks: tuple[int, ...], height: i
 
 def check_folder_generation(folder: PipelineFolder, *, num_frames: int, height: int, width: int,
                             guidance_scale: float, dtype: str = "float32", vae_dtype: str = "float32",
-                            vae_tile: int | None = None, mesh=None) -> Estimate:
+                            vae_tile: int | None = None, mesh=None, weights: str | None = None) -> Estimate:
     """:func:`check_generation` of a checked request on a pipeline folder (``SanaVideoPipeline.check``)."""
     spec, patch = folder.vae_spec(), folder.patch_size()
-    return check_generation(ModelSizes.of_folder(folder), num_frames=num_frames, height=height, width=width,
+    return check_generation(ModelSizes.of_folder(folder, weights), num_frames=num_frames, height=height, width=width,
                             guidance_scale=guidance_scale,
                             valid_frames=frame_rule(spec.temporal, patch[0], spec.causal_first_frame),
                             size_step=spec.spatial * max(patch[1:]), dtype=dtype, vae_dtype=vae_dtype,
-                            vae_tile=vae_tile, mesh=mesh, causal_first_frame=spec.causal_first_frame)
+                            vae_tile=vae_tile, mesh=mesh, causal_first_frame=spec.causal_first_frame, weights=weights)
 
 
 def check_folder_stream(folder: PipelineFolder, *, chunks: tuple[int, ...], height: int, width: int,
-                        dtype: str = "float32", vae_dtype: str = "float32") -> Estimate:
+                        dtype: str = "float32", vae_dtype: str = "float32", weights: str | None = None) -> Estimate:
     """:func:`check_stream_memory` of a checked stream request on a pipeline folder (``StreamingPipeline.check``)."""
     spec, patch = folder.vae_spec(), folder.patch_size()
-    return check_stream_memory(ModelSizes.of_folder(folder), chunks=chunks, height=height, width=width,
-                               size_step=spec.spatial * max(patch[1:]), dtype=dtype, vae_dtype=vae_dtype)
+    return check_stream_memory(ModelSizes.of_folder(folder, weights), chunks=chunks, height=height, width=width,
+                               size_step=spec.spatial * max(patch[1:]), dtype=dtype, vae_dtype=vae_dtype,
+                               weights=weights)
 
 
-def check_wan_stream(config, *, cache_frames: int, height: int, width: int, dtype: str = "float32") -> Estimate:
+def check_wan_stream(config, *, cache_frames: int, height: int, width: int, dtype: str = "float32",
+                     weights: str | None = None) -> Estimate:
     """A Wan student's KV cache (keys and values of ``cache_frames`` latent frames in every layer, ``dtype``) and its
-    DiT weights against what the device has; an :class:`InputError` naming both when they do not fit. The chunk's
-    own activations are small beside these at the released sizes and are not counted."""
+    DiT weights (``weights="fp8"`` / ``"int8"``: the dense kernels in a byte) against what the device has; an
+    :class:`InputError` naming both when they do not fit. The chunk's own activations are small beside these at the
+    released sizes and are not counted."""
     from converters import wan_transformer
+    from converters.loader import eight_bit_parameters
 
     tokens = (height // 8 // config.patch_size[1]) * (width // 8 // config.patch_size[2])
     per_frame = 2 * config.num_layers * tokens * config.inner_dim * itemsize(dtype)
-    weights = sum(math.prod(s) for s in wan_transformer.expected_tensors(config).values()) * itemsize(dtype)
-    estimate = Estimate(weights, {f"a KV cache of {cache_frames} latent frames": cache_frames * per_frame})
+    params = sum(math.prod(s) for s in wan_transformer.expected_tensors(config).values())
+    dense = eight_bit_parameters(wan_transformer, config) if weights else 0
+    weight_bytes = dense + (params - dense) * itemsize(dtype)
+    estimate = Estimate(weight_bytes, {f"a KV cache of {cache_frames} latent frames": cache_frames * per_frame})
     capacity = device_memory()
     if estimate.peak <= capacity.device:
         return estimate
-    raise InputError(f"this stream needs about {gib(estimate.peak)} ({gib(weights)} of DiT weights and "
+    raise InputError(f"this stream needs about {gib(estimate.peak)} ({gib(weight_bytes)} of DiT weights and "
                      f"{gib(cache_frames * per_frame)} for {estimate.what}, {gib(per_frame)} per frame) and "
                      f"{capacity.name} has {gib(capacity.device)} free; use --window (and --sink) to keep the cache "
                      "flat, fewer chunks, a smaller size or --dtype bfloat16")

@@ -129,11 +129,11 @@ class StreamingPipeline:
               height: int | None = None,
               width: int | None = None, window: int | None = None,
               prompts_at: Mapping[int, Any] | None = None, dtype: str = "float32", vae_dtype: str = "float32",
-              memory: bool = True) -> StreamRequest:
+              memory: bool = True, weights: str | None = None) -> StreamRequest:
         """Every check of a stream request that needs no weights, from the folder's configs: a VAE that streams,
         then :func:`~sana_jax.pipelines.stream_chunks.check_stream` (length, frame size against the VAE and the
         DiT's patch, window, prompt-switch chunks), then (``memory``) that a chunk fits in what the device has with
-        the models in ``dtype``/``vae_dtype`` (:func:`sana_jax.pipelines.memory.check_stream_memory`).
+        the models in ``dtype``/``vae_dtype`` and ``weights`` (:func:`sana_jax.pipelines.memory.check_stream_memory`).
         Height/width left None take the checkpoint's resolution; the returned :class:`StreamRequest` has them filled
         in, and the chunk plan. ``chunk_frames`` None: the folder's
         (:func:`~sana_jax.pipelines.stream_chunks.stream_settings`)."""
@@ -147,7 +147,7 @@ class StreamingPipeline:
             from sana_jax.pipelines.memory import check_folder_stream
 
             check_folder_stream(pf, chunks=request.chunks, height=request.height, width=request.width, dtype=dtype,
-                                vae_dtype=vae_dtype)
+                                vae_dtype=vae_dtype, weights=weights)
         return request
 
     @staticmethod

@@ -221,12 +221,12 @@ class SanaVideoPipeline:
               num_frames: int | None = None, num_inference_steps: int | None = None,
               guidance_scale: float | None = None, image=None, local_files_only: bool = False,
               dtype: str = "float32", vae_dtype: str = "float32", vae_tile: int | None = None, mesh=None,
-              memory: bool = True) -> GenerationRequest:
+              memory: bool = True, weights: str | None = None) -> GenerationRequest:
         """Every check that needs no weights, from the folder's configs: the request as :meth:`__call__` takes it
         (sizes and frames against the VAE's frame rule and the DiT's patch; ``image`` a path that exists or an
         array (height, width, 3)), then the folder's components, VAE and scheduler (:func:`check_folder`), then
         (``memory``) that the run fits in what the device has: its peak estimated from the configs for ``dtype``,
-        ``vae_dtype``, ``vae_tile`` and ``mesh`` as :meth:`from_pretrained` and :meth:`__call__` take them
+        ``vae_dtype``, ``vae_tile``, ``mesh`` and ``weights`` as :meth:`from_pretrained` and :meth:`__call__` take them
         (:func:`sana_jax.pipelines.memory.check_generation`: an InputError with the options that fit; it starts
         JAX's backend, so a multi-host run calls it after ``jax.distributed.initialize``).
         Arguments left None take the folder's defaults; the returned :class:`GenerationRequest` has them filled
@@ -242,7 +242,7 @@ class SanaVideoPipeline:
 
             check_folder_generation(pf, num_frames=request.num_frames, height=request.height, width=request.width,
                                     guidance_scale=request.guidance_scale, dtype=dtype, vae_dtype=vae_dtype,
-                                    vae_tile=vae_tile, mesh=mesh)
+                                    vae_tile=vae_tile, mesh=mesh, weights=weights)
         return request
 
     @classmethod
