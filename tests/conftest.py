@@ -53,3 +53,24 @@ def max_rel_err(ours, ref) -> float:
 @pytest.fixture
 def rel_err():
     return max_rel_err
+
+
+# Scheduling (the suite runs as `pytest -n 2 --dist loadfile`): pytest-xdist hands whole files to whichever worker is
+# free. By default it first orders the files by their number of tests, which put the files of a few long tests (the
+# two-process runs, the distillation CLI) last, leaving one worker alone with them for minutes at the end. Instead the
+# files are taken in collection order, and the longest ones (per `--durations` of a CI run on 2 cores) are collected
+# first, so that the short files fill in at the end. A file missing here only costs balance, never a result.
+LONGEST_FIRST = ("test_distill_cli.py", "test_wan_vae.py", "test_multihost.py", "test_distill_trainer.py",
+                 "test_ltx2_vae.py", "test_multihost_training.py", "test_training.py", "test_distill_wan.py",
+                 "test_parallel_pipeline.py", "test_streaming.py", "test_parallel.py", "test_parallel_refiner.py",
+                 "test_distill_gaussian.py", "test_distill_student.py", "test_bench_gpu.py")
+
+
+def pytest_configure(config):
+    if hasattr(config.option, "loadscopereorder"):  # pytest-xdist's reordering by number of tests: off
+        config.option.loadscopereorder = False
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(LONGEST_FIRST)))  # stable: the rest keep their order

@@ -63,15 +63,14 @@ def _leaves(state):
 def test_resume_is_bit_exact_and_every_phase_trains(teacher, pairs, tmp_path):
     data = DistillData(pairs, CONFIG.ode_steps)
     logs = []
-    full = DistillTrainer(teacher, CONFIG, latent_shape=LATENT).fit(
-        data, 5, run_dir=tmp_path / "full", progress=False, log_every=1, on_metrics=lambda s, m: logs.append(m))
+    trainer = DistillTrainer(teacher, CONFIG, latent_shape=LATENT)  # holds no run state: one for the three runs
+    full = trainer.fit(data, 5, run_dir=tmp_path / "full", progress=False, log_every=1,
+                       on_metrics=lambda s, m: logs.append(m))
     assert set(logs[0]) == {"loss", "grad_norm"} and "dmd_loss" in logs[2] and "dmd_loss" not in logs[3]
     assert all(np.isfinite(v) for m in logs for v in m.values())
 
-    DistillTrainer(teacher, CONFIG, latent_shape=LATENT).fit(data, 3, run_dir=tmp_path / "cut", progress=False,
-                                                             save_every=1)
-    resumed = DistillTrainer(teacher, CONFIG, latent_shape=LATENT).fit(data, 5, run_dir=tmp_path / "cut",
-                                                                       progress=False)
+    trainer.fit(data, 3, run_dir=tmp_path / "cut", progress=False, save_every=1)
+    resumed = trainer.fit(data, 5, run_dir=tmp_path / "cut", progress=False)
     a, b = _leaves(full), _leaves(resumed)
     assert a.keys() == b.keys()
     for k in a:

@@ -1,18 +1,14 @@
-"""Sharded execution on 8 fake CPU devices (own process: the device count is fixed when jax starts)."""
+"""Sharded execution on 8 fake CPU devices (own process: the device count is fixed when jax starts). Over two
+processes joined by ``jax.distributed``: tests/test_multihost.py."""
 
 from __future__ import annotations
-
-import json
-import os
-import subprocess
-import sys
 
 import pytest
 
 from sana_jax.errors import InputError
 from sana_jax.parallel import make_mesh, parse_mesh_spec
 
-from tests.helpers import MESHES, ROOT, run_parallel_cases as run_cases
+from tests.helpers import MESHES, run_parallel_cases as run_cases
 
 
 @pytest.fixture(scope="module")
@@ -75,24 +71,3 @@ def test_mesh_spec_parsing_and_errors():
             parse_mesh_spec(bad)
     with pytest.raises(InputError, match="needs 16 devices"):
         make_mesh("data=16")
-
-
-def test_two_process_distributed_forward():
-    """Two processes on localhost (CPU, gloo) run the context-parallel DiT over a mesh spanning both; each one's
-    shard equals the single-process result."""
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("localhost", 0))
-        port = s.getsockname()[1]
-    env = dict(os.environ, PYTHONPATH=str(ROOT), JAX_PLATFORMS="cpu")
-    env["XLA_FLAGS"] = os.environ.get("XLA_FLAGS", "").replace("--xla_force_host_platform_device_count=8", "")
-    procs = [subprocess.Popen([sys.executable, str(ROOT / "tests" / "distributed_case.py"), str(port), str(i)],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) for i in range(2)]
-    outs = [p.communicate(timeout=600) for p in procs]
-    for p, (out, err) in zip(procs, outs):
-        assert p.returncode == 0, err[-3000:]
-    results = [json.loads(out.strip().splitlines()[-1]) for out, _ in outs]
-    assert {r["pid"] for r in results} == {0, 1}
-    for r in results:
-        assert r["rel"] <= 1e-5, r
