@@ -37,8 +37,9 @@ def _steps_logged(run) -> list[int]:
 
 def test_cache_finetune_and_adapt_over_two_processes_equal_one(folders, tmp_path, capsys):  # noqa: F811
     """`cache` with the clips' batches split over the processes (process 1 reads and encodes clip 1 only) writes the
-    cache one process writes; `train finetune --mesh data=2` (each process one half of every batch, checkpoints
-    written by both), its resumption to a later step, and `train adapt` end with the weights one process trains."""
+    cache one process writes; `train finetune --mesh fsdp=2` (each process one half of every batch and of the
+    weights, EMA and AdamW state; checkpoints written by both), its resumption to a later step (each process
+    restoring its shards), and `train adapt --mesh data=2` end with the weights one process trains."""
     pipeline = str(folders / "pipeline")
     cache_args = ["cache", str(folders / "videos"), "--model", pipeline, "--frames", str(FRAMES), "--height",
                   str(SIZE), "--width", str(SIZE), "--batch-size", "1", "-q"]
@@ -58,7 +59,7 @@ def test_cache_finetune_and_adapt_over_two_processes_equal_one(folders, tmp_path
     one_run, two_run = tmp_path / "one", tmp_path / "two"
     assert main([str(a) for a in finetune(2, one_run)]) == 0
     capsys.readouterr()
-    results = run_two([*finetune(2, two_run), "--mesh", "data=2"])
+    results = run_two([*finetune(2, two_run), "--mesh", "fsdp=2"])
     assert_both_ok(results)
     assert "trained to step 2" in results[0].stdout and "trained to step 2" not in results[1].stdout
     assert _steps_logged(two_run) == [2]  # one line, written once
@@ -66,7 +67,7 @@ def test_cache_finetune_and_adapt_over_two_processes_equal_one(folders, tmp_path
 
     # both processes restore their shards of step 2 and go on; the one-process run is resumed the same way
     assert main([str(a) for a in finetune(3, one_run)]) == 0
-    results = run_two([*finetune(3, two_run), "--mesh", "data=2"])
+    results = run_two([*finetune(3, two_run), "--mesh", "fsdp=2"])
     assert_both_ok(results)
     assert _steps_logged(two_run) == [2, 3]
     _same_weights(two_run / "transformer", one_run / "transformer", atol=1e-5)
