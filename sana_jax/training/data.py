@@ -193,7 +193,10 @@ def batches_over_devices(count: int, batch_size: int, compute: Callable[[int, in
     owner = [devices[k % len(devices)].process_index for k in range(len(starts))]
     rows = max(sum(min(batch_size, count - starts[k]) for k in range(len(starts)) if owner[k] == p)
                for p in set(owner) | {me})
-    like = results[mine[0]] if mine else np.asarray(compute(0, min(batch_size, count)))  # the rows' shape
+    if set(range(jax.process_count())) <= set(owner):
+        like = results[mine[0]]
+    else:  # a process without a batch learns the rows' shape and dtype from batch 0's owner
+        like = _row_layout(results.get(0), me == owner[0])
     packed, offset = np.zeros((rows, *like.shape[1:]), like.dtype), 0
     for k in mine:
         packed[offset:offset + len(results[k])] = results[k]
@@ -205,6 +208,22 @@ def batches_over_devices(count: int, batch_size: int, compute: Callable[[int, in
         out[a:b] = gathered[owner[k], at:at + b - a]
         offsets[owner[k]] = at + b - a
     return out
+
+
+def _row_layout(example: np.ndarray | None, source: bool) -> np.ndarray:
+    """A zero-row array with the row shape and dtype of ``example`` (given on the one process where ``source``),
+    on every process (``multihost_utils.broadcast_one_to_all``; every process must call this)."""
+    from jax.experimental import multihost_utils
+
+    spec = np.zeros(16, np.int32)  # [row rank, row dims (≤ 7) …, the dtype's 8 characters]
+    if source:
+        if example.ndim > 8:
+            raise InputError(f"rows of rank {example.ndim - 1} are more than the 7 this gathers")
+        spec[0], spec[1:example.ndim] = example.ndim - 1, example.shape[1:]
+        spec[8:] = np.frombuffer(example.dtype.str.encode().ljust(8), np.uint8)
+    spec = np.asarray(multihost_utils.broadcast_one_to_all(spec, is_source=source))
+    dtype = np.dtype(bytes(spec[8:].astype(np.uint8)).decode().strip())
+    return np.zeros((0, *spec[1:1 + spec[0]]), dtype)
 
 
 def build_cache(pipeline, clips: Iterable[tuple[np.ndarray, str]], *, batch_size: int = 4,
