@@ -7,7 +7,7 @@ import argparse
 import contextlib
 
 from sana_jax.commands import DTYPES
-from sana_jax.commands.hosts import add_args as add_mesh_args, mesh_from_args, one_writer
+from sana_jax.commands.hosts import add_args as add_mesh_args, mesh_from_args, one_writer, say
 from sana_jax.commands.options import POSITIVE, POSITIVE_NUMBER, SEED, integer
 from sana_jax.commands.refine import add_weights_arg
 
@@ -28,7 +28,8 @@ def add_parser(sub) -> None:
                    help="diffusers pipeline folder (model_index.json), its Hugging Face Hub id (org/name, from the "
                         "hub's cache), a student made by `sana-jax train distill`, or with --base a Wan2.1 student "
                         "checkpoint (CausVid's model.pt, Self-Forcing's self_forcing_dmd.pt) (default: the embedded "
-                        "streaming default, a tiny student of the shapes world, when the package ships one)")
+                        "streaming default: a tiny 4-step student of the embedded default model, 64×64 coloured shapes that "
+                        "leave one edge and come back at the other, e.g. 'a red circle moving left')")
     p.add_argument("--base", default=None,
                    help="Wan2.1 folder (Wan2.1-T2V-1.3B, original or diffusers layout) whose text encoder, tokenizer "
                         "and VAE a --model student checkpoint runs with")
@@ -134,6 +135,8 @@ def run(args: argparse.Namespace) -> int:
             raise InputError(f"no --model and no embedded streaming default at {default_stream_model_path()}: give "
                              "a LongSANA / SANA-Video pipeline folder or a `sana-jax train distill` student")
         args.model = str(default_stream_model_path())
+        say(f"using the embedded streaming default ({args.model}: 64×64 coloured shapes on a torus; pass --model "
+            "for a LongSANA or distilled checkpoint)")
     folder = PipelineFolder.open(args.model)
     fps = args.fps if args.fps is not None else folder.defaults().get("fps") or 16.0
     # every check that needs no weights happens before loading them
