@@ -57,16 +57,15 @@ def test_cache_finetune_and_adapt_over_two_processes_equal_one(folders, tmp_path
                 str(steps), "--batch-size", "2", "--ema", "0.9", "--save-every", "1", "-q"]
 
     one_run, two_run = tmp_path / "one", tmp_path / "two"
-    assert main([str(a) for a in finetune(2, one_run)]) == 0
-    capsys.readouterr()
     results = run_two([*finetune(2, two_run), "--mesh", "fsdp=2"])
     assert_both_ok(results)
     assert "trained to step 2" in results[0].stdout and "trained to step 2" not in results[1].stdout
     assert _steps_logged(two_run) == [2]  # one line, written once
-    _same_weights(two_run / "transformer", one_run / "transformer", atol=1e-5)
 
-    # both processes restore their shards of step 2 and go on; the one-process run is resumed the same way
+    # both processes restore their shards of step 2 and go on; one process trains the 3 steps at once (its own
+    # resumption is bit-exact: tests/test_training.py), so a shard restored wrong would show in the weights
     assert main([str(a) for a in finetune(3, one_run)]) == 0
+    capsys.readouterr()
     results = run_two([*finetune(3, two_run), "--mesh", "fsdp=2"])
     assert_both_ok(results)
     assert _steps_logged(two_run) == [2, 3]
