@@ -1,5 +1,6 @@
-"""The embedded streaming default: it ships in the package, `sana-jax stream` uses it without --model, and its stream
-shows the prompt's colour, chunk after chunk, with a state that does not grow."""
+"""The embedded streaming default: it ships in the package with the results it was shipped on, and `sana-jax stream`
+uses it without --model: a clean stream of the prompt's colour. (Flat memory over the stream's length:
+tests/test_streaming.py.)"""
 
 from __future__ import annotations
 
